@@ -1,0 +1,66 @@
+"""Geometry analyses: from shared activations to the cone and gap series the checks report.
+
+Each function is computed once per run (memoised by the session) and written
+to the report ``series`` so the HTML plots and the per-layer checks agree.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from mmdiag.metrics.cone import mean_pairwise_cosine
+from mmdiag.record import Activations
+
+CONSTANT_CLS = "mean of patches: the pooled token is identical for every input at this layer"
+
+
+def _constant_rows(x: torch.Tensor) -> bool:
+    return bool(torch.all(torch.isclose(x, x[:1], rtol=1e-5, atol=1e-6)))
+
+
+def layer_cone(acts: Activations, modality: str, layer: int) -> tuple[float, float, str]:
+    """(cone of the pooled state, cone of the token mean, which pooling was used)."""
+    pooled = acts.pooled[modality][layer]
+    mean = acts.mean_tokens[modality][layer]
+    source = "pooled token"
+    if _constant_rows(pooled) and not _constant_rows(mean):
+        pooled, source = mean, CONSTANT_CLS
+    return mean_pairwise_cosine(pooled), mean_pairwise_cosine(mean), source
+
+
+def cone_series(acts: Activations, modality: str, controls: dict[str, Optional[Activations]]) -> dict[str, Any]:
+    """Cone per layer for one modality, with the controls' curves beside it."""
+    n_layers = len(acts.pooled[modality])
+    values, means, sources = [], [], []
+    for k in range(n_layers):
+        v, m, s = layer_cone(acts, modality, k)
+        values.append(v)
+        means.append(m)
+        sources.append(s)
+    out: dict[str, Any] = {"layers": list(range(n_layers)), "values": values, "mean_tokens": means,
+                           "pooling": sources, "controls": {}}
+    for name, ctrl in controls.items():
+        if ctrl is not None and modality in ctrl.pooled:
+            out["controls"][name] = [layer_cone(ctrl, modality, k)[0] for k in range(len(ctrl.pooled[modality]))]
+    return out
+
+
+def final_cone_controls(controls: dict[str, Optional[Activations]], modality: str) -> dict[str, float]:
+    return {name: mean_pairwise_cosine(c.embeds[modality]) for name, c in controls.items()
+            if c is not None and modality in c.embeds}
+
+
+def embedding_2d(img: torch.Tensor, txt: torch.Tensor, max_points: int = 300) -> dict[str, Any]:
+    """PCA of the normalised final embeddings of both modalities, with the centroids (for the gap plot)."""
+    a = torch.nn.functional.normalize(img.double(), dim=1).cpu().numpy()
+    b = torch.nn.functional.normalize(txt.double(), dim=1).cpu().numpy()
+    both = np.concatenate([a, b])
+    centre = both.mean(axis=0)
+    _, _, vt = np.linalg.svd(both - centre, full_matrices=False)
+    axes = vt[:2].T
+    pa, pb = (a - centre) @ axes, (b - centre) @ axes
+    return {"image": pa[:max_points].tolist(), "text": pb[:max_points].tolist(),
+            "centroids": {"image": pa.mean(axis=0).tolist(), "text": pb.mean(axis=0).tolist()},
+            "explained": "PCA of L2-normalised final embeddings, both modalities together"}

@@ -1,0 +1,59 @@
+"""The ``mmdiag`` console script: a thin wrapper around pytest.
+
+``mmdiag MODEL [pytest args]`` runs the built-in checks on MODEL (same as
+``pytest --mm-model=MODEL``); ``mmdiag report results.json [-o report.html]``
+re-renders the HTML report from a results JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+USAGE = """usage: mmdiag MODEL [pytest options]      run the built-in checks on MODEL
+       mmdiag report RESULTS.json [-o OUT.html]  re-render the HTML report
+
+MODEL: random:PRESET, zoo:NAME, a save_pretrained directory or a Hugging Face hub id.
+Example: mmdiag zoo:shapes-clip --mm-report-dir=reports
+"""
+
+
+def report_main(argv: Sequence[str]) -> int:
+    from mmdiag.errors import MMDiagError
+    from mmdiag.report.html import write_html
+    from mmdiag.report.jsonio import read_json
+
+    parser = argparse.ArgumentParser(prog="mmdiag report", description="render report.html from results.json")
+    parser.add_argument("results", type=Path)
+    parser.add_argument("-o", "--output", type=Path, default=None,
+                        help="HTML file to write (default: report.html beside the JSON)")
+    args = parser.parse_args(list(argv))
+    try:
+        doc = read_json(args.results)
+        out = write_html(doc, args.output or args.results.with_name("report.html"))
+    except MMDiagError as exc:
+        print(f"mmdiag report: {exc}", file=sys.stderr)
+        return 2
+    print(f"mmdiag: wrote {out}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if args else 2
+    if args[0] == "report":
+        return report_main(args[1:])
+    import pytest
+
+    from mmdiag.collect import builtin_checks_dir
+
+    model, rest = args[0], args[1:]
+    return int(pytest.main([f"--mm-model={model}", "-p", "no:cacheprovider", "--rootdir", str(Path.cwd()),
+                            *rest, str(builtin_checks_dir())]))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

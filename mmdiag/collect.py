@@ -1,0 +1,101 @@
+"""Where the built-in checks live and how they are parametrised.
+
+A check function carries ``@pytest.mark.mm("check.name", over=("modality", "layer"))``;
+:func:`parametrize` expands ``over`` from the model's layout into ids such as
+``image-L07`` so that ``-k`` selects naturally.
+"""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, Optional
+
+from mmdiag.models.base import IMAGE, MODALITIES, TEXT
+
+DIRECTIONS = ("text->image", "text->text", "image->text", "image->image")
+
+
+def builtin_checks_dir() -> Path:
+    """The built-in checks: inside the installed package, or ``checks/`` of a source checkout."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "checks", here.parent / "checks"):
+        if (candidate / "test_mm_cone.py").is_file():
+            return candidate
+    raise FileNotFoundError("mmdiag's built-in checks are missing from this installation")
+
+
+def _layer_ids(layout: Optional[dict[str, int]], modality: str) -> list[Optional[int]]:
+    if layout is None:
+        return [None]
+    return list(range(layout.get(modality, 0)))
+
+
+def expand(over: tuple[str, ...], layout: Optional[dict[str, int]], modalities: tuple[str, ...] = MODALITIES):
+    """(argnames, values, ids) for a check's ``over`` axes given the model layout."""
+    if over == ("modality",):
+        return ["modality"], list(modalities), list(modalities)
+    if over == ("modality", "layer"):
+        values, ids = [], []
+        for m in modalities:
+            for layer in _layer_ids(layout, m):
+                values.append((m, layer))
+                ids.append(m if layer is None else f"{m}-L{layer:02d}")
+        return ["modality", "layer"], values, ids
+    if over == ("direction",):
+        return ["direction"], list(DIRECTIONS), list(DIRECTIONS)
+    if over == ("layer",):
+        n = max(layout.values()) if layout else None
+        values = [None] if n is None else list(range(n))
+        return ["layer"], values, ["all" if v is None else f"L{v:02d}" for v in values]
+    raise ValueError(f"unsupported mm 'over' axes: {over}")
+
+
+def parametrize(metafunc: Any, session: Any) -> None:
+    """pytest_generate_tests body for functions marked ``mm``."""
+    marker = metafunc.definition.get_closest_marker("mm")
+    if marker is None:
+        return
+    over = tuple(marker.kwargs.get("over", ()))
+    if not over:
+        return
+    adapter = session.adapter if session is not None else None
+    if adapter is None:
+        adapter = user_adapter_at_collection(metafunc, session)
+    if adapter is None and session is not None and session.config.model:
+        adapter = session.load_model()
+    layout = dict(adapter.layer_counts()) if adapter is not None else None
+    modalities = tuple(getattr(adapter, "modalities", MODALITIES)) if adapter is not None else MODALITIES
+    modalities = tuple(m for m in MODALITIES if m in modalities) or modalities
+    names, values, ids = expand(over, layout, modalities)
+    metafunc.parametrize(names if len(names) > 1 else names[0], values, ids=ids)
+
+
+def user_adapter_at_collection(metafunc: Any, session: Any) -> Any:
+    """An ``mm_model`` fixture override without arguments is called once at collection for the layout.
+
+    The adapter it returns is kept by the session and reused at run time, so the
+    model is built once. Overrides that need other fixtures are not called here;
+    their per-layer checks then run all layers in one test each.
+    """
+    if session is None:
+        return None
+    manager = metafunc.definition.session._fixturemanager
+    try:
+        defs = manager.getfixturedefs("mm_model", metafunc.definition)
+    except TypeError:  # pytest < 8.1 took a node id
+        defs = manager.getfixturedefs("mm_model", metafunc.definition.nodeid)
+    if not defs:
+        return None
+    fixturedef = defs[-1]
+    func = getattr(fixturedef, "func", None)
+    if func is None or getattr(func, "__module__", "") == "mmdiag.plugin":
+        return None
+    if inspect.signature(func).parameters:
+        return None
+    if session.adapter is None:
+        session.adapter = func()
+        session.adapter_from_fixture = True
+    return session.adapter
+
+
+__all__ = ["IMAGE", "TEXT", "builtin_checks_dir", "expand", "parametrize"]

@@ -1,0 +1,68 @@
+"""Plain data types shared by the data loaders, the adapters and the recorder.
+
+A :class:`Sample` is one image-caption pair, optionally annotated with a gold
+dependency tree over the caption's words and with grounded phrases (word span +
+box), from which the scene tree of Milewski et al. (2022) is derived.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class DepTree:
+    """A dependency tree over ``words`` in Universal Dependencies conventions.
+
+    ``heads[i]`` is the 1-based index of word ``i``'s head, 0 for the root
+    (exactly one word has head 0). ``upos[i]`` is its UPOS tag (``PUNCT`` words
+    are excluded from root accuracy and UUAS).
+    """
+
+    words: tuple[str, ...]
+    heads: tuple[int, ...]
+    upos: tuple[str, ...]
+    deprels: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+
+@dataclass(frozen=True)
+class Phrase:
+    """A grounded phrase: caption words ``[start, end)`` and their image box.
+
+    ``box`` is ``(x0, y0, x1, y1)`` in pixels of the sample's image.
+    """
+
+    start: int
+    end: int
+    box: tuple[float, float, float, float]
+    label: str = ""
+
+
+@dataclass
+class Sample:
+    """One image-caption pair with optional gold structure.
+
+    ``words`` is the caption split into words (the units the probes score);
+    ``tree`` annotates them; ``phrases`` ground spans of them in the image;
+    ``scene_parents`` is the scene tree over nodes ``[image, phrase_0, ...]``:
+    ``scene_parents[0] == -1`` (the image is the root) and
+    ``scene_parents[k + 1]`` is the node index of phrase ``k``'s parent.
+    ``image`` is a PIL image or the path of one (opened lazily, per batch);
+    ``token_ids`` short-circuits tokenisation (the ``noise`` control).
+    """
+
+    uid: str
+    image: Union[Image.Image, Path, None]
+    caption: str
+    words: Optional[tuple[str, ...]] = None
+    tree: Optional[DepTree] = None
+    phrases: tuple[Phrase, ...] = ()
+    scene_parents: tuple[int, ...] = ()
+    token_ids: Optional[tuple[int, ...]] = None
+    meta: dict = field(default_factory=dict)

@@ -1,0 +1,89 @@
+"""The adapter protocol: how mmdiag talks to any vision-language model.
+
+An adapter turns a list of :class:`~mmdiag.data.types.Sample` into model inputs
+(:meth:`Adapter.prepare`) and runs them (:meth:`Adapter.forward`), returning a
+:class:`Trace` in mmdiag's standard form. Built-in adapters exist per model
+family (``clip``, ``siglip``, ``text``); a user can pass any object that
+follows this protocol by overriding the ``mm_model`` fixture.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Protocol, Sequence, runtime_checkable
+
+import torch
+
+from mmdiag.data.types import Sample
+
+IMAGE = "image"
+TEXT = "text"
+MODALITIES = (IMAGE, TEXT)
+
+
+@dataclass
+class Trace:
+    """Everything mmdiag reads from one forward pass over one batch.
+
+    For each modality ``m`` present:
+
+    - ``hidden[m]``: per hidden-state entry (entry 0 = embedding output, entry
+      k = output of block k) a ``(B, T, D)`` tensor.
+    - ``mask[m]``: ``(B, T)`` bool, True for real (non-padding) tokens.
+    - ``pool_index[m]``: ``(B,)`` long, the token the model itself pools (CLS
+      for CLIP vision, EOS for CLIP text, last token for SigLIP text), or
+      ``None`` when the model pools by attention/mean (then the mean of
+      ``content[m]`` tokens is used).
+    - ``content[m]``: ``(B, T)`` bool, the content tokens (image patches, caption
+      sub-words) that mean-pooling and word/region pooling use.
+    - ``embeds[m]``: ``(B, P)`` final (projected) embedding, if the model has one.
+
+    ``word_ids``: ``(B, T_text)`` long, the caption word each text token belongs
+    to (-1 for special/padding tokens). ``patch_grid``: ``(rows, cols)`` of the
+    image patch tokens, which start at index ``patch_offset``.
+    """
+
+    hidden: dict[str, Sequence[torch.Tensor]]
+    mask: dict[str, torch.Tensor]
+    pool_index: dict[str, Optional[torch.Tensor]]
+    content: dict[str, torch.Tensor]
+    embeds: dict[str, torch.Tensor] = field(default_factory=dict)
+    word_ids: Optional[torch.Tensor] = None
+    patch_grid: Optional[tuple[int, int]] = None
+    patch_offset: int = 0
+    image_size: Optional[tuple[int, int]] = None
+    logit_scale: Optional[float] = None
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """What mmdiag needs from a model. See the README's "Bring your own model"."""
+
+    #: family name shown in reports (``clip``, ``siglip``, ``text``, or your own)
+    family: str
+    #: modalities the model embeds, e.g. ``("image", "text")`` or ``("text",)``
+    modalities: tuple[str, ...]
+
+    def layer_counts(self) -> dict[str, int]:
+        """Number of hidden-state entries per modality (blocks + 1)."""
+
+    def prepare(self, samples: Sequence[Sample]) -> Any:
+        """Tokenise/preprocess a batch of samples into model inputs."""
+
+    def forward(self, batch: Any) -> Trace:
+        """Run the model (no grad) and return the batch's :class:`Trace`."""
+
+
+@dataclass
+class ModelInfo:
+    """Descriptive facts for reports: where the model came from and its size."""
+
+    spec: str
+    family: str
+    n_params: int = 0
+    fingerprint: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+def count_params(module: torch.nn.Module) -> int:
+    """Number of parameters of a torch module."""
+    return int(sum(p.numel() for p in module.parameters()))

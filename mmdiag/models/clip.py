@@ -1,0 +1,44 @@
+"""Adapter for Hugging Face ``CLIPModel`` (Radford et al. 2021)."""
+from __future__ import annotations
+
+import torch
+
+from mmdiag.models.base import IMAGE, TEXT, Trace
+from mmdiag.models.dual import DualEncoderAdapter
+
+
+class CLIPAdapter(DualEncoderAdapter):
+    """CLIP: vision pools the CLS token, text pools the EOS token, both projected."""
+
+    family = "clip"
+
+    def special_ids(self):
+        cfg = self.text_config()
+        return cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id if cfg.pad_token_id is not None else 0
+
+    def text_pool_index(self, ids: torch.Tensor) -> torch.Tensor:
+        """The EOS position, as ``CLIPTextTransformer`` pools it (legacy configs: argmax id)."""
+        eos = self.text_config().eos_token_id
+        if eos == 2:
+            return ids.to(torch.int).argmax(dim=-1).long()
+        return (ids == eos).int().argmax(dim=-1).long()
+
+    def run_text(self, ids: torch.Tensor, mask: torch.Tensor, trace: Trace) -> None:
+        out = self.model.text_model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        trace.hidden[TEXT] = out.hidden_states
+        trace.pool_index[TEXT] = self.text_pool_index(ids)
+        trace.embeds[TEXT] = self.model.text_projection(out.pooler_output)
+
+    def run_vision(self, pixels: torch.Tensor, trace: Trace) -> None:
+        out = self.model.vision_model(pixel_values=pixels, output_hidden_states=True)
+        first = out.hidden_states[0]
+        batch, tokens = first.shape[:2]
+        trace.hidden[IMAGE] = out.hidden_states
+        trace.mask[IMAGE] = torch.ones(batch, tokens, dtype=torch.bool, device=first.device)
+        content = trace.mask[IMAGE].clone()
+        content[:, 0] = False
+        trace.content[IMAGE] = content
+        trace.pool_index[IMAGE] = torch.zeros(batch, dtype=torch.long, device=first.device)
+        trace.embeds[IMAGE] = self.model.visual_projection(out.pooler_output)
+        trace.patch_grid = self.patch_grid(pixels)
+        trace.patch_offset = 1

@@ -1,0 +1,229 @@
+"""Turn a ``--mm-model`` spec into an adapter.
+
+Accepted specs: ``random:PRESET`` (see :mod:`mmdiag.models.presets`),
+``zoo:NAME`` (small trained models shipped in :mod:`mmdiag.zoo`), a local
+directory written by ``save_pretrained``, or a Hugging Face hub id (which needs
+network access or the local HF cache). Every failure a user can cause becomes a
+:class:`~mmdiag.errors.SpecError` that lists what is accepted.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from mmdiag.errors import SpecError
+from mmdiag.models.base import ModelInfo, count_params
+from mmdiag.models.presets import PRESETS, Preset
+
+#: model_type values of each built-in adapter family
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "clip": ("clip",),
+    "siglip": ("siglip",),
+    "text": ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2", "albert"),
+}
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+
+
+def accepted_specs() -> str:
+    """A one-paragraph list of what ``--mm-model`` accepts, for error messages."""
+    from mmdiag.zoo import zoo_names
+
+    zoo = ", ".join(f"zoo:{n}" for n in zoo_names()) or "(none installed)"
+    presets = ", ".join(f"random:{n}" for n in PRESETS)
+    return (f"accepted: {presets}; {zoo}; a local directory written by save_pretrained; "
+            "or a Hugging Face hub id (needs network or the local HF cache)")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks the first CUDA device when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise SpecError(f"--mm-device={name!r} is not a device (accepted: auto, cpu, cuda, cuda:N)") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SpecError(f"--mm-device={name!r} but no CUDA device is available here (use cpu or auto)")
+    return device
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise SpecError(f"--mm-dtype={name!r} is not supported (accepted: fp32, bf16; fp16 overflows "
+                        "with eager attention)") from None
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """A short hash of the config and a strided sample of every parameter (cheap, stable)."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(model.config.to_json_string(use_diff=False).encode())
+    for name, param in sorted(model.state_dict().items()):
+        flat = param.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 1024)].float().cpu().numpy()
+        digest.update(name.encode())
+        digest.update(str(tuple(param.shape)).encode())
+        digest.update(sample.tobytes())
+    return digest.hexdigest()
+
+
+def family_of(model_type: str) -> Optional[str]:
+    for family, types in FAMILIES.items():
+        if model_type in types:
+            return family
+    return None
+
+
+def build_random(preset: Preset, seed: int) -> tuple[torch.nn.Module, Any, Any]:
+    """Instantiate a preset with seeded random weights plus offline tokenizer/processor."""
+    from mmdiag.models import offline
+
+    config = preset.make_config()
+    torch.manual_seed(seed)
+    if preset.family == "clip":
+        from transformers import CLIPModel
+
+        model = CLIPModel._from_config(config, attn_implementation="eager")
+        tc = config.text_config
+        tok = offline.clip_tokenizer(tc.vocab_size, tc.bos_token_id, tc.eos_token_id, tc.max_position_embeddings)
+        proc = offline.clip_image_processor(config.vision_config.image_size)
+    elif preset.family == "siglip":
+        from transformers import SiglipModel
+
+        model = SiglipModel._from_config(config, attn_implementation="eager")
+        tc = config.text_config
+        tok = offline.siglip_tokenizer(tc.vocab_size, tc.pad_token_id, tc.eos_token_id, 2, tc.max_position_embeddings)
+        proc = offline.siglip_image_processor(config.vision_config.image_size)
+    else:
+        from transformers import BertModel
+
+        model = BertModel._from_config(config, attn_implementation="eager")
+        tok = offline.bert_tokenizer(config.vocab_size, config.max_position_embeddings)
+        proc = None
+    return model, tok, proc
+
+
+def load_pretrained(path_or_id: str) -> tuple[str, torch.nn.Module, Any, Any]:
+    """Load model, tokenizer and image processor from a local dir or hub id."""
+    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(path_or_id)
+    except (OSError, ValueError) as exc:
+        where = "directory" if Path(path_or_id).exists() else "model id"
+        raise SpecError(f"--mm-model={path_or_id!r}: cannot load a model config from this {where} "
+                        f"({_first_line(exc)}); {accepted_specs()}") from None
+    family = family_of(config.model_type)
+    if family is None:
+        families = ", ".join(f"{k} ({'/'.join(v)})" for k, v in FAMILIES.items())
+        raise SpecError(
+            f"--mm-model={path_or_id!r} is a {config.model_type!r} model, which no built-in adapter supports "
+            f"(families: {families}). "
+            "Wrap it in an adapter object and override the `mm_model` fixture in your conftest.py "
+            "(see the README, 'Bring your own model').")
+    try:
+        model = AutoModel.from_pretrained(path_or_id, attn_implementation="eager")
+        tokenizer = AutoTokenizer.from_pretrained(path_or_id)
+        processor = AutoImageProcessor.from_pretrained(path_or_id) if family != "text" else None
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"--mm-model={path_or_id!r}: the config loaded but the weights, tokenizer or image "
+                        f"processor did not ({_first_line(exc)}). A directory needs the files written by "
+                        "model.save_pretrained, tokenizer.save_pretrained and processor.save_pretrained.") from None
+    return family, model, tokenizer, processor
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def make_adapter(family: str, model: torch.nn.Module, tokenizer: Any, processor: Any, info: ModelInfo,
+                 device: torch.device, dtype: torch.dtype):
+    """Wrap a loaded model in its family's adapter."""
+    if family == "clip":
+        from mmdiag.models.clip import CLIPAdapter
+
+        return CLIPAdapter(model, tokenizer, processor, info, device, dtype)
+    if family == "siglip":
+        from mmdiag.models.siglip import SiglipAdapter
+
+        return SiglipAdapter(model, tokenizer, processor, info, device, dtype)
+    from mmdiag.models.text import TextEncoderAdapter
+
+    return TextEncoderAdapter(model, tokenizer, info, device, dtype)
+
+
+def load_parts(spec: str, seed: int = 0) -> tuple[str, torch.nn.Module, Any, Any, str]:
+    """(family, model, tokenizer, processor, description) for any accepted spec."""
+    if spec.startswith("random:"):
+        name = spec[len("random:"):]
+        preset = PRESETS.get(name)
+        if preset is None:
+            raise SpecError(f"--mm-model={spec!r}: unknown preset {name!r}; {accepted_specs()}")
+        model, tok, proc = build_random(preset, seed)
+        return preset.family, model, tok, proc, f"random weights (seed {seed}), architecture of {preset.source}"
+    if spec.startswith("zoo:"):
+        from mmdiag.zoo import zoo_path
+
+        path = zoo_path(spec[len("zoo:"):])
+        if path is None:
+            raise SpecError(f"--mm-model={spec!r}: no such zoo model; {accepted_specs()}")
+        family, model, tok, proc = load_pretrained(str(path))
+        return family, model, tok, proc, f"mmdiag zoo model {spec}"
+    path = Path(spec).expanduser()
+    if spec.startswith((".", "/", "~")) and not path.exists():
+        raise SpecError(f"--mm-model={spec!r}: no such directory; {accepted_specs()}")
+    if path.exists() and not path.is_dir():
+        raise SpecError(f"--mm-model={spec!r} is a file; give the directory written by save_pretrained")
+    if path.is_dir() and not (path / "config.json").exists():
+        raise SpecError(f"--mm-model={spec!r}: the directory has no config.json (write it with "
+                        f"model.save_pretrained); {accepted_specs()}")
+    family, model, tok, proc = load_pretrained(str(path) if path.is_dir() else spec)
+    return family, model, tok, proc, "pretrained weights"
+
+
+def load_adapter(spec: str, device: str = "auto", dtype: str = "fp32", seed: int = 0):
+    """Load any accepted ``--mm-model`` spec and wrap it in its adapter."""
+    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    family, model, tok, proc, description = load_parts(spec, seed)
+    info = ModelInfo(spec=spec, family=family, n_params=count_params(model), fingerprint=fingerprint(model),
+                     extra={"weights": description, "model_type": model.config.model_type})
+    return make_adapter(family, model, tok, proc, info, torch_device, torch_dtype)
+
+
+def save_preset(spec: str, directory: str | Path, seed: int = 0) -> Path:
+    """Write a ``random:`` preset (model, tokenizer, image processor) with ``save_pretrained``.
+
+    The result loads through the same code path as a hub id, which is how the
+    tests exercise hub loading offline.
+    """
+    family, model, tok, proc, _ = load_parts(spec, seed)
+    out = Path(directory)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    if proc is not None:
+        proc.save_pretrained(out)
+    return out
+
+
+def random_init_like(adapter: Any, seed: int):
+    """The same architecture as ``adapter``'s model with seeded random weights (the paper's control).
+
+    Returns None for adapters without a Hugging Face ``model``.
+    """
+    import copy
+
+    model = getattr(adapter, "model", None)
+    if model is None or not hasattr(model, "config"):
+        return None
+    torch.manual_seed(seed)
+    fresh = type(model)._from_config(model.config, attn_implementation="eager")
+    clone = copy.copy(adapter)
+    clone.model = fresh.eval().to(device=adapter.device, dtype=adapter.dtype)
+    clone.truncated_captions = 0
+    return clone

@@ -1,0 +1,77 @@
+"""``random:PRESET``: exact published architecture configs with seeded random weights.
+
+The full-size presets copy the configs of the published checkpoints (values from
+their ``config.json`` on the Hugging Face hub) so that a random-init control has
+exactly the architecture of the real model; the ``tiny-*`` presets are small
+versions of the same classes for fast tests.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from transformers import BertConfig, CLIPConfig, PretrainedConfig, SiglipConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named architecture: its family, config factory and the source it copies."""
+
+    name: str
+    family: str
+    make_config: Callable[[], PretrainedConfig]
+    source: str
+
+
+def _clip(text: dict, vision: dict, projection_dim: int) -> CLIPConfig:
+    text = {"vocab_size": 49408, "max_position_embeddings": 77, "hidden_act": "quick_gelu",
+            "bos_token_id": 49406, "eos_token_id": 49407, "pad_token_id": 1, **text}
+    vision = {"hidden_act": "quick_gelu", "image_size": 224, **vision}
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim,
+                      logit_scale_init_value=2.6592)
+
+
+def _siglip(text: dict, vision: dict) -> SiglipConfig:
+    text = {"vocab_size": 32000, "max_position_embeddings": 64, "hidden_act": "gelu_pytorch_tanh",
+            "pad_token_id": 1, "eos_token_id": 1, "bos_token_id": None, **text}
+    vision = {"hidden_act": "gelu_pytorch_tanh", **vision}
+    return SiglipConfig(text_config=text, vision_config=vision)
+
+
+def _bert(**kw) -> BertConfig:
+    base = {"vocab_size": 30522, "max_position_embeddings": 512, "type_vocab_size": 2, "pad_token_id": 0}
+    return BertConfig(**{**base, **kw})
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset("clip-vit-base-patch32", "clip", lambda: _clip(
+        {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8},
+        {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+         "patch_size": 32}, 512), "openai/clip-vit-base-patch32"),
+    Preset("clip-vit-base-patch16", "clip", lambda: _clip(
+        {"hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 8},
+        {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+         "patch_size": 16}, 512), "openai/clip-vit-base-patch16"),
+    Preset("clip-vit-large-patch14", "clip", lambda: _clip(
+        {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12},
+        {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+         "patch_size": 14}, 768), "openai/clip-vit-large-patch14"),
+    Preset("tiny-clip", "clip", lambda: _clip(
+        {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4},
+        {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
+         "patch_size": 8, "image_size": 32}, 16), "a 3-layer CLIP for tests"),
+    Preset("siglip-base-patch16-224", "siglip", lambda: _siglip(
+        {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12},
+        {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+         "patch_size": 16, "image_size": 224}), "google/siglip-base-patch16-224"),
+    Preset("tiny-siglip", "siglip", lambda: _siglip(
+        {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4},
+        {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 4,
+         "patch_size": 8, "image_size": 32}), "a 3-layer SigLIP for tests"),
+    Preset("bert-base-uncased", "text", lambda: _bert(
+        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        "google-bert/bert-base-uncased"),
+    Preset("tiny-bert", "text", lambda: _bert(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4),
+        "a 3-layer BERT for tests"),
+]}

@@ -1,0 +1,179 @@
+"""The ``mmdiag`` option group (DESIGN.md §3) and its validated form, :class:`RunConfig`.
+
+Every ``--mm-*`` option has an ini twin ``mm_*``; the command line wins.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from mmdiag.errors import SpecError
+from mmdiag.thresholds import Threshold, parse_override, parse_table
+
+#: (option, ini type, default, help); the ini name is the option's with ``mm_`` and underscores.
+OPTIONS: list[tuple[str, str, Any, str]] = [
+    ("--mm-model", "string", None, "model to diagnose: HF hub id or local dir, random:PRESET, zoo:NAME"),
+    ("--mm-data", "string", "synthetic", "data: synthetic (default), noise, captions .jsonl or dir, COCO captions .json"),
+    ("--mm-treebank", "string", None, "CoNLL-U treebank for the text structural probes"),
+    ("--mm-samples", "string", "128", "number of samples (default 128)"),
+    ("--mm-batch-size", "string", "32", "batch size of the forward pass (default 32)"),
+    ("--mm-seed", "string", "0", "seed for data, random weights and probes (default 0)"),
+    ("--mm-device", "string", "auto", "auto, cpu, cuda or cuda:N"),
+    ("--mm-dtype", "string", "fp32", "fp32 or bf16"),
+    ("--mm-json", "string", None, "write results.json here"),
+    ("--mm-html", "string", None, "write the HTML report here"),
+    ("--mm-report-dir", "string", None, "write DIR/results.json and DIR/report.html"),
+    ("--mm-save-baseline", "string", None, "save this run's results as a baseline JSON"),
+    ("--mm-baseline", "string", None, "compare against a baseline JSON from an earlier run"),
+    ("--mm-controls", "string", "", "controls to run beside the model: random-init, noise (comma-separated)"),
+]
+REPEATABLE: list[tuple[str, str]] = [
+    ("--mm-threshold", "override a threshold: CHECK[PARAMS]=OP:VALUE[:LEVEL], e.g. gap.norm=<=:1.0 (repeatable)"),
+    ("--mm-compare-fail", "fail checks that regressed vs the baseline by more than this: CHECK:5%, CHECK:0.02 "
+                          "or *:5% (repeatable)"),
+]
+CONTROLS = ("random-init", "noise")
+
+
+def ini_name(option: str) -> str:
+    return option.lstrip("-").replace("-", "_")
+
+
+def add_options(parser: Any) -> None:
+    """Register the ``mmdiag`` option group and the ini twins on a pytest parser."""
+    group = parser.getgroup("mmdiag", "mmdiag: interpretability checks of vision-language models")
+    for option, kind, default, help_text in OPTIONS:
+        group.addoption(option, action="store", default=None, dest=ini_name(option), help=help_text)
+        parser.addini(ini_name(option), help_text, type=kind, default=default)
+    for option, help_text in REPEATABLE:
+        group.addoption(option, action="append", default=[], dest=ini_name(option), help=help_text)
+        parser.addini(ini_name(option), help_text, type="linelist", default=[])
+    group.addoption("--mm-checks", action="store_true", default=False, dest="mm_checks",
+                    help="collect the built-in checks (implied by --mm-model); use with an mm_model fixture override")
+    parser.addini("mm_checks", "collect the built-in checks", type="bool", default=False)
+    parser.addini("mm_thresholds", "threshold overrides, one CHECK[PARAMS]=OP:VALUE[:LEVEL] per line",
+                  type="linelist", default=[])
+
+
+@dataclass
+class RunConfig:
+    """Validated run settings; built from pytest's config by :func:`from_pytest`."""
+
+    model: Optional[str] = None
+    data: str = "synthetic"
+    treebank: Optional[Path] = None
+    samples: int = 128
+    batch_size: int = 32
+    seed: int = 0
+    device: str = "auto"
+    dtype: str = "fp32"
+    json: Optional[Path] = None
+    html: Optional[Path] = None
+    save_baseline: Optional[Path] = None
+    baseline: Optional[Path] = None
+    compare_fail: list[str] = field(default_factory=list)
+    controls: tuple[str, ...] = ()
+    threshold_layers: list[dict[str, Threshold]] = field(default_factory=list)
+    collect_checks: bool = False
+
+
+def _get(config: Any, name: str) -> Any:
+    value = config.getoption(name, default=None)
+    if value in (None, [], ""):
+        value = config.getini(name)
+    return value
+
+
+def _int(config: Any, name: str, minimum: int) -> int:
+    raw = _get(config, name)
+    try:
+        value = int(str(raw).strip())
+    except ValueError:
+        raise SpecError(f"--{name.replace('_', '-')}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise SpecError(f"--{name.replace('_', '-')}={value} must be at least {minimum}")
+    return value
+
+
+def _pyproject_thresholds(rootpath: Path) -> dict[str, Threshold]:
+    path = rootpath / "pyproject.toml"
+    if not path.is_file():
+        return {}
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SpecError(f"{path}: cannot read [tool.mmdiag.thresholds] ({exc})") from None
+    table = doc.get("tool", {}).get("mmdiag", {}).get("thresholds", {})
+    if not isinstance(table, dict):
+        raise SpecError(f"{path}: [tool.mmdiag.thresholds] must be a table of \"check\" = \"OP:VALUE\"")
+    return parse_table(table, f"{path} [tool.mmdiag.thresholds]")
+
+
+def _validate_data_spec(spec: str) -> None:
+    from mmdiag.data.load import ACCEPTED
+
+    if spec in ("synthetic", "noise"):
+        return
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "captions.jsonl").is_file():
+            raise SpecError(f"--mm-data={spec!r}: the directory has no captions.jsonl; {ACCEPTED}")
+        return
+    if not path.is_file():
+        raise SpecError(f"--mm-data={spec!r}: no such file or directory; {ACCEPTED}")
+    if path.suffix not in (".jsonl", ".json"):
+        raise SpecError(f"--mm-data={spec!r}: unknown file type {path.suffix!r}; {ACCEPTED}")
+
+
+def from_pytest(config: Any) -> RunConfig:
+    """Read and validate every ``--mm-*`` option (ini as fallback); raise SpecError on bad values."""
+    cfg = RunConfig()
+    cfg.model = _get(config, "mm_model") or None
+    cfg.data = _get(config, "mm_data") or "synthetic"
+    _validate_data_spec(cfg.data)
+    treebank = _get(config, "mm_treebank")
+    if treebank:
+        cfg.treebank = Path(treebank).expanduser()
+        if not cfg.treebank.is_file():
+            raise SpecError(f"--mm-treebank={treebank!r}: no such file (expected a CoNLL-U .conllu file)")
+    cfg.samples = _int(config, "mm_samples", 2)
+    cfg.batch_size = _int(config, "mm_batch_size", 1)
+    cfg.seed = _int(config, "mm_seed", 0)
+    cfg.device = str(_get(config, "mm_device") or "auto")
+    cfg.dtype = str(_get(config, "mm_dtype") or "fp32")
+    report_dir = _get(config, "mm_report_dir")
+    json_path, html_path = _get(config, "mm_json"), _get(config, "mm_html")
+    if report_dir:
+        cfg.json = Path(report_dir) / "results.json"
+        cfg.html = Path(report_dir) / "report.html"
+    if json_path:
+        cfg.json = Path(json_path)
+    if html_path:
+        cfg.html = Path(html_path)
+    for name in ("save_baseline", "baseline"):
+        value = _get(config, f"mm_{name}")
+        setattr(cfg, name, Path(value) if value else None)
+    if cfg.baseline is not None and not cfg.baseline.is_file():
+        raise SpecError(f"--mm-baseline={str(cfg.baseline)!r}: no such file (give a results JSON written by "
+                        "--mm-save-baseline or --mm-json)")
+    cfg.compare_fail = list(_get(config, "mm_compare_fail") or [])
+    controls = [c.strip() for c in str(_get(config, "mm_controls") or "").split(",") if c.strip()]
+    for control in controls:
+        if control not in CONTROLS:
+            raise SpecError(f"--mm-controls: unknown control {control!r}; accepted: {', '.join(CONTROLS)}")
+    cfg.controls = tuple(controls)
+    cfg.threshold_layers = [
+        _pyproject_thresholds(Path(config.rootpath)),
+        dict(parse_override(line, "mm_thresholds (ini)")
+             for line in [*config.getini("mm_thresholds"), *config.getini("mm_threshold")]),
+        dict(parse_override(line) for line in (config.getoption("mm_threshold") or [])),
+    ]
+    cli_model = config.getoption("mm_model", default=None)
+    cfg.collect_checks = bool(cli_model) or bool(config.getoption("mm_checks")) or bool(config.getini("mm_checks"))
+    return cfg

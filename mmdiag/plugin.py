@@ -1,0 +1,80 @@
+"""pytest hooks of mmdiag: wiring only; the work happens in the modules they call."""
+from __future__ import annotations
+
+from typing import Any, Generator
+
+import pytest
+
+from mmdiag import options
+from mmdiag.errors import MMDiagError
+
+SESSION_KEY = pytest.StashKey["Any"]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    options.add_options(parser)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "mm(check, over=()): an mmdiag diagnostic check")
+    from mmdiag.runner import configure
+
+    try:
+        config.stash[SESSION_KEY] = configure(config)
+    except MMDiagError as exc:
+        raise pytest.UsageError(f"mmdiag: {exc}") from None
+
+
+def _session(config: pytest.Config) -> Any:
+    return config.stash.get(SESSION_KEY, None)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    from mmdiag.collect import parametrize
+
+    parametrize(metafunc, _session(metafunc.config))
+
+
+@pytest.fixture(scope="session")
+def mm_model(pytestconfig: pytest.Config) -> Any:
+    """The adapter under test; override this fixture to diagnose your own model."""
+    session = _session(pytestconfig)
+    adapter = None if session is None else session.load_model()
+    if adapter is None:
+        pytest.skip("no model: pass --mm-model=SPEC, or override the mm_model fixture in your conftest.py")
+    return adapter
+
+
+@pytest.fixture(scope="session")
+def mm_session(pytestconfig: pytest.Config) -> Any:
+    """The run's :class:`mmdiag.session.MMSession`."""
+    return _session(pytestconfig)
+
+
+@pytest.fixture
+def mm(request: pytest.FixtureRequest, mm_session: Any) -> Any:
+    """The :class:`mmdiag.api.CheckContext` of an ``@pytest.mark.mm`` check."""
+    from mmdiag.runner import check_context
+
+    return check_context(request, mm_session)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Generator[None, Any, Any]:
+    report = yield
+    from mmdiag.runner import record_outcome
+
+    record_outcome(item, call, report, _session(item.config))
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    from mmdiag.runner import terminal_summary
+
+    terminal_summary(terminalreporter, _session(config))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from mmdiag.runner import finish
+
+    finish(session, _session(session.config))

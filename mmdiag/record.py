@@ -1,0 +1,156 @@
+"""Streaming reductions of per-batch traces into :class:`Activations`.
+
+One forward pass feeds every check. Per batch, the recorder keeps only pooled
+vectors (the model's pooled token and the mean of content tokens per layer),
+final embeddings, and (when probes need them) word-level states, each a mean
+of the word's sub-word token states. Full token states never outlive a batch.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+
+from mmdiag.data.types import Sample
+from mmdiag.models.base import Trace
+
+
+@dataclass
+class Activations:
+    """Pooled results of the whole run; tensors stay on the model's device.
+
+    ``pooled[m][k]`` and ``mean_tokens[m][k]`` are ``(N, D)`` for hidden-state
+    entry ``k`` of modality ``m``; ``embeds[m]`` is ``(N, P)``. ``word_states[k]``
+    is ``(W, D)``: the words of all samples concatenated, ``word_counts[i]``
+    words for sample ``i``. ``nonfinite[(m, k)]`` counts non-finite values seen.
+    """
+
+    n: int
+    layer_counts: dict[str, int]
+    pooled: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    mean_tokens: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    embeds: dict[str, torch.Tensor] = field(default_factory=dict)
+    word_states: Optional[list[torch.Tensor]] = None
+    word_counts: list[int] = field(default_factory=list)
+    logit_scale: Optional[float] = None
+    nonfinite: dict[tuple[str, int], int] = field(default_factory=dict)
+    forward_s: float = 0.0
+    truncated_captions: int = 0
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(self.pooled)
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the tokens where ``mask`` is True: ``(B, T, D), (B, T) -> (B, D)``."""
+    weights = mask.to(hidden.dtype).unsqueeze(-1)
+    total = (hidden * weights).sum(dim=1)
+    return total / weights.sum(dim=1).clamp_min(1)
+
+
+def word_means(hidden: torch.Tensor, word_ids: torch.Tensor, n_words: Sequence[int]) -> torch.Tensor:
+    """Mean of each word's sub-word token states, words of the batch concatenated: ``(sum n_words, D)``."""
+    offsets = torch.tensor([0, *n_words[:-1]], device=hidden.device).cumsum(0)
+    valid = word_ids >= 0
+    index = (word_ids + offsets.unsqueeze(1))[valid]
+    total = sum(n_words)
+    sums = torch.zeros(total, hidden.shape[-1], device=hidden.device, dtype=torch.float32)
+    sums.index_add_(0, index, hidden[valid].float())
+    counts = torch.zeros(total, device=hidden.device, dtype=torch.float32)
+    counts.index_add_(0, index, torch.ones_like(index, dtype=torch.float32))
+    return sums / counts.clamp_min(1).unsqueeze(1)
+
+
+class Recorder:
+    """Accumulates traces batch by batch; :meth:`finish` returns the :class:`Activations`."""
+
+    def __init__(self, layer_counts: dict[str, int], words: bool = False) -> None:
+        self.layer_counts = dict(layer_counts)
+        self.words = words
+        self._pooled: dict[str, list[list[torch.Tensor]]] = {}
+        self._mean: dict[str, list[list[torch.Tensor]]] = {}
+        self._embeds: dict[str, list[torch.Tensor]] = {}
+        self._words: list[list[torch.Tensor]] = []
+        self._word_counts: list[int] = []
+        self._nonfinite: dict[tuple[str, int], torch.Tensor] = {}
+        self.n = 0
+        self.logit_scale: Optional[float] = None
+
+    def add(self, trace: Trace) -> None:
+        """Reduce one batch's trace into pooled vectors."""
+        batch_size = None
+        for modality, states in trace.hidden.items():
+            pooled = self._pooled.setdefault(modality, [[] for _ in states])
+            means = self._mean.setdefault(modality, [[] for _ in states])
+            index = trace.pool_index.get(modality)
+            content = trace.content[modality]
+            for k, h in enumerate(states):
+                batch_size = h.shape[0]
+                mean = masked_mean(h, content).float()
+                pool = mean if index is None else h[torch.arange(h.shape[0], device=h.device), index].float()
+                pooled[k].append(pool)
+                means[k].append(mean)
+                bad = (~torch.isfinite(pool)).sum() + (~torch.isfinite(mean)).sum()
+                key = (modality, k)
+                self._nonfinite[key] = self._nonfinite.get(key, 0) + bad
+        for modality, emb in trace.embeds.items():
+            self._embeds.setdefault(modality, []).append(emb.float())
+        if self.words and trace.word_ids is not None and "text" in trace.hidden:
+            n_words = (trace.word_ids.max(dim=1).values + 1).clamp_min(0).tolist()
+            self._word_counts.extend(int(c) for c in n_words)
+            if not self._words:
+                self._words = [[] for _ in trace.hidden["text"]]
+            for k, h in enumerate(trace.hidden["text"]):
+                self._words[k].append(word_means(h, trace.word_ids, n_words))
+        if trace.logit_scale is not None:
+            self.logit_scale = trace.logit_scale
+        self.n += batch_size or 0
+
+    def finish(self) -> Activations:
+        return Activations(
+            n=self.n,
+            layer_counts=self.layer_counts,
+            pooled={m: [torch.cat(parts) for parts in layers] for m, layers in self._pooled.items()},
+            mean_tokens={m: [torch.cat(parts) for parts in layers] for m, layers in self._mean.items()},
+            embeds={m: torch.cat(parts) for m, parts in self._embeds.items()},
+            word_states=[torch.cat(parts) for parts in self._words] if self._words else None,
+            word_counts=self._word_counts,
+            logit_scale=self.logit_scale,
+            nonfinite={k: int(v) for k, v in self._nonfinite.items()},
+        )
+
+
+def batches(samples: Sequence[Sample], size: int) -> Iterable[Sequence[Sample]]:
+    for start in range(0, len(samples), size):
+        yield samples[start:start + size]
+
+
+def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool = False,
+           progress: Optional[Any] = None) -> Activations:
+    """Run ``adapter`` over ``samples`` once, reducing every batch as it comes."""
+    from mmdiag.data.images import open_image
+
+    recorder = Recorder(adapter.layer_counts(), words=words)
+    start = time.perf_counter()
+    for chunk in batches(samples, batch_size):
+        loaded = [_with_image(s, open_image) for s in chunk]
+        recorder.add(adapter.forward(adapter.prepare(loaded)))
+        if progress is not None:
+            progress(len(chunk))
+    acts = recorder.finish()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    acts.forward_s = time.perf_counter() - start
+    acts.truncated_captions = int(getattr(adapter, "truncated_captions", 0))
+    return acts
+
+
+def _with_image(sample: Sample, opener: Any) -> Sample:
+    if sample.image is None:
+        return sample
+    from dataclasses import replace
+
+    return replace(sample, image=opener(sample.image))

@@ -1,0 +1,544 @@
+"""The self-contained HTML report, rendered from a results.json document only.
+
+``render_html(doc)`` turns a results document (DESIGN.md section 5, schema
+``mmdiag/1``) into one HTML page: a header with the model, data and run, a
+summary of statuses, a table of every result grouped by check family, and per
+family the plots drawn from ``doc["series"]`` (see :mod:`mmdiag.report.plots`).
+Because it reads nothing but the document, ``mmdiag report results.json`` can
+re-render the page of any earlier run.
+
+The page works offline: no scripts, no external resources (plots are inline
+SVG, the CSS is inline).  Every string taken from the document is escaped by
+jinja2's autoescaping; the only markup inserted verbatim is the SVG produced by
+:mod:`mmdiag.report.plots`, which escapes the data text it contains.
+
+Any key below ``schema``/``model``/``data``/``results`` may be missing, and any
+value may be ``null`` (NaN is written as ``null``): the page shows what exists.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import jinja2
+from markupsafe import Markup
+
+from mmdiag.errors import MMDiagError
+from mmdiag.report import plots
+
+__all__ = ["render_html", "write_html", "SCHEMA", "FAMILY_ORDER", "STATUS_ORDER"]
+
+SCHEMA = "mmdiag/1"
+#: Families in page order; any other family follows in order of appearance.
+FAMILY_ORDER = ("cone", "gap", "geometry", "probe", "attention")
+FAMILY_TITLES = {
+    "cone": "Cone effect",
+    "gap": "Modality gap",
+    "geometry": "Representation geometry",
+    "probe": "Structural probes",
+    "attention": "Attention and hidden states",
+}
+#: Statuses in summary order; any other status string is shown after them.
+STATUS_ORDER = ("pass", "warn", "fail", "error", "skip")
+_DETAILS_MAX_CHARS = 2000
+
+# (family, figure id, series getter, plot function, caption)
+_PlotSpec = tuple[str, str, Callable[[Mapping], Any], Callable[[Any], Optional[str]], str]
+
+
+def _get(mapping: Any, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(mapping, Mapping):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+_PLOTS: tuple[_PlotSpec, ...] = (
+    ("cone", "cone-layer", lambda s: s.get("cone.layer"), plots.cone_plot,
+     "Mean pairwise cosine similarity of the pooled representations per layer (solid), "
+     "the mean over tokens (dash-dotted) and the control runs (dashed). Higher = narrower cone "
+     "(Liang et al. 2022)."),
+    ("gap", "embedding-2d", lambda s: s.get("embedding_2d"), plots.embedding_plot,
+     "2-D projection of the final image and text embeddings; × marks each centroid and the "
+     "arrow is the gap vector Δ = mean(image) − mean(text)."),
+    ("gap", "gap-shift", lambda s: s.get("gap.shift"), plots.shift_plot,
+     "Symmetric contrastive loss and recall@1 when the embeddings are shifted along the gap: "
+     "x' = normalize(x − λΔ), y' = normalize(y + λΔ). Dotted: λ = 0 (the model as trained); "
+     "dashed red: the optimum."),
+    ("probe", "probe-layers", lambda s: s.get("probe"), plots.probe_plot,
+     "Structural-probe scores per layer: NSpr and root accuracy (depth probe), DSpr and UUAS "
+     "(distance probe) (Hewitt & Manning 2019; Milewski et al. 2022)."),
+    ("probe", "probe-tree", lambda s: _get(s, "probe", "example"), plots.tree_svg,
+     "Example sentence: gold dependency tree above the words, the tree predicted by the "
+     "distance probe (minimum spanning tree) below."),
+    ("attention", "attention-share", lambda s: s.get("attention.share"), plots.attention_plot,
+     "Attention mass share per layer and head: for queries of the first modality, the "
+     "row-normalised attention weight on keys of the second, averaged over queries."),
+    ("attention", "hidden-2d", lambda s: s.get("hidden_2d"), plots.hidden_plot,
+     "Hidden states per layer projected to 2-D, coloured by modality."),
+)
+
+_TEMPLATE = r"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="generator" content="mmdiag">
+<title>mmdiag report: {{ title }}</title>
+<style>
+:root { --pass:#1a7f37; --warn:#b58100; --fail:#cf222e; --error:#8250df; --skip:#6e7781;
+        --line:#d0d7de; --muted:#57606a; --bg2:#f6f8fa; }
+* { box-sizing: border-box; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif;
+       color:#1f2328; margin:0; background:#fff; }
+main { max-width: 1180px; margin: 0 auto; padding: 16px 24px 48px; }
+h1 { font-size: 22px; margin: 4px 0 2px; }
+h1 .spec { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, monospace; font-weight: 600; }
+h2 { font-size: 18px; border-bottom: 1px solid var(--line); padding-bottom: 4px; margin-top: 32px; }
+.sub { color: var(--muted); margin: 0 0 12px; }
+dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 8px 0; }
+dl.meta dt { color: var(--muted); }
+dl.meta dd { margin: 0; overflow-wrap: anywhere; }
+.mono, td.value, td.delta { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, monospace; font-size: 13px; }
+nav { position: sticky; top: 0; background: #fffe; border-bottom: 1px solid var(--line);
+      padding: 6px 0; z-index: 1; }
+nav a { margin-right: 14px; color: #0969da; text-decoration: none; }
+.banner { background: #fff8c5; border: 1px solid #d4a72c; padding: 8px 12px; border-radius: 6px; }
+.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff;
+         font-size: 12px; font-weight: 600; white-space: nowrap; }
+.summary .badge { font-size: 15px; padding: 4px 14px; margin: 0 8px 6px 0; border-radius: 14px; }
+.status-pass { background: var(--pass); } .status-warn { background: var(--warn); }
+.status-fail { background: var(--fail); } .status-error { background: var(--error); }
+.status-skip, .status-other { background: var(--skip); }
+.verdict { font-size: 15px; margin: 6px 0 10px; }
+table.results { border-collapse: collapse; width: 100%; margin-top: 8px; }
+table.results th, table.results td { border-bottom: 1px solid var(--line); padding: 4px 8px;
+       text-align: left; vertical-align: top; }
+table.results th { background: var(--bg2); position: sticky; top: 34px; }
+table.results td.value, table.results td.delta { text-align: right; white-space: nowrap; }
+tr.family-row th { background: #eaeef2; font-size: 14px; }
+tr.family-row .counts { font-weight: normal; color: var(--muted); margin-left: 8px; }
+tr.st-fail td { background: #ffebe9; } tr.st-warn td { background: #fff8c5; }
+tr.st-error td { background: #fbefff; } tr.st-skip td { color: var(--muted); }
+td.message { max-width: 420px; overflow-wrap: anywhere; }
+.worse { color: var(--fail); } .better { color: var(--pass); }
+details pre { white-space: pre-wrap; font-size: 12px; background: var(--bg2); padding: 6px;
+              margin: 4px 0 0; max-height: 240px; overflow: auto; }
+details summary { cursor: pointer; color: var(--muted); font-size: 12px; }
+figure.plot { margin: 16px 0 24px; }
+figure.plot .canvas { overflow-x: auto; }
+figure.plot svg.plot { max-width: 100%; height: auto; }
+figure.plot figcaption { color: var(--muted); font-size: 13px; max-width: 900px; }
+p.none { color: var(--muted); font-style: italic; }
+footer { color: var(--muted); font-size: 12px; margin-top: 40px; border-top: 1px solid var(--line);
+         padding-top: 8px; }
+</style>
+</head>
+<body>
+<main>
+<header id="header">
+<h1>mmdiag report · <span class="spec">{{ title }}</span></h1>
+<p class="sub">{{ subtitle }}</p>
+{% if schema_note %}<p class="banner" id="schema-note">{{ schema_note }}</p>{% endif %}
+<dl class="meta">
+{% for label, value, mono in meta %}<dt>{{ label }}</dt><dd{% if mono %} class="mono"{% endif %}>{{ value }}</dd>
+{% endfor %}</dl>
+</header>
+<nav id="nav"><a href="#summary">Summary</a><a href="#results">Results</a>{% for fam in families %}<a href="#family-{{ fam.slug }}">{{ fam.title }}</a>{% endfor %}</nav>
+
+<section id="summary" class="summary">
+<h2>Summary</h2>
+<p class="verdict">{{ verdict }}</p>
+<div class="badges">{% for st in summary %}<span class="badge status-{{ st.css }}" data-status="{{ st.status }}" data-count="{{ st.count }}">{{ st.count }} {{ st.status }}</span>{% endfor %}</div>
+</section>
+
+<section id="results">
+<h2>Results</h2>
+{% if families_with_results %}
+<table class="results">
+<thead><tr><th>check</th><th>params</th><th>value</th><th>threshold</th><th>status</th>{% if has_baseline %}<th>Δ vs baseline</th>{% endif %}<th>message</th></tr></thead>
+{% for fam in families_with_results %}
+<tbody id="results-{{ fam.slug }}">
+<tr class="family-row"><th colspan="{{ ncols }}">{{ fam.title }} <span class="counts">{{ fam.counts }}</span></th></tr>
+{% for r in fam.rows %}<tr class="result st-{{ r.css }}" data-check="{{ r.check }}">
+<td class="mono">{{ r.check }}</td><td>{{ r.params }}</td><td class="value" title="{{ r.value_full }}">{{ r.value }}</td><td class="mono">{{ r.threshold }}</td><td><span class="badge status-{{ r.css }}">{{ r.status }}</span></td>{% if has_baseline %}<td class="delta {{ r.delta_css }}"{% if r.baseline %} title="baseline {{ r.baseline }}"{% endif %}>{{ r.delta }}</td>{% endif %}<td class="message">{{ r.message }}{% if r.details %}<details><summary>details</summary><pre>{{ r.details }}</pre></details>{% endif %}</td>
+</tr>
+{% endfor %}</tbody>
+{% endfor %}
+</table>
+{% else %}<p class="none">No results in this document.</p>{% endif %}
+</section>
+
+{% for fam in families %}
+<section id="family-{{ fam.slug }}" class="family">
+<h2>{{ fam.title }}</h2>
+{% for p in fam.plots %}<figure id="plot-{{ p.id }}" class="plot">
+<div class="canvas">{{ p.svg }}</div>
+<figcaption>{{ p.caption }}</figcaption>
+</figure>
+{% else %}<p class="none">No plot data for this family in this run.</p>
+{% endfor %}
+{% for note in fam.notes %}<p class="none">{{ note }}</p>{% endfor %}
+</section>
+{% endfor %}
+
+<footer>Rendered by mmdiag from a results document (schema {{ schema }}). Self-contained: no scripts, no network resources.</footer>
+</main>
+</body>
+</html>
+"""
+
+_ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined,
+                          trim_blocks=False, lstrip_blocks=False)
+_TEMPLATE_OBJ = _ENV.from_string(_TEMPLATE)
+
+
+# --------------------------------------------------------------------------
+# formatting of document values (all return plain str; escaping is jinja's)
+# --------------------------------------------------------------------------
+
+def _is_num(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def fmt_value(value: Any) -> str:
+    """A result value for the table: 4 significant digits, '—' for missing."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "∞" if value > 0 else "−∞"
+        return f"{value:.4g}"
+    text = json.dumps(value, ensure_ascii=False, default=str) if isinstance(value, (list, dict)) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def fmt_params(params: Any) -> str:
+    """``{"modality": "image", "layer": 7}`` -> ``"image · L07"``; others as k=v."""
+    if not isinstance(params, Mapping) or not params:
+        return ""
+    parts = []
+    for key in ("modality", "direction"):
+        if params.get(key) is not None:
+            parts.append(str(params[key]))
+    layer = params.get("layer")
+    if layer is not None:
+        parts.append(f"L{layer:02d}" if isinstance(layer, int) and not isinstance(layer, bool)
+                     and layer >= 0 else f"L{layer}")
+    for key in sorted(params, key=str):
+        if key not in ("modality", "direction", "layer"):
+            parts.append(f"{key}={fmt_value(params[key])}")
+    return " · ".join(parts)
+
+
+def fmt_threshold(threshold: Any) -> str:
+    """``{"op": "<=", "value": 1.1, "level": "fail"}`` -> ``"<= 1.1 (fail)"``."""
+    if not isinstance(threshold, Mapping):
+        return ""
+    op = threshold.get("op")
+    parts = [str(op) if op is not None else "", fmt_value(threshold.get("value"))
+             if "value" in threshold else ""]
+    text = " ".join(p for p in parts if p)
+    level = threshold.get("level")
+    if level is not None:
+        text = f"{text} ({level})" if text else f"({level})"
+    return text
+
+
+def _fmt_delta(delta: float) -> str:
+    return f"{delta:+.3g}"
+
+
+def _delta_css(delta: float, threshold: Any) -> str:
+    """'worse' when the delta moves towards breaching the threshold, else 'better'."""
+    if delta == 0 or not isinstance(threshold, Mapping):
+        return ""
+    op = threshold.get("op")
+    if op in ("<=", "<"):
+        return "worse" if delta > 0 else "better"
+    if op in (">=", ">"):
+        return "worse" if delta < 0 else "better"
+    return ""
+
+
+def _fmt_seconds(seconds: Any) -> str:
+    if not _is_num(seconds) or not math.isfinite(seconds):
+        return fmt_value(seconds)
+    if seconds >= 120:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def _fmt_params_count(n: Any) -> str:
+    if not _is_num(n) or not math.isfinite(n):
+        return fmt_value(n)
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g} {unit} ({int(n):,})"
+    return f"{int(n):,}" if float(n).is_integer() else f"{n:g}"
+
+
+def _short(value: Any, n: int = 16) -> str:
+    text = str(value)
+    return text if len(text) <= n else text[:n] + "…"
+
+
+def _scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9_-]+", "-", name.lower()).strip("-") or "other"
+
+
+def _status_css(status: str) -> str:
+    return status if status in STATUS_ORDER else "other"
+
+
+def _count_text(counter: Counter) -> str:
+    order = [s for s in STATUS_ORDER if counter.get(s)] + sorted(s for s in counter if s not in STATUS_ORDER)
+    return ", ".join(f"{counter[s]} {s}" for s in order)
+
+
+# --------------------------------------------------------------------------
+# the view model
+# --------------------------------------------------------------------------
+
+def _meta(doc: Mapping) -> list[tuple[str, str, bool]]:
+    model = doc.get("model") if isinstance(doc.get("model"), Mapping) else {}
+    data = doc.get("data") if isinstance(doc.get("data"), Mapping) else {}
+    run = doc.get("run") if isinstance(doc.get("run"), Mapping) else {}
+    rows: list[tuple[str, str, bool]] = []
+
+    def add(label: str, value: Any, mono: bool = False) -> None:
+        if value is not None and value != "":
+            rows.append((label, value if isinstance(value, str) else fmt_value(value), mono))
+
+    add("model", model.get("spec"), True)
+    add("family", model.get("family"))
+    if model.get("n_params") is not None:
+        add("parameters", _fmt_params_count(model.get("n_params")))
+    if model.get("fingerprint") is not None:
+        add("model fingerprint", _short(model.get("fingerprint")), True)
+    for key, value in model.items():
+        if key not in ("spec", "family", "n_params", "fingerprint") and _scalar(value):
+            add(f"model {key}", value)
+    add("data", data.get("spec"), True)
+    add("samples", data.get("n"))
+    if data.get("fingerprint") is not None:
+        add("data fingerprint", _short(data.get("fingerprint")), True)
+    for key, value in data.items():
+        if key not in ("spec", "n", "fingerprint") and _scalar(value):
+            add(f"data {key}", value)
+    versions = [f"{k} {run[k]}" for k in ("mmdiag", "torch", "transformers") if run.get(k) is not None]
+    if versions:
+        add("versions", " · ".join(versions))
+    for key in ("seed", "device", "dtype", "started"):
+        add(key, run.get(key))
+    timings = run.get("timings")
+    if isinstance(timings, Mapping) and timings:
+        add("timings", " · ".join(f"{re.sub(r'_s$', '', str(k))} {_fmt_seconds(v)}"
+                                  for k, v in timings.items()))
+    for key, value in run.items():
+        if key not in ("mmdiag", "torch", "transformers", "seed", "device", "dtype", "started",
+                       "timings") and _scalar(value):
+            add(key, value)
+    return rows
+
+
+def _row(result: Mapping) -> dict[str, Any]:
+    status = str(result.get("status") or "unknown")
+    value = result.get("value")
+    baseline = result.get("baseline") if isinstance(result.get("baseline"), Mapping) else None
+    delta = delta_css = base_text = ""
+    if baseline is not None:
+        d = baseline.get("delta")
+        if not _is_num(d) and _is_num(value) and _is_num(baseline.get("value")):
+            d = value - baseline["value"]
+        if _is_num(d) and math.isfinite(d):
+            delta, delta_css = _fmt_delta(d), _delta_css(d, result.get("threshold"))
+        elif baseline.get("value") is not None:
+            delta = "—"
+        if baseline.get("value") is not None:
+            base_text = fmt_value(baseline.get("value"))
+    details = result.get("details")
+    details_text = ""
+    if isinstance(details, Mapping) and details:
+        details_text = json.dumps(details, indent=1, ensure_ascii=False, default=str)
+        if len(details_text) > _DETAILS_MAX_CHARS:
+            details_text = details_text[:_DETAILS_MAX_CHARS] + "\n… (truncated)"
+    message = result.get("message")
+    return {
+        "check": str(result.get("check") or "?"),
+        "params": fmt_params(result.get("params")),
+        "value": fmt_value(value),
+        "value_full": repr(value) if _is_num(value) else fmt_value(value),
+        "threshold": fmt_threshold(result.get("threshold")),
+        "status": status,
+        "css": _status_css(status),
+        "delta": delta,
+        "delta_css": delta_css,
+        "baseline": base_text,
+        "message": "" if message is None else str(message),
+        "details": details_text,
+    }
+
+
+def _family_of(check: Any) -> str:
+    return str(check or "other").split(".", 1)[0] or "other"
+
+
+def _ordered_families(names: list[str]) -> list[str]:
+    seen = list(dict.fromkeys(names))
+    return [f for f in FAMILY_ORDER if f in seen] + [f for f in seen if f not in FAMILY_ORDER]
+
+
+def _context(doc: Mapping) -> dict[str, Any]:
+    raw_results = doc.get("results")
+    results = [r for r in raw_results if isinstance(r, Mapping)] if isinstance(raw_results, list) else []
+    series = doc.get("series") if isinstance(doc.get("series"), Mapping) else {}
+    model = doc.get("model") if isinstance(doc.get("model"), Mapping) else {}
+    data = doc.get("data") if isinstance(doc.get("data"), Mapping) else {}
+
+    rows_by_family: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        rows_by_family.setdefault(_family_of(result.get("check")), []).append(_row(result))
+
+    plots_by_family: dict[str, list[dict[str, Any]]] = {}
+    notes_by_family: dict[str, list[str]] = {}
+    for family, plot_id, getter, draw, caption in _PLOTS:
+        entry = getter(series)
+        if entry is None:
+            continue
+        try:
+            svg = draw(entry)
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+            notes_by_family.setdefault(family, []).append(
+                f"The {plot_id} plot could not be drawn from this document: {type(exc).__name__}: {exc}")
+            continue
+        if svg is None:
+            continue
+        if plot_id == "probe-tree":
+            example = _get(series, "probe", "example")
+            where = fmt_params({"modality": example.get("modality"), "layer": example.get("layer")})
+            if where:
+                caption = f"{caption} ({where})"
+        plots_by_family.setdefault(family, []).append(
+            {"id": plot_id, "svg": Markup(svg), "caption": caption})
+
+    names = _ordered_families(list(rows_by_family) + list(plots_by_family) + list(notes_by_family))
+    families = []
+    for name in names:
+        rows = rows_by_family.get(name, [])
+        families.append({
+            "name": name,
+            "slug": _slug(name),
+            "title": FAMILY_TITLES.get(name, name),
+            "rows": rows,
+            "counts": _count_text(Counter(r["status"] for r in rows)),
+            "plots": plots_by_family.get(name, []),
+            "notes": notes_by_family.get(name, []),
+        })
+
+    counter = Counter(_row_status(r) for r in results)
+    summary = [{"status": s, "css": _status_css(s), "count": counter[s]}
+               for s in [*STATUS_ORDER, *sorted(s for s in counter if s not in STATUS_ORDER)]
+               if counter[s] or s in ("pass", "warn", "fail")]
+    if counter.get("fail") or counter.get("error"):
+        verdict = f"{counter.get('fail', 0) + counter.get('error', 0)} of {len(results)} checks failed or errored."
+    elif counter.get("warn"):
+        verdict = f"No failures; {counter['warn']} of {len(results)} checks warn."
+    elif results:
+        verdict = f"All {len(results)} checks that ran passed." if counter.get("pass") else "No check ran."
+    else:
+        verdict = "The document holds no results."
+
+    schema = doc.get("schema")
+    schema_note = ""
+    if schema != SCHEMA:
+        schema_note = (f"This document declares schema {schema!r}, not {SCHEMA!r}: "
+                       "the page shows the keys it recognises.")
+    has_baseline = any(r.get("baseline") for fam in families for r in fam["rows"])
+    title = str(model.get("spec")) if model.get("spec") is not None else "(model not named)"
+    sub = []
+    if model.get("family") is not None:
+        sub.append(f"family {model['family']}")
+    if data.get("spec") is not None:
+        sub.append(f"data {data['spec']}" + (f" (n={fmt_value(data.get('n'))})"
+                                            if data.get("n") is not None else ""))
+    run = doc.get("run") if isinstance(doc.get("run"), Mapping) else {}
+    if run.get("started") is not None:
+        sub.append(f"started {run['started']}")
+    return {
+        "title": title,
+        "subtitle": " · ".join(str(s) for s in sub),
+        "schema": str(schema),
+        "schema_note": schema_note,
+        "meta": _meta(doc),
+        "summary": summary,
+        "verdict": verdict,
+        "families": families,
+        "families_with_results": [f for f in families if f["rows"]],
+        "has_baseline": has_baseline,
+        "ncols": 7 if has_baseline else 6,
+    }
+
+
+def _row_status(result: Mapping) -> str:
+    return str(result.get("status") or "unknown")
+
+
+# --------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------
+
+def render_html(doc: dict) -> str:
+    """Render a results document (DESIGN.md section 5) as one self-contained HTML page.
+
+    Raises :class:`~mmdiag.errors.MMDiagError` when ``doc`` is not a JSON
+    object; everything inside it is optional.
+    """
+    if not isinstance(doc, Mapping):
+        raise MMDiagError(f"a results document must be a JSON object, got {type(doc).__name__}")
+    return _TEMPLATE_OBJ.render(**_context(doc))
+
+
+def write_html(doc: dict, path: Union[str, os.PathLike]) -> Path:
+    """Render ``doc`` and write it to ``path`` atomically; returns the path.
+
+    The page is written to a temporary file in the target directory (created if
+    needed) and moved over ``path`` with :func:`os.replace`, so a reader never
+    sees a half-written report and a failed write leaves any old report intact.
+    """
+    target = Path(path)
+    html = render_html(doc)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(html)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return target

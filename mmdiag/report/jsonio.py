@@ -1,0 +1,58 @@
+"""Writing and reading results.json atomically (write a temp file, then rename)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mmdiag.errors import DataError
+
+
+def _clean(value: Any) -> Any:
+    """Replace NaN/inf by None so the file is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "tolist"):
+        return _clean(value.tolist())
+    if hasattr(value, "item"):
+        return _clean(value.item())
+    return value
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` so that readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_json(doc: dict, path: Path) -> Path:
+    return atomic_write_text(path, json.dumps(_clean(doc), indent=1, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> dict:
+    """Read a results JSON; a missing or malformed file is a DataError naming it."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise DataError(f"cannot read results JSON ({exc.strerror})", path) from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"malformed JSON ({exc.msg})", path, exc.lineno) from None
+    if not isinstance(doc, dict) or "results" not in doc:
+        raise DataError('not an mmdiag results file (no "results" key)', path)
+    return doc

@@ -1,0 +1,68 @@
+"""The rich summary table printed after pytest's own summary."""
+from __future__ import annotations
+
+import io
+import math
+from typing import Iterable, Optional
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from mmdiag.thresholds import Result, param_id
+
+STYLES = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim", "error": "bold magenta"}
+FAMILY_ORDER = ("cone", "gap", "geometry", "probe", "attention")
+
+
+def family(check: str) -> str:
+    return check.split(".", 1)[0]
+
+
+def format_value(value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return f"{value:.4g}"
+
+
+def build_table(results: Iterable[Result], title: str, deltas: Optional[dict] = None) -> Table:
+    """One row per result, grouped by family (a section line between families)."""
+    rows = sorted(results, key=lambda r: (FAMILY_ORDER.index(family(r.check)) if family(r.check) in FAMILY_ORDER
+                                          else len(FAMILY_ORDER), r.check))
+    table = Table(title=title, title_justify="left", show_lines=False, expand=False)
+    table.add_column("check", no_wrap=True)
+    table.add_column("params", no_wrap=True)
+    table.add_column("value", justify="right")
+    table.add_column("threshold")
+    if deltas is not None:
+        table.add_column("Δ baseline", justify="right")
+    table.add_column("status")
+    previous = None
+    for r in rows:
+        if previous is not None and family(r.check) != previous:
+            table.add_section()
+        previous = family(r.check)
+        cells = [r.check, param_id(r.params), format_value(r.value),
+                 r.threshold.describe() if r.threshold else "-"]
+        if deltas is not None:
+            delta = deltas.get(id(r))
+            cells.append("-" if delta is None else f"{delta:+.4g}")
+        cells.append(Text(r.status, style=STYLES.get(r.status, "")))
+        table.add_row(*cells)
+    return table
+
+
+def render(results: list[Result], title: str, width: int, color: bool, deltas: Optional[dict] = None) -> str:
+    """Render the table to a string for pytest's terminal writer (ANSI only when ``color``)."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=max(width, 60), force_terminal=color, no_color=not color,
+                      color_system="standard" if color else None, highlight=False, emoji=False)
+    console.print(build_table(results, title, deltas))
+    counts = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    summary = Text(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
+    console.print(summary)
+    return buffer.getvalue()

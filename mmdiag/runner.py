@@ -1,0 +1,125 @@
+"""What the plugin's hooks do: configure the run, build check contexts, record outcomes, write reports."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import pytest
+
+from mmdiag.api import CheckContext
+from mmdiag.options import from_pytest
+from mmdiag.session import MMSession
+from mmdiag.thresholds import Result
+
+CONTEXT_KEY = pytest.StashKey[CheckContext]()
+CHECK_PARAMS = ("modality", "layer", "direction")
+
+
+def configure(config: pytest.Config) -> Optional[MMSession]:
+    """Validate options, point collection at the built-in checks, load the model."""
+    if config.getoption("help", default=False) or config.getoption("version", default=False):
+        return None
+    cfg = from_pytest(config)
+    session = MMSession(cfg)
+    session.adapter_from_fixture = False
+    if cfg.collect_checks and not _explicit_args(config):
+        from mmdiag.collect import builtin_checks_dir
+
+        config.args[:] = [str(builtin_checks_dir())]
+    if cfg.model and cfg.collect_checks:
+        session.load_model()
+    return session
+
+
+def _explicit_args(config: pytest.Config) -> bool:
+    return config.args_source == pytest.Config.ArgsSource.ARGS
+
+
+def check_context(request: pytest.FixtureRequest, session: Optional[MMSession]) -> CheckContext:
+    """Build the ``mm`` fixture value for the requesting check."""
+    marker = request.node.get_closest_marker("mm")
+    if marker is None or not marker.args:
+        raise pytest.UsageError(f"{request.node.nodeid}: the mm fixture needs @pytest.mark.mm('check.name')")
+    if session is None:
+        pytest.skip("mmdiag is not configured for this run")
+    if getattr(session, "adapter_from_fixture", False) and session.adapter is not None:
+        adapter = session.adapter
+    else:
+        adapter = request.getfixturevalue("mm_model")
+        session.adapter = adapter
+    callspec = getattr(request.node, "callspec", None)
+    params = {k: v for k, v in (callspec.params.items() if callspec else []) if k in CHECK_PARAMS and v is not None}
+    ctx = CheckContext(session, adapter, marker.args[0], params, request.node.nodeid)
+    request.node.stash[CONTEXT_KEY] = ctx
+    return ctx
+
+
+def record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport,
+                   session: Optional[MMSession]) -> None:
+    """Give every mm check a result: skips and unexpected errors are recorded too."""
+    marker = item.get_closest_marker("mm")
+    if session is None or marker is None or not marker.args:
+        return
+    if report.when == "teardown" or (report.when == "setup" and report.passed):
+        return
+    ctx = item.stash.get(CONTEXT_KEY, None)
+    if ctx is not None and ctx.reported and not (report.failed and call.excinfo is not None
+                                                 and not call.excinfo.errisinstance(pytest.fail.Exception)):
+        return
+    params = dict(ctx.params) if ctx is not None else _params_of(item)
+    check = marker.args[0]
+    if report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        session.add(Result(check, params, None, "skip", session.thresholds.lookup(check, params), {}, reason,
+                           item.nodeid))
+    elif report.failed:
+        message = _error_message(call)
+        session.add(Result(check, params, None, "error", session.thresholds.lookup(check, params), {}, message,
+                           item.nodeid))
+
+
+def _params_of(item: pytest.Item) -> dict:
+    callspec = getattr(item, "callspec", None)
+    return {k: v for k, v in (callspec.params.items() if callspec else []) if k in CHECK_PARAMS and v is not None}
+
+
+def _error_message(call: pytest.CallInfo) -> str:
+    if call.excinfo is None:
+        return "error"
+    exc = call.excinfo.value
+    return f"{type(exc).__name__}: {exc}".strip()
+
+
+def terminal_summary(reporter: Any, session: Optional[MMSession]) -> None:
+    """Print the rich table after pytest's own summary."""
+    if session is None or not session.results:
+        return
+    from mmdiag.report.terminal import render
+
+    writer = reporter._tw
+    doc_model = session.config.model or getattr(getattr(session.adapter, "info", None), "spec", None) or "user model"
+    title = f"mmdiag · {doc_model} · data {session.config.data} (n={len(session.samples or [])})"
+    deltas = getattr(session, "deltas", None)
+    reporter.write_sep("=", "mmdiag summary")
+    reporter.write(render(session.results, title, writer.fullwidth, writer.hasmarkup, deltas))
+    for path in getattr(session, "written", []):
+        reporter.write_line(f"mmdiag: wrote {path}")
+
+
+def finish(pytest_session: pytest.Session, session: Optional[MMSession]) -> None:
+    """Write results.json / report.html / baseline for whatever ran (also after failures)."""
+    if session is None or not session.results:
+        return
+    session.written = []
+    doc = session.document()
+    cfg = session.config
+    from mmdiag.report.jsonio import write_json
+
+    targets = [p for p in (cfg.json, cfg.save_baseline) if p is not None]
+    for path in targets:
+        session.written.append(write_json(doc, Path(path)))
+    if cfg.html is not None:
+        from mmdiag.report.html import write_html
+
+        session.written.append(write_html(doc, Path(cfg.html)))

@@ -1,0 +1,144 @@
+"""The run's state: config, model, data, the one forward pass, and the results.
+
+One :class:`MMSession` lives for the pytest session (``config.stash``); every
+check reads the same :class:`~mmdiag.record.Activations` from it, so the model
+runs once however many checks are collected.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from mmdiag.options import RunConfig
+from mmdiag.record import Activations, record
+from mmdiag.thresholds import Result, Thresholds
+
+SCHEMA = "mmdiag/1"
+
+
+@dataclass
+class MMSession:
+    """Owns everything a run computes; checks talk to it through :class:`~mmdiag.api.CheckContext`."""
+
+    config: RunConfig
+    thresholds: Thresholds = field(init=False)
+    results: list[Result] = field(default_factory=list)
+    series: dict[str, Any] = field(default_factory=dict)
+    adapter: Any = None
+    samples: Optional[list] = None
+    timings: dict[str, float] = field(default_factory=dict)
+    started: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    _activations: dict[str, Activations] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.thresholds = Thresholds(self.config.threshold_layers)
+        self._t0 = time.perf_counter()
+
+    # -- model and data -----------------------------------------------------
+    def load_model(self) -> Any:
+        """Load the ``--mm-model`` adapter once (SpecError on a bad spec)."""
+        if self.adapter is None and self.config.model:
+            from mmdiag.models.load import load_adapter
+
+            start = time.perf_counter()
+            self.adapter = load_adapter(self.config.model, self.config.device, self.config.dtype, self.config.seed)
+            self.timings["load_s"] = time.perf_counter() - start
+        return self.adapter
+
+    def layout(self) -> Optional[dict[str, int]]:
+        """Hidden-state entries per modality of the model, when known at collection time."""
+        return None if self.adapter is None else dict(self.adapter.layer_counts())
+
+    def load_data(self, adapter: Any) -> list:
+        """The run's samples (once); noise token ids avoid the model's special tokens."""
+        if self.samples is None:
+            from mmdiag.data.load import load_samples
+
+            tok = getattr(adapter, "tokenizer", None)
+            vocab = len(tok) if tok is not None else 1000
+            special = getattr(tok, "all_special_ids", []) if tok is not None else []
+            self.samples = load_samples(self.config.data, self.config.samples, self.config.seed, vocab, special)
+        return self.samples
+
+    def activations(self, adapter: Any) -> Activations:
+        """The one forward pass over the data, shared by every check."""
+        key = "model"
+        if key not in self._activations:
+            samples = self.load_data(adapter)
+            words = any(s.tree is not None for s in samples)
+            self._activations[key] = record(adapter, samples, self.config.batch_size, words=words)
+            self.timings["forward_s"] = self._activations[key].forward_s
+        return self._activations[key]
+
+    def control(self, name: str, adapter: Any) -> Optional[Activations]:
+        """Activations of a control run (Liang et al. 2022): ``random-init`` or ``noise``.
+
+        ``random-init``: the same architecture with seeded random weights on the
+        same inputs. ``noise``: the model itself on random pixels and token ids.
+        Controls need a built-in adapter (one with a ``model``); otherwise None.
+        """
+        key = f"control:{name}"
+        if key not in self._activations:
+            if name == "random-init":
+                from mmdiag.models.load import random_init_like
+
+                control_adapter = random_init_like(adapter, self.config.seed + 1)
+                samples = self.load_data(adapter)
+            else:
+                from mmdiag.data.noise import make_noise
+
+                tok = getattr(adapter, "tokenizer", None)
+                control_adapter = adapter
+                samples = make_noise(len(self.load_data(adapter)), self.config.seed, len(tok) if tok else 1000,
+                                     getattr(tok, "all_special_ids", []) if tok else [])
+            if control_adapter is None:
+                return None
+            start = time.perf_counter()
+            self._activations[key] = record(control_adapter, samples, self.config.batch_size)
+            self.timings[f"control_{name}_s"] = time.perf_counter() - start
+        return self._activations[key]
+
+    def memo(self, key: str, compute: Any) -> Any:
+        """Compute a value shared by several checks once (e.g. a probe fit used by two checks)."""
+        if key not in self._cache:
+            self._cache[key] = compute()
+        return self._cache[key]
+
+    # -- results ------------------------------------------------------------
+    def add(self, result: Result) -> None:
+        self.results.append(result)
+
+    def document(self) -> dict:
+        """results.json (DESIGN.md §5 keys plus a ``run`` block with versions and timings)."""
+        import torch
+        import transformers
+
+        import mmdiag
+
+        adapter = self.adapter
+        info = getattr(adapter, "info", None)
+        model = {"spec": self.config.model or getattr(info, "spec", None) or type(adapter).__name__,
+                 "family": getattr(adapter, "family", None),
+                 "n_params": getattr(info, "n_params", None),
+                 "fingerprint": getattr(info, "fingerprint", None)}
+        if info is not None and info.extra:
+            model.update(info.extra)
+        from mmdiag.data.load import data_fingerprint
+
+        data = {"spec": self.config.data, "n": len(self.samples) if self.samples is not None else 0,
+                "fingerprint": data_fingerprint(self.samples) if self.samples else None}
+        acts = self._activations.get("model")
+        if acts is not None:
+            data["truncated_captions"] = acts.truncated_captions
+        timings = dict(self.timings)
+        timings["total_s"] = time.perf_counter() - self._t0
+        run = {"mmdiag": mmdiag.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+               "python": platform.python_version(), "seed": self.config.seed,
+               "device": str(getattr(adapter, "device", self.config.device)), "dtype": self.config.dtype,
+               "batch_size": self.config.batch_size, "started": self.started, "timings": timings}
+        return {"schema": SCHEMA, "model": model, "data": data, "run": run,
+                "results": [r.to_json() for r in self.results], "series": self.series}

@@ -1,0 +1,159 @@
+"""Default thresholds, user overrides and their evaluation into a status.
+
+A threshold says what a healthy value looks like (``op`` and ``value``) and
+how bad a breach is (``level``: ``fail`` fails the test, ``warn`` passes it
+with a warning). Precedence, lowest first: the defaults below, then
+``[tool.mmdiag.thresholds]`` in pyproject.toml / the ``mm_thresholds`` ini
+entry, then ``--mm-threshold`` on the command line. A key may name a check for
+all its params (``cone.layer``) or one parametrisation (``cone.layer[image-L11]``).
+"""
+from __future__ import annotations
+
+import math
+import operator
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping, Optional
+
+from mmdiag.errors import SpecError
+
+OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+LEVELS = ("fail", "warn")
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """``value OP threshold`` must hold; otherwise the check gets status ``level``."""
+
+    op: str
+    value: float
+    level: str = "fail"
+    rationale: str = ""
+
+    def holds(self, value: float) -> bool:
+        return OPS[self.op](value, self.value)
+
+    def to_json(self) -> dict:
+        return {"op": self.op, "value": self.value, "level": self.level}
+
+    def describe(self) -> str:
+        return f"{self.op} {self.value:g} ({self.level})"
+
+
+#: Every built-in check with its default threshold (None: reported, never gated).
+DEFAULTS: dict[str, Optional[Threshold]] = {
+    "cone.final": Threshold("<", 0.95, "fail",
+                            "mean pairwise cosine >= 0.95 means the embeddings have collapsed to a line; "
+                            "trained CLIP sits near 0.5 (Liang et al. 2022, Fig. 2)"),
+    "cone.layer": Threshold("<", 0.99, "warn",
+                            "a layer whose pooled states are all but identical carries no information"),
+    "cone.narrowing": None,
+    "gap.norm": Threshold("<=", 1.19, "warn",
+                          "above the random-init gap of Liang et al. 2022 (1.1891 +- 0.0017): training "
+                          "widened the gap beyond initialisation"),
+    "gap.l2i": None,
+    "gap.rmg": None,
+    "gap.separability": None,
+    "gap.shift_optimum": None,
+    "geometry.alignment": None,
+    "geometry.uniformity": None,
+    "geometry.rankme": None,
+    "geometry.cka": None,
+    "geometry.mknn": None,
+    "probe.depth": None,
+    "probe.distance": None,
+    "probe.selectivity": None,
+    "probe.text_retention": None,
+    "probe.scene_vs_raw": None,
+    "attention.share": None,
+    "attention.entropy": None,
+}
+
+_SPEC = re.compile(r"^\s*(?P<check>[a-z_]+\.[a-z_0-9]+)(?:\[(?P<params>[^\]]+)\])?\s*=\s*"
+                   r"(?P<op><=|>=|<|>):\s*(?P<value>[^:\s]+)\s*(?::\s*(?P<level>\w+))?\s*$")
+SYNTAX = "CHECK[=PARAMS]=OP:VALUE[:LEVEL], e.g. gap.norm=<=:1.0 or cone.layer[image-L11]=<:0.9:warn"
+
+
+def parse_override(text: str, source: str = "--mm-threshold") -> tuple[str, Threshold]:
+    """Parse ``CHECK[PARAMS]=OP:VALUE[:LEVEL]`` into (key, Threshold); errors list what is valid."""
+    match = _SPEC.match(text)
+    if not match:
+        raise SpecError(f"{source}={text!r}: expected {SYNTAX}; operators: {', '.join(OPS)}; "
+                        f"levels: {', '.join(LEVELS)}")
+    check = match["check"]
+    if check not in DEFAULTS:
+        raise SpecError(f"{source}={text!r}: unknown check {check!r}; valid checks: {', '.join(DEFAULTS)}")
+    try:
+        value = float(match["value"])
+    except ValueError:
+        raise SpecError(f"{source}={text!r}: {match['value']!r} is not a number; expected {SYNTAX}") from None
+    level = match["level"] or "fail"
+    if level not in LEVELS:
+        raise SpecError(f"{source}={text!r}: unknown level {level!r}; levels: {', '.join(LEVELS)}")
+    key = check if not match["params"] else f"{check}[{match['params'].strip()}]"
+    return key, Threshold(match["op"], value, level)
+
+
+def parse_table(table: Mapping[str, object], source: str) -> dict[str, Threshold]:
+    """``[tool.mmdiag.thresholds]``: ``"gap.norm" = "<=:1.0"`` (or ``"<=:1.0:warn"``)."""
+    return dict(parse_override(f"{key}={value}", source) for key, value in table.items())
+
+
+def param_id(params: Mapping[str, object]) -> str:
+    """The pytest-style id of a parametrisation: ``image-L07``, ``text->image-L03``."""
+    parts = []
+    for key, value in params.items():
+        parts.append(f"L{value:02d}" if key == "layer" and isinstance(value, int) else str(value))
+    return "-".join(parts)
+
+
+class Thresholds:
+    """Resolves the threshold of a check for given params, honouring precedence."""
+
+    def __init__(self, layers: Iterable[Mapping[str, Threshold]] = ()) -> None:
+        self.overrides: dict[str, Threshold] = {}
+        for layer in layers:
+            self.overrides.update(layer)
+
+    def lookup(self, check: str, params: Mapping[str, object]) -> Optional[Threshold]:
+        specific = f"{check}[{param_id(params)}]" if params else None
+        if specific and specific in self.overrides:
+            return self.overrides[specific]
+        if check in self.overrides:
+            return self.overrides[check]
+        return DEFAULTS.get(check)
+
+
+def evaluate(value: Optional[float], threshold: Optional[Threshold]) -> str:
+    """Status of a value: pass, or the threshold's level when breached; non-finite fails."""
+    if value is None:
+        return "error"
+    if isinstance(value, float) and not math.isfinite(value):
+        return "fail"
+    if threshold is None or threshold.holds(value):
+        return "pass"
+    return threshold.level
+
+
+@dataclass
+class Result:
+    """One check's outcome for one parametrisation, as written to results.json."""
+
+    check: str
+    params: dict
+    value: Optional[float]
+    status: str
+    threshold: Optional[Threshold] = None
+    details: Optional[dict] = None
+    message: str = ""
+    nodeid: str = ""
+
+    def to_json(self) -> dict:
+        value = self.value
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        return {"check": self.check, "params": dict(self.params), "value": value, "status": self.status,
+                "threshold": self.threshold.to_json() if self.threshold else None,
+                "details": self.details or {}, "message": self.message}

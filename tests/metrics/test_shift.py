@@ -1,0 +1,211 @@
+"""Tests for mmdiag.metrics.shift (shift experiment, Liang et al. 2022, arXiv:2203.02053)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+from scipy.special import log_softmax
+
+from mmdiag.metrics.shift import (DEFAULT_LAMBDAS, recall_at_1, shift_curve,
+                                  shift_embeddings, symmetric_infonce)
+
+SETTINGS = settings(max_examples=30, deadline=None)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small matrices on a shared 2-core machine: intra-op threads only add contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def unit(x):
+    x = np.asarray(x, dtype=np.float64)
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.divide(x, n, out=np.zeros_like(x), where=n > 0)
+
+
+def ref_infonce(img, txt, tau):
+    s = unit(img) @ unit(txt).T / tau
+    i2t = -np.diag(log_softmax(s, axis=1)).mean()
+    t2i = -np.diag(log_softmax(s, axis=0)).mean()
+    return float((i2t + t2i) / 2)
+
+
+def ref_recall(img, txt):
+    s = unit(img) @ unit(txt).T
+    idx = np.arange(len(s))
+    return float((s.argmax(1) == idx).mean()), float((s.argmax(0) == idx).mean())
+
+
+def pair(seed, n, d, offset=0.0, noise=0.5):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, d))
+    o = np.zeros(d); o[0] = offset
+    return (z + noise * rng.normal(size=(n, d)) + o,
+            z + noise * rng.normal(size=(n, d)) - o)
+
+
+pairs = st.tuples(st.integers(0, 2**31), st.integers(2, 30), st.integers(2, 10),
+                  st.floats(-2, 2), st.floats(0.0, 2.0))
+taus = st.sampled_from([0.01, 0.05, 0.1, 1.0, 3.0])
+
+
+@SETTINGS
+@given(pairs, taus)
+def test_infonce_against_scipy_log_softmax(p, tau):
+    img, txt = pair(*p)
+    assert symmetric_infonce(img, txt, tau) == pytest.approx(ref_infonce(img, txt, tau),
+                                                             rel=1e-10, abs=1e-10)
+
+
+def test_infonce_closed_form():
+    n, tau = 5, 0.1
+    eye = np.eye(n)
+    expected = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + n - 1))
+    assert symmetric_infonce(eye, 2.0 * eye, tau) == pytest.approx(expected)
+    # all rows identical: every pair equally likely -> log n
+    same = np.ones((n, 3))
+    assert symmetric_infonce(same, same, 0.07) == pytest.approx(math.log(n))
+
+
+def test_infonce_is_symmetric_not_one_sided():
+    img, txt = pair(7, 12, 4, offset=0.5, noise=1.0)
+    tau = 0.1
+    s = unit(img) @ unit(txt).T / tau
+    i2t_only = -np.diag(log_softmax(s, axis=1)).mean()
+    t2i_only = -np.diag(log_softmax(s, axis=0)).mean()
+    assert abs(i2t_only - t2i_only) > 1e-3  # the two halves differ on this data
+    assert symmetric_infonce(img, txt, tau) == pytest.approx((i2t_only + t2i_only) / 2)
+    assert symmetric_infonce(txt, img, tau) == pytest.approx(symmetric_infonce(img, txt, tau))
+
+
+@SETTINGS
+@given(pairs)
+def test_recall_against_numpy(p):
+    img, txt = pair(*p)
+    r = recall_at_1(img, txt)
+    assert r == pytest.approx(ref_recall(img, txt), abs=1e-15)
+    assert all(isinstance(v, float) and 0.0 <= v <= 1.0 for v in r)
+
+
+def test_recall_closed_forms():
+    eye = np.eye(4)
+    assert recall_at_1(eye, eye) == (1.0, 1.0)
+    assert recall_at_1(eye, eye[[1, 0, 2, 3]]) == (0.5, 0.5)
+
+
+@SETTINGS
+@given(pairs, st.integers(0, 2**31), taus)
+def test_loss_and_recall_invariant_to_batch_permutation(p, seed2, tau):
+    img, txt = pair(*p)
+    perm = np.random.default_rng(seed2).permutation(len(img))
+    assert symmetric_infonce(img[perm], txt[perm], tau) == pytest.approx(
+        symmetric_infonce(img, txt, tau), rel=1e-10)
+    assert recall_at_1(img[perm], txt[perm]) == pytest.approx(recall_at_1(img, txt))
+
+
+def test_shift_embeddings_formula_and_meeting_point():
+    img, txt = pair(3, 40, 6, offset=1.5)
+    x0, y0 = shift_embeddings(img, txt, 0.0)
+    np.testing.assert_allclose(x0.numpy(), unit(img), atol=1e-12)
+    np.testing.assert_allclose(y0.numpy(), unit(txt), atol=1e-12)
+    lam = 0.3
+    delta = unit(img).mean(0) - unit(txt).mean(0)
+    xs, ys = shift_embeddings(img, txt, lam)
+    np.testing.assert_allclose(xs.numpy(), unit(unit(img) - lam * delta), atol=1e-12)
+    np.testing.assert_allclose(ys.numpy(), unit(unit(txt) + lam * delta), atol=1e-12)
+    np.testing.assert_allclose(np.linalg.norm(xs.numpy(), axis=1), 1.0, atol=1e-12)
+    # explicit delta is used as given
+    d2 = np.linspace(-1, 1, 6)
+    xs2, _ = shift_embeddings(img, txt, 0.5, delta=d2)
+    np.testing.assert_allclose(xs2.numpy(), unit(unit(img) - 0.5 * d2), atol=1e-12)
+    with pytest.raises(ValueError):
+        shift_embeddings(img, txt, 0.5, delta=np.ones(5))
+    # e1 vs e2: lambda = 0.5 sends both to (e1+e2)/sqrt 2 -> no gap left
+    e1 = np.tile([1.0, 0.0, 0.0], (3, 1))
+    e2 = np.tile([0.0, 1.0, 0.0], (3, 1))
+    xs, ys = shift_embeddings(e1, e2, 0.5)
+    np.testing.assert_allclose(xs.numpy(), ys.numpy(), atol=1e-15)
+
+
+def test_shift_curve_structure():
+    img, txt = pair(4, 30, 5, offset=1.0)
+    c = shift_curve(img, txt, 0.1)
+    assert set(c) >= {"lambda", "loss", "recall_i2t", "recall_t2i", "optimum", "loss_at_0"}
+    assert len(c["lambda"]) == len(DEFAULT_LAMBDAS) == 41
+    assert 0.0 in c["lambda"] and 0.5 in [round(v, 12) for v in c["lambda"]]
+    for key in ("loss", "recall_i2t", "recall_t2i", "gap"):
+        assert len(c[key]) == 41 and all(isinstance(v, float) for v in c[key])
+    i0 = c["lambda"].index(0.0)
+    assert c["loss"][i0] == pytest.approx(c["loss_at_0"], rel=1e-12)
+    assert c["loss_at_0"] == pytest.approx(ref_infonce(img, txt, 0.1))
+    assert c["gap"][i0] == pytest.approx(c["gap_norm"])
+    assert c["loss"][c["lambda"].index(c["optimum"])] == min(c["loss"])
+    # recall entries match a direct computation at one grid point
+    lam = c["lambda"][30]
+    xs, ys = shift_embeddings(img, txt, lam)
+    assert (c["recall_i2t"][30], c["recall_t2i"][30]) == ref_recall(xs.numpy(), ys.numpy())
+    # custom grid without 0 still reports the unshifted loss
+    c2 = shift_curve(img, txt, 0.1, lambdas=[0.2, 0.4])
+    assert c2["lambda"] == [0.2, 0.4] and c2["loss_at_0"] == pytest.approx(c["loss_at_0"])
+    with pytest.raises(ValueError):
+        shift_curve(img, txt, 0.0)
+    with pytest.raises(ValueError):
+        shift_curve(img, txt, 0.1, lambdas=[])
+
+
+@SETTINGS
+@given(pairs, taus)
+def test_shift_curve_equals_direct_computation(p, tau):
+    # the curve updates one cosine matrix in closed form; check it pointwise
+    img, txt = pair(*p)
+    lams = [-1.0, -0.35, 0.0, 0.5, 0.8]
+    c = shift_curve(img, txt, tau, lambdas=lams)
+    for i, lam in enumerate(lams):
+        xs, ys = shift_embeddings(img, txt, lam)
+        xs, ys = xs.numpy(), ys.numpy()
+        assert c["loss"][i] == pytest.approx(ref_infonce(xs, ys, tau), rel=1e-9, abs=1e-9)
+        assert (c["recall_i2t"][i], c["recall_t2i"][i]) == ref_recall(xs, ys)
+        assert c["gap"][i] == pytest.approx(
+            np.linalg.norm(xs.mean(0) - ys.mean(0)), abs=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("tau", [0.05, 0.1])
+def test_shift_optimum_positive_for_offset_gap(seed, tau):
+    # matched content + a constant offset between modalities: closing the gap helps
+    img, txt = pair(seed, 150, 16, offset=2.0)
+    c = shift_curve(img, txt, tau)
+    assert c["gap_norm"] > 0.6
+    assert c["optimum"] > 0.25
+    assert c["optimum_gap"] < 0.5 * c["gap_norm"]
+    assert min(c["loss"]) < 0.7 * c["loss_at_0"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("tau", [0.05, 0.1])
+def test_shift_optimum_near_zero_without_gap(seed, tau):
+    # no systematic offset: the gap is sampling noise and the best shift is ~0
+    img, txt = pair(seed, 150, 16, offset=0.0)
+    c = shift_curve(img, txt, tau)
+    assert c["gap_norm"] < 0.1
+    assert abs(c["optimum"]) * c["gap_norm"] < 0.1  # distance moved at the optimum
+    assert min(c["loss"]) > 0.95 * c["loss_at_0"]   # the curve is essentially flat
+    # exactly no gap (identical modalities): flat curve, optimum exactly 0
+    c0 = shift_curve(img, img, tau)
+    assert c0["gap_norm"] == 0.0 and c0["optimum"] == 0.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_shift_curve_on_gpu():
+    img, txt = pair(0, 200, 16, offset=2.0)
+    cpu = shift_curve(img, txt, 0.05)
+    gpu = shift_curve(torch.from_numpy(img).cuda(), torch.from_numpy(txt).cuda(), 0.05)
+    np.testing.assert_allclose(gpu["loss"], cpu["loss"], rtol=1e-4)
+    assert gpu["optimum"] == cpu["optimum"]
