@@ -91,6 +91,12 @@ class CheckContext:
         elif status in ("fail", "warn"):
             message = message or f"{check}={value:.4g} breaches {threshold.describe()}"
         result = Result(check, params, value, status, threshold, details or {}, message, self.nodeid)
+        comparison = self.session.comparison
+        if comparison is not None:
+            result.baseline, regression = comparison.compare(check, params, value, threshold)
+            if regression is not None:
+                result.status = "fail"
+                result.message = "; ".join(m for m in (result.message if status != "pass" else "", regression) if m)
         self._add(result)
         if final:
             self.finish()

@@ -24,25 +24,38 @@ def builtin_checks_dir() -> Path:
     raise FileNotFoundError("mmdiag's built-in checks are missing from this installation")
 
 
-def _layer_ids(layout: Optional[dict[str, int]], modality: str) -> list[Optional[int]]:
+def _layer_ids(layout: Optional[dict[str, int]], modality: str, blocks: bool = False) -> list[Optional[int]]:
     if layout is None:
         return [None]
-    return list(range(layout.get(modality, 0)))
+    n = layout.get(modality, 0)
+    return list(range(1, n)) if blocks else list(range(n))
 
 
-def expand(over: tuple[str, ...], layout: Optional[dict[str, int]], modalities: tuple[str, ...] = MODALITIES):
-    """(argnames, values, ids) for a check's ``over`` axes given the model layout."""
+def expand(over: tuple[str, ...], layout: Optional[dict[str, int]], modalities: tuple[str, ...] = MODALITIES,
+           blocks: bool = False):
+    """(argnames, values, ids) for a check's ``over`` axes given the model layout.
+
+    ``blocks``: layers are transformer blocks 1..L (attention), not hidden-state
+    entries 0..L; block k produces hidden-state entry k, so ``L07`` names the
+    same block in both.
+    """
     if over == ("modality",):
         return ["modality"], list(modalities), list(modalities)
     if over == ("modality", "layer"):
         values, ids = [], []
         for m in modalities:
-            for layer in _layer_ids(layout, m):
+            for layer in _layer_ids(layout, m, blocks):
                 values.append((m, layer))
                 ids.append(m if layer is None else f"{m}-L{layer:02d}")
         return ["modality", "layer"], values, ids
     if over == ("direction",):
         return ["direction"], list(DIRECTIONS), list(DIRECTIONS)
+    if over == ("direction", "layer"):
+        counts = [layout[m] for m in modalities if layout and m in layout]
+        layers = list(range(1, max(counts))) if counts else [None]
+        values = [(d, k) for d in DIRECTIONS for k in layers]
+        ids = [d if k is None else f"{d}-L{k:02d}" for d, k in values]
+        return ["direction", "layer"], values, ids
     if over == ("layer",):
         n = max(layout.values()) if layout else None
         values = [None] if n is None else list(range(n))
@@ -66,7 +79,9 @@ def parametrize(metafunc: Any, session: Any) -> None:
     layout = dict(adapter.layer_counts()) if adapter is not None else None
     modalities = tuple(getattr(adapter, "modalities", MODALITIES)) if adapter is not None else MODALITIES
     modalities = tuple(m for m in MODALITIES if m in modalities) or modalities
-    names, values, ids = expand(over, layout, modalities)
+    if "direction" in over and adapter is not None and not getattr(adapter, "joint_attention", False):
+        layout = None  # dual encoders: one (skipping) item per direction, not per layer
+    names, values, ids = expand(over, layout, modalities, blocks=bool(marker.kwargs.get("blocks", False)))
     metafunc.parametrize(names if len(names) > 1 else names[0], values, ids=ids)
 
 

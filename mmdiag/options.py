@@ -74,6 +74,7 @@ class RunConfig:
     save_baseline: Optional[Path] = None
     baseline: Optional[Path] = None
     compare_fail: list[str] = field(default_factory=list)
+    compare_rules: list = field(default_factory=list)
     controls: tuple[str, ...] = ()
     threshold_layers: list[dict[str, Threshold]] = field(default_factory=list)
     collect_checks: bool = False
@@ -163,6 +164,11 @@ def from_pytest(config: Any) -> RunConfig:
         raise SpecError(f"--mm-baseline={str(cfg.baseline)!r}: no such file (give a results JSON written by "
                         "--mm-save-baseline or --mm-json)")
     cfg.compare_fail = list(_get(config, "mm_compare_fail") or [])
+    from mmdiag.report.baseline import parse_rule
+
+    cfg.compare_rules = [parse_rule(rule) for rule in cfg.compare_fail]
+    if cfg.compare_rules and cfg.baseline is None:
+        raise SpecError("--mm-compare-fail needs --mm-baseline=PATH (the previous release's results JSON)")
     controls = [c.strip() for c in str(_get(config, "mm_controls") or "").split(",") if c.strip()]
     for control in controls:
         if control not in CONTROLS:

@@ -35,6 +35,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     parametrize(metafunc, _session(metafunc.config))
 
 
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
+    from mmdiag.runner import note_selected
+
+    note_selected(items, _session(config))
+
+
 @pytest.fixture(scope="session")
 def mm_model(pytestconfig: pytest.Config) -> Any:
     """The adapter under test; override this fixture to diagnose your own model."""

@@ -38,6 +38,9 @@ class Activations:
     nonfinite: dict[tuple[str, int], int] = field(default_factory=dict)
     forward_s: float = 0.0
     truncated_captions: int = 0
+    #: per attention stream ("joint", or a tower "image"/"text"): ShareAccumulator.result()
+    attention: dict[str, dict] = field(default_factory=dict)
+    causal: dict[str, bool] = field(default_factory=dict)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -78,6 +81,8 @@ class Recorder:
         self._nonfinite: dict[tuple[str, int], torch.Tensor] = {}
         self.n = 0
         self.logit_scale: Optional[float] = None
+        self._attention: dict[str, Any] = {}
+        self._causal: dict[str, bool] = {}
 
     def add(self, trace: Trace) -> None:
         """Reduce one batch's trace into pooled vectors."""
@@ -105,9 +110,23 @@ class Recorder:
                 self._words = [[] for _ in trace.hidden["text"]]
             for k, h in enumerate(trace.hidden["text"]):
                 self._words[k].append(word_means(h, trace.word_ids, n_words))
+        for stream, maps in trace.attentions.items():
+            self._add_attention(stream, maps, trace.groups[stream], trace.causal.get(stream, False))
         if trace.logit_scale is not None:
             self.logit_scale = trace.logit_scale
         self.n += batch_size or 0
+
+    def _add_attention(self, stream: str, maps: Sequence[torch.Tensor], groups: torch.Tensor, causal: bool) -> None:
+        """Reduce one batch of one stream's attention maps to per-layer, per-head sums."""
+        from mmdiag.metrics.attention import ShareAccumulator
+
+        if not maps:
+            return
+        acc = self._attention.get(stream)
+        if acc is None:
+            acc = self._attention[stream] = ShareAccumulator(n_layers=len(maps), n_heads=maps[0].shape[1])
+        acc.update_layers(maps, groups, causal=causal)
+        self._causal[stream] = causal
 
     def finish(self) -> Activations:
         return Activations(
@@ -120,6 +139,8 @@ class Recorder:
             word_counts=self._word_counts,
             logit_scale=self.logit_scale,
             nonfinite={k: int(v) for k, v in self._nonfinite.items()},
+            attention={stream: acc.result() for stream, acc in self._attention.items()},
+            causal=dict(self._causal),
         )
 
 
@@ -129,10 +150,19 @@ def batches(samples: Sequence[Sample], size: int) -> Iterable[Sequence[Sample]]:
 
 
 def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool = False,
-           progress: Optional[Any] = None) -> Activations:
-    """Run ``adapter`` over ``samples`` once, reducing every batch as it comes."""
+           attentions: bool = False, progress: Optional[Any] = None) -> Activations:
+    """Run ``adapter`` over ``samples`` once, reducing every batch as it comes.
+
+    ``attentions`` asks the adapter for attention maps (its ``output_attentions``),
+    reduced per batch to modality shares and entropies.
+    """
     from mmdiag.data.images import open_image
 
+    if hasattr(adapter, "output_attentions") or attentions:
+        try:
+            adapter.output_attentions = attentions
+        except AttributeError:
+            pass
     recorder = Recorder(adapter.layer_counts(), words=words)
     start = time.perf_counter()
     for chunk in batches(samples, batch_size):

@@ -31,6 +31,13 @@ def configure(config: pytest.Config) -> Optional[MMSession]:
     return session
 
 
+def note_selected(items: list, session: Optional[MMSession]) -> None:
+    """Remember which checks were collected, so the forward pass records only what they need."""
+    if session is None:
+        return
+    session.selected = {m.args[0] for item in items for m in [item.get_closest_marker("mm")] if m and m.args}
+
+
 def _explicit_args(config: pytest.Config) -> bool:
     return config.args_source == pytest.Config.ArgsSource.ARGS
 
@@ -100,9 +107,12 @@ def terminal_summary(reporter: Any, session: Optional[MMSession]) -> None:
     writer = reporter._tw
     doc_model = session.config.model or getattr(getattr(session.adapter, "info", None), "spec", None) or "user model"
     title = f"mmdiag · {doc_model} · data {session.config.data} (n={len(session.samples or [])})"
-    deltas = getattr(session, "deltas", None)
+    comparison = session.comparison
     reporter.write_sep("=", "mmdiag summary")
-    reporter.write(render(session.results, title, writer.fullwidth, writer.hasmarkup, deltas))
+    reporter.write(render(session.results, title, writer.fullwidth, writer.hasmarkup, comparison is not None))
+    if comparison is not None and comparison.matched == 0:
+        reporter.write_line(f"mmdiag: warning: the baseline {session.config.baseline} has no result matching this "
+                            "run's checks (another model family, other checks, or other params?)", yellow=True)
     for path in getattr(session, "written", []):
         reporter.write_line(f"mmdiag: wrote {path}")
 

@@ -33,10 +33,17 @@ class MMSession:
     started: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     _activations: dict[str, Activations] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict)
+    #: names of the collected checks (None until collection ends)
+    selected: Optional[set] = None
 
     def __post_init__(self) -> None:
         self.thresholds = Thresholds(self.config.threshold_layers)
         self._t0 = time.perf_counter()
+        self.comparison = None
+        if self.config.baseline is not None:
+            from mmdiag.report.baseline import Comparison, load_baseline
+
+            self.comparison = Comparison(load_baseline(self.config.baseline), self.config.compare_rules)
 
     # -- model and data -----------------------------------------------------
     def load_model(self) -> Any:
@@ -69,8 +76,9 @@ class MMSession:
         key = "model"
         if key not in self._activations:
             samples = self.load_data(adapter)
-            words = any(s.tree is not None for s in samples)
-            self._activations[key] = record(adapter, samples, self.config.batch_size, words=words)
+            words = any(s.tree is not None for s in samples) and self.wants("probe.")
+            self._activations[key] = record(adapter, samples, self.config.batch_size, words=words,
+                                            attentions=self.wants("attention."))
             self.timings["forward_s"] = self._activations[key].forward_s
         return self._activations[key]
 
@@ -101,6 +109,10 @@ class MMSession:
             self._activations[key] = record(control_adapter, samples, self.config.batch_size)
             self.timings[f"control_{name}_s"] = time.perf_counter() - start
         return self._activations[key]
+
+    def wants(self, prefix: str) -> bool:
+        """Whether any collected check's name starts with ``prefix`` (all, if unknown)."""
+        return self.selected is None or any(name.startswith(prefix) for name in self.selected)
 
     def memo(self, key: str, compute: Any) -> Any:
         """Compute a value shared by several checks once (e.g. a probe fit used by two checks)."""
@@ -134,6 +146,10 @@ class MMSession:
         acts = self._activations.get("model")
         if acts is not None:
             data["truncated_captions"] = acts.truncated_captions
+            if "hidden_2d" not in self.series and acts.pooled:
+                from mmdiag.analyses.geometry import hidden_maps
+
+                self.series["hidden_2d"] = hidden_maps(acts)
         timings = dict(self.timings)
         timings["total_s"] = time.perf_counter() - self._t0
         run = {"mmdiag": mmdiag.__version__, "torch": torch.__version__, "transformers": transformers.__version__,

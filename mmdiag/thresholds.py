@@ -68,6 +68,9 @@ DEFAULTS: dict[str, Optional[Threshold]] = {
     "probe.text_retention": None,
     "probe.scene_vs_raw": None,
     "attention.share": None,
+    "attention.image_use": Threshold(">", 0.01, "fail",
+                                     "if no layer sends even 1% of the text tokens' attention to the image, the "
+                                     "model answers from the text alone (VL-InterpreT's cross-modal view)"),
     "attention.entropy": None,
 }
 
@@ -149,11 +152,15 @@ class Result:
     details: Optional[dict] = None
     message: str = ""
     nodeid: str = ""
+    baseline: Optional[dict] = None
 
     def to_json(self) -> dict:
         value = self.value
         if isinstance(value, float) and not math.isfinite(value):
             value = None
-        return {"check": self.check, "params": dict(self.params), "value": value, "status": self.status,
-                "threshold": self.threshold.to_json() if self.threshold else None,
-                "details": self.details or {}, "message": self.message}
+        doc = {"check": self.check, "params": dict(self.params), "value": value, "status": self.status,
+               "threshold": self.threshold.to_json() if self.threshold else None,
+               "details": self.details or {}, "message": self.message}
+        if self.baseline is not None:
+            doc["baseline"] = dict(self.baseline)
+        return doc

@@ -64,3 +64,32 @@ def embedding_2d(img: torch.Tensor, txt: torch.Tensor, max_points: int = 300) ->
     return {"image": pa[:max_points].tolist(), "text": pb[:max_points].tolist(),
             "centroids": {"image": pa.mean(axis=0).tolist(), "text": pb.mean(axis=0).tolist()},
             "explained": "PCA of L2-normalised final embeddings, both modalities together"}
+
+
+def hidden_maps(acts: Activations, max_points: int = 120) -> dict[str, Any]:
+    """2-D PCA maps of the pooled hidden states at the first, middle and last layer, per modality.
+
+    VL-InterpreT shows hidden states per layer in 2-D (t-SNE); PCA is used here
+    because it is deterministic and cheap. Both modalities share the projection
+    of a layer when their widths match (single-stream models), else each is
+    projected on its own.
+    """
+    modalities = [m for m in ("image", "text") if m in acts.pooled]
+    if not modalities:
+        return {}
+    n_layers = min(len(acts.pooled[m]) for m in modalities)
+    layers = sorted({0, n_layers // 2, n_layers - 1})
+    points: dict[str, dict[str, list]] = {}
+    for k in layers:
+        states = {m: torch.nn.functional.normalize(acts.pooled[m][k].double(), dim=1).cpu().numpy()[:max_points]
+                  for m in modalities}
+        widths = {s.shape[1] for s in states.values()}
+        groups = [modalities] if len(widths) == 1 else [[m] for m in modalities]
+        points[str(k)] = {}
+        for group in groups:
+            both = np.concatenate([states[m] for m in group])
+            centre = both.mean(axis=0)
+            _, _, vt = np.linalg.svd(both - centre, full_matrices=False)
+            for m in group:
+                points[str(k)][m] = ((states[m] - centre) @ vt[:2].T).tolist()
+    return {"layers": layers, "points": points, "method": "PCA of L2-normalised pooled states"}

@@ -40,6 +40,13 @@ class Trace:
     ``word_ids``: ``(B, T_text)`` long, the caption word each text token belongs
     to (-1 for special/padding tokens). ``patch_grid``: ``(rows, cols)`` of the
     image patch tokens, which start at index ``patch_offset``.
+
+    Attention (only when the adapter's ``output_attentions`` is True): for each
+    stream (``"joint"`` for single-stream/decoder models whose text and image
+    tokens share one sequence, or ``"image"``/``"text"`` for the towers of a
+    dual encoder) ``attentions[s]`` holds one ``(B, H, T, T)`` map per block,
+    ``groups[s]`` the ``(B, T)`` token groups (see :mod:`mmdiag.metrics.attention`:
+    -1 pad, 0 special, 1 text, 2 image) and ``causal[s]`` whether it is causal.
     """
 
     hidden: dict[str, Sequence[torch.Tensor]]
@@ -52,6 +59,9 @@ class Trace:
     patch_offset: int = 0
     image_size: Optional[tuple[int, int]] = None
     logit_scale: Optional[float] = None
+    attentions: dict[str, Sequence[torch.Tensor]] = field(default_factory=dict)
+    groups: dict[str, torch.Tensor] = field(default_factory=dict)
+    causal: dict[str, bool] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -62,6 +72,8 @@ class Adapter(Protocol):
     family: str
     #: modalities the model embeds, e.g. ``("image", "text")`` or ``("text",)``
     modalities: tuple[str, ...]
+    #: set by mmdiag before the forward pass when attention checks are collected
+    output_attentions: bool
 
     def layer_counts(self) -> dict[str, int]:
         """Number of hidden-state entries per modality (blocks + 1)."""

@@ -102,6 +102,7 @@ class DualEncoderAdapter:
         self.device = device
         self.dtype = dtype
         self.truncated_captions = 0
+        self.output_attentions = False
 
     # -- per-family hooks ---------------------------------------------------
     def text_config(self) -> Any:
@@ -149,6 +150,19 @@ class DualEncoderAdapter:
             trace.image_size = tuple(pixels.shape[-2:])
         trace.logit_scale = self.logit_scale()
         return trace
+
+    def add_tower_attention(self, trace: Trace, modality: str, attentions, special: torch.Tensor,
+                            mask: torch.Tensor, causal: bool) -> None:
+        """Record a tower's attention maps with its token groups (for attention.entropy)."""
+        from mmdiag.metrics.attention import IMAGE as G_IMAGE, PAD, SPECIAL, TEXT as G_TEXT
+
+        groups = torch.full(mask.shape, G_IMAGE if modality == IMAGE else G_TEXT, dtype=torch.long,
+                            device=mask.device)
+        groups[special] = SPECIAL
+        groups[~mask] = PAD
+        trace.attentions[modality] = attentions
+        trace.groups[modality] = groups
+        trace.causal[modality] = causal
 
     def run_text(self, ids: torch.Tensor, mask: torch.Tensor, trace: Trace) -> None:
         raise NotImplementedError

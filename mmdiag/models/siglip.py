@@ -24,18 +24,28 @@ class SiglipAdapter(DualEncoderAdapter):
         return None, tok.eos_token_id, pad
 
     def run_text(self, ids: torch.Tensor, mask: torch.Tensor, trace: Trace) -> None:
-        out = self.model.text_model(input_ids=ids, output_hidden_states=True)
+        out = self.model.text_model(input_ids=ids, output_hidden_states=True,
+                                    output_attentions=self.output_attentions)
         trace.hidden[TEXT] = out.hidden_states
+        if self.output_attentions:
+            # SigLIP runs unmasked over the padding, so every position is a valid key
+            everything = torch.ones_like(ids, dtype=torch.bool)
+            special = mask.bool() & (ids == self.special_ids()[1])
+            self.add_tower_attention(trace, TEXT, out.attentions, special, everything, causal=False)
         trace.pool_index[TEXT] = torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long, device=ids.device)
         trace.embeds[TEXT] = out.pooler_output
 
     def run_vision(self, pixels: torch.Tensor, trace: Trace) -> None:
-        out = self.model.vision_model(pixel_values=pixels, output_hidden_states=True)
+        out = self.model.vision_model(pixel_values=pixels, output_hidden_states=True,
+                                      output_attentions=self.output_attentions)
         first = out.hidden_states[0]
         batch, tokens = first.shape[:2]
         trace.hidden[IMAGE] = out.hidden_states
         trace.mask[IMAGE] = torch.ones(batch, tokens, dtype=torch.bool, device=first.device)
         trace.content[IMAGE] = trace.mask[IMAGE]
+        if self.output_attentions:
+            nothing = torch.zeros_like(trace.mask[IMAGE])
+            self.add_tower_attention(trace, IMAGE, out.attentions, nothing, trace.mask[IMAGE], causal=False)
         trace.pool_index[IMAGE] = None
         trace.embeds[IMAGE] = out.pooler_output
         trace.patch_grid = self.patch_grid(pixels)

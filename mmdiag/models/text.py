@@ -29,6 +29,7 @@ class TextEncoderAdapter:
         self.device = device
         self.dtype = dtype
         self.truncated_captions = 0
+        self.output_attentions = False
 
     def layer_counts(self) -> dict[str, int]:
         return {TEXT: self.model.config.num_hidden_layers + 1}
@@ -45,12 +46,21 @@ class TextEncoderAdapter:
     def forward(self, batch: Any) -> Trace:
         ids = batch.input_ids.to(self.device)
         mask = batch.attention_mask.to(self.device)
-        out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True,
+                         output_attentions=self.output_attentions)
         word_ids = batch.word_ids.to(self.device)
-        return Trace(
+        trace = Trace(
             hidden={TEXT: out.hidden_states},
             mask={TEXT: mask.bool()},
             pool_index={TEXT: torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)},
             content={TEXT: word_ids >= 0},
             word_ids=word_ids,
         )
+        if self.output_attentions:
+            from mmdiag.metrics.attention import PAD, SPECIAL, TEXT as G_TEXT
+
+            groups = torch.full(ids.shape, G_TEXT, dtype=torch.long, device=ids.device)
+            groups[(word_ids < 0)] = SPECIAL
+            groups[~mask.bool()] = PAD
+            trace.attentions[TEXT], trace.groups[TEXT], trace.causal[TEXT] = out.attentions, groups, False
+        return trace

@@ -27,7 +27,7 @@ def format_value(value: Optional[float]) -> str:
     return f"{value:.4g}"
 
 
-def build_table(results: Iterable[Result], title: str, deltas: Optional[dict] = None) -> Table:
+def build_table(results: Iterable[Result], title: str, with_deltas: bool = False) -> Table:
     """One row per result, grouped by family (a section line between families)."""
     rows = sorted(results, key=lambda r: (FAMILY_ORDER.index(family(r.check)) if family(r.check) in FAMILY_ORDER
                                           else len(FAMILY_ORDER), r.check))
@@ -36,7 +36,7 @@ def build_table(results: Iterable[Result], title: str, deltas: Optional[dict] = 
     table.add_column("params", no_wrap=True)
     table.add_column("value", justify="right")
     table.add_column("threshold")
-    if deltas is not None:
+    if with_deltas:
         table.add_column("Δ baseline", justify="right")
     table.add_column("status")
     previous = None
@@ -46,20 +46,20 @@ def build_table(results: Iterable[Result], title: str, deltas: Optional[dict] = 
         previous = family(r.check)
         cells = [r.check, param_id(r.params), format_value(r.value),
                  r.threshold.describe() if r.threshold else "-"]
-        if deltas is not None:
-            delta = deltas.get(id(r))
+        if with_deltas:
+            delta = (r.baseline or {}).get("delta")
             cells.append("-" if delta is None else f"{delta:+.4g}")
         cells.append(Text(r.status, style=STYLES.get(r.status, "")))
         table.add_row(*cells)
     return table
 
 
-def render(results: list[Result], title: str, width: int, color: bool, deltas: Optional[dict] = None) -> str:
+def render(results: list[Result], title: str, width: int, color: bool, with_deltas: bool = False) -> str:
     """Render the table to a string for pytest's terminal writer (ANSI only when ``color``)."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=max(width, 60), force_terminal=color, no_color=not color,
                       color_system="standard" if color else None, highlight=False, emoji=False)
-    console.print(build_table(results, title, deltas))
+    console.print(build_table(results, title, with_deltas))
     counts = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
