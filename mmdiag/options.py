@@ -28,6 +28,10 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--mm-save-baseline", "string", None, "save this run's results as a baseline JSON"),
     ("--mm-baseline", "string", None, "compare against a baseline JSON from an earlier run"),
     ("--mm-controls", "string", "", "controls to run beside the model: random-init, noise (comma-separated)"),
+    ("--mm-probe-regimen", "string", "fast", "structural-probe training: fast (default) or paper "
+                                              "(Hewitt & Manning: batch 20, Adam 1e-3, up to 40 epochs)"),
+    ("--mm-probe-rank", "string", "0", "rank of the probe matrix B (default 0: the hidden size)"),
+    ("--mm-text-reference", "string", None, "text-only encoder (hub id, dir or random:PRESET) for probe.text_retention"),
 ]
 REPEATABLE: list[tuple[str, str]] = [
     ("--mm-threshold", "override a threshold: CHECK[PARAMS]=OP:VALUE[:LEVEL], e.g. gap.norm=<=:1.0 (repeatable)"),
@@ -78,6 +82,9 @@ class RunConfig:
     controls: tuple[str, ...] = ()
     threshold_layers: list[dict[str, Threshold]] = field(default_factory=list)
     collect_checks: bool = False
+    probe_regimen: str = "fast"
+    probe_rank: Optional[int] = None
+    text_reference: Optional[str] = None
 
 
 def _get(config: Any, name: str) -> Any:
@@ -174,6 +181,11 @@ def from_pytest(config: Any) -> RunConfig:
         if control not in CONTROLS:
             raise SpecError(f"--mm-controls: unknown control {control!r}; accepted: {', '.join(CONTROLS)}")
     cfg.controls = tuple(controls)
+    cfg.probe_regimen = str(_get(config, "mm_probe_regimen") or "fast")
+    if cfg.probe_regimen not in ("fast", "paper"):
+        raise SpecError(f"--mm-probe-regimen={cfg.probe_regimen!r}: accepted: fast, paper")
+    cfg.probe_rank = _int(config, "mm_probe_rank", 0) or None
+    cfg.text_reference = _get(config, "mm_text_reference") or None
     cfg.threshold_layers = [
         _pyproject_thresholds(Path(config.rootpath)),
         dict(parse_override(line, "mm_thresholds (ini)")

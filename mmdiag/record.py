@@ -34,6 +34,9 @@ class Activations:
     embeds: dict[str, torch.Tensor] = field(default_factory=dict)
     word_states: Optional[list[torch.Tensor]] = None
     word_counts: list[int] = field(default_factory=list)
+    #: per layer ``(R, D)``: per sample [image root, phrase regions...] (scene-tree nodes), concatenated
+    region_states: Optional[list[torch.Tensor]] = None
+    region_counts: list[int] = field(default_factory=list)
     logit_scale: Optional[float] = None
     nonfinite: dict[tuple[str, int], int] = field(default_factory=dict)
     forward_s: float = 0.0
@@ -83,6 +86,8 @@ class Recorder:
         self.logit_scale: Optional[float] = None
         self._attention: dict[str, Any] = {}
         self._causal: dict[str, bool] = {}
+        self._regions: list[list[torch.Tensor]] = []
+        self._region_counts: list[int] = []
 
     def add(self, trace: Trace) -> None:
         """Reduce one batch's trace into pooled vectors."""
@@ -116,6 +121,22 @@ class Recorder:
             self.logit_scale = trace.logit_scale
         self.n += batch_size or 0
 
+    def add_regions(self, trace: Trace, masks: list) -> None:
+        """Reduce one batch's image tokens to scene-tree node states (see :mod:`mmdiag.regions`)."""
+        from mmdiag.regions import region_states
+
+        states = trace.hidden["image"]
+        if not self._regions:
+            self._regions = [[] for _ in states]
+        index = trace.pool_index.get("image")
+        counts = None
+        for k, h in enumerate(states):
+            pooled = (masked_mean(h, trace.content["image"]) if index is None
+                      else h[torch.arange(h.shape[0], device=h.device), index])
+            regions, counts = region_states(h, pooled, masks, trace.patch_offset)
+            self._regions[k].append(regions)
+        self._region_counts.extend(counts or [])
+
     def _add_attention(self, stream: str, maps: Sequence[torch.Tensor], groups: torch.Tensor, causal: bool) -> None:
         """Reduce one batch of one stream's attention maps to per-layer, per-head sums."""
         from mmdiag.metrics.attention import ShareAccumulator
@@ -140,6 +161,8 @@ class Recorder:
             logit_scale=self.logit_scale,
             nonfinite={k: int(v) for k, v in self._nonfinite.items()},
             attention={stream: acc.result() for stream, acc in self._attention.items()},
+            region_states=[torch.cat(parts) for parts in self._regions] if self._regions else None,
+            region_counts=self._region_counts,
             causal=dict(self._causal),
         )
 
@@ -150,7 +173,7 @@ def batches(samples: Sequence[Sample], size: int) -> Iterable[Sequence[Sample]]:
 
 
 def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool = False,
-           attentions: bool = False, progress: Optional[Any] = None) -> Activations:
+           attentions: bool = False, regions: bool = False, progress: Optional[Any] = None) -> Activations:
     """Run ``adapter`` over ``samples`` once, reducing every batch as it comes.
 
     ``attentions`` asks the adapter for attention maps (its ``output_attentions``),
@@ -167,7 +190,14 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
     start = time.perf_counter()
     for chunk in batches(samples, batch_size):
         loaded = [_with_image(s, open_image) for s in chunk]
-        recorder.add(adapter.forward(adapter.prepare(loaded)))
+        trace = adapter.forward(adapter.prepare(loaded))
+        recorder.add(trace)
+        if regions and trace.patch_grid is not None and "image" in trace.hidden:
+            from mmdiag.regions import preprocess_geometry, region_masks
+
+            geometry = preprocess_geometry(getattr(adapter, "image_processor", None))
+            masks = region_masks(loaded, trace.patch_grid, trace.image_size or geometry[1], geometry)
+            recorder.add_regions(trace, masks)
         if progress is not None:
             progress(len(chunk))
     acts = recorder.finish()

@@ -77,8 +77,9 @@ class MMSession:
         if key not in self._activations:
             samples = self.load_data(adapter)
             words = any(s.tree is not None for s in samples) and self.wants("probe.")
+            regions = any(s.phrases for s in samples) and self.wants("probe.")
             self._activations[key] = record(adapter, samples, self.config.batch_size, words=words,
-                                            attentions=self.wants("attention."))
+                                            attentions=self.wants("attention."), regions=regions)
             self.timings["forward_s"] = self._activations[key].forward_s
         return self._activations[key]
 
@@ -106,9 +107,38 @@ class MMSession:
             if control_adapter is None:
                 return None
             start = time.perf_counter()
-            self._activations[key] = record(control_adapter, samples, self.config.batch_size)
+            structure = name == "random-init" and self.wants("probe.")
+            self._activations[key] = record(
+                control_adapter, samples, self.config.batch_size,
+                words=structure and any(s.tree is not None for s in samples),
+                regions=structure and any(s.phrases for s in samples))
             self.timings[f"control_{name}_s"] = time.perf_counter() - start
         return self._activations[key]
+
+    def treebank_activations(self, adapter: Any) -> Optional[tuple[Activations, list]]:
+        """Text-only pass over the ``--mm-treebank`` sentences (word states for the text probes)."""
+        if self.config.treebank is None:
+            return None
+        key = "treebank"
+        if key not in self._activations:
+            from mmdiag.data.conllu import read_conllu
+            from mmdiag.data.types import Sample
+
+            trees = read_conllu(self.config.treebank)[: max(self.config.samples, 1)]
+            samples = [Sample(uid=f"treebank-{i}", image=None, caption=" ".join(t.words), words=tuple(t.words),
+                              tree=t) for i, t in enumerate(trees)]
+            self._cache["treebank_samples"] = samples
+            self._activations[key] = record(adapter, samples, self.config.batch_size, words=True)
+        return self._activations[key], self._cache["treebank_samples"]
+
+    def reference_adapter(self) -> Any:
+        """The ``--mm-text-reference`` text encoder (loaded once)."""
+        if "reference" not in self._cache:
+            from mmdiag.models.load import load_adapter
+
+            self._cache["reference"] = load_adapter(self.config.text_reference, self.config.device,
+                                                    self.config.dtype, self.config.seed)
+        return self._cache["reference"]
 
     def wants(self, prefix: str) -> bool:
         """Whether any collected check's name starts with ``prefix`` (all, if unknown)."""

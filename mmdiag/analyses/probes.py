@@ -1,0 +1,144 @@
+"""Structural-probe analyses: from recorded word/region states to per-layer probe scores.
+
+Text: word states (mean of a word's sub-word tokens) against the gold
+dependency trees (Hewitt & Manning 2019). Image: scene-tree node states
+(image root + phrase regions) against the scene trees of Milewski et al. 2022.
+Sentences are split train/dev/test (60/20/20, by seed); every score is on the
+test part. Probes of all layers are fitted together in one batched program.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from mmdiag.metrics.probe_fit import (ProbeData, control_depths, control_distances, fit_depth_probes,
+                                      fit_distance_probes, split_indices)
+from mmdiag.metrics.probe_scores import mst_edges, nspr_details, root_accuracy, dspr_details, uuas
+from mmdiag.record import Activations
+
+#: fewer annotated sentences than this cannot be split into useful train/dev/test parts
+MIN_SENTENCES = 20
+
+
+@dataclass
+class ProbeSet:
+    """States and gold trees of one modality, ready to probe."""
+
+    data: ProbeData
+    words: list[tuple[str, ...]]
+    kept: list[int] = field(default_factory=list)  # sample indices
+
+
+def text_probe_set(acts: Activations, samples: Sequence[Any]) -> Optional[ProbeSet]:
+    """Word states of samples with a gold tree whose words all survived tokenisation."""
+    if acts.word_states is None:
+        return None
+    offsets = np.concatenate([[0], np.cumsum(acts.word_counts)])
+    keep, index, trees = [], [], []
+    for i, s in enumerate(samples):
+        if s.tree is None or i >= len(acts.word_counts):
+            continue
+        n = len(s.tree.heads)
+        if acts.word_counts[i] != n or n < 2:
+            continue  # truncated or one-word sentences cannot be scored
+        keep.append(i)
+        trees.append(s.tree)
+        index.extend(range(int(offsets[i]), int(offsets[i]) + n))
+    if not keep:
+        return None
+    idx = torch.as_tensor(index, device=acts.word_states[0].device)
+    states = torch.stack([layer.index_select(0, idx) for layer in acts.word_states])
+    return ProbeSet(ProbeData.from_trees(states, trees), [t.words for t in trees], keep)
+
+
+def image_probe_set(acts: Activations, samples: Sequence[Any]) -> Optional[ProbeSet]:
+    """Scene-tree node states (image root + phrases) of samples with grounded phrases."""
+    from mmdiag.data.trees import parents_to_heads
+
+    if acts.region_states is None:
+        return None
+    offsets = np.concatenate([[0], np.cumsum(acts.region_counts)])
+    keep, index, heads, words = [], [], [], []
+    for i, s in enumerate(samples):
+        if i >= len(acts.region_counts) or acts.region_counts[i] < 3 or not s.scene_parents:
+            continue  # the image plus at least two regions, or there is no structure to probe
+        n = acts.region_counts[i]
+        keep.append(i)
+        heads.append(tuple(parents_to_heads(s.scene_parents)))
+        words.append(("<image>",) + tuple(" ".join(s.words[p.start:p.end]) for p in s.phrases))
+        index.extend(range(int(offsets[i]), int(offsets[i]) + n))
+    if not keep:
+        return None
+    idx = torch.as_tensor(index, device=acts.region_states[0].device)
+    states = torch.stack([layer.index_select(0, idx) for layer in acts.region_states])
+    data = ProbeData(states=states, lengths=tuple(len(h) for h in heads), heads=tuple(heads))
+    return ProbeSet(data, words, keep)
+
+
+def _with_targets(data: ProbeData, depths: Optional[list] = None, distances: Optional[list] = None) -> ProbeData:
+    return ProbeData(states=data.states, lengths=data.lengths, heads=data.heads, upos=data.upos,
+                     depths=None if depths is None else torch.as_tensor(np.concatenate(depths)),
+                     distances=distances)
+
+
+def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optional[int] = None,
+                 control: bool = False, kinds: Sequence[str] = ("depth", "distance")) -> dict[str, Any]:
+    """Fit and score depth and distance probes for every layer; optionally on the control task.
+
+    Returns per-layer lists ``nspr``, ``root_acc`` (depth) and ``dspr``, ``uuas``
+    (distance) on the test split, the split sizes, fit seconds, and an example
+    of predicted vs gold edges at the best distance layer.
+    """
+    data = pset.data
+    if control:
+        data = _with_targets(data, control_depths(pset.words, seed), control_distances(pset.words, seed))
+    train_idx, dev_idx, test_idx = split_indices(data.n_sentences, seed)
+    train, dev, test = data.subset(train_idx), data.subset(dev_idx), data.subset(test_idx)
+    out: dict[str, Any] = {"layers": list(range(data.states.shape[0])), "n_train": len(train_idx),
+                           "n_dev": len(dev_idx), "n_test": len(test_idx), "fit_s": 0.0, "regimen": regimen}
+    if "depth" in kinds:
+        fit = fit_depth_probes(train, dev, rank=rank, regimen=regimen, seed=seed)
+        out["fit_s"] += fit.seconds
+        preds = fit.predict_depths(test)
+        gold = test.gold_depths() if control else [np.asarray(d, dtype=float) for d in _depths(test)]
+        details = [nspr_details(p, gold) for p in preds]
+        out["nspr"] = [d["value"] for d in details]
+        out["nspr_lengths"] = details[0].get("lengths_used") if details else None
+        out["nspr_fallback"] = bool(details[0].get("fallback")) if details else False
+        if not control and test.heads is not None:
+            out["root_acc"] = [root_accuracy(p, test.heads, test.upos) for p in preds]
+    if "distance" in kinds:
+        fit = fit_distance_probes(train, dev, rank=rank, regimen=regimen, seed=seed)
+        out["fit_s"] += fit.seconds
+        preds = fit.predict_distances(test)
+        gold = test.gold_distances()
+        details = [dspr_details(p, gold) for p in preds]
+        out["dspr"] = [d["value"] for d in details]
+        out["dspr_fallback"] = bool(details[0].get("fallback")) if details else False
+        if not control and test.heads is not None:
+            out["uuas"] = [uuas(p, test.heads, test.upos) for p in preds]
+            best = int(np.nanargmax(out["uuas"])) if out["uuas"] else 0
+            example = int(np.argmax(test.lengths))
+            test_words = [pset.words[i] for i in test_idx]
+            out["example"] = {"layer": best, "words": list(test_words[example]),
+                              "gold_heads": list(test.heads[example]),
+                              "pred_edges": sorted([list(e) for e in mst_edges(preds[best][example])])}
+    return out
+
+
+def _depths(data: ProbeData) -> list[np.ndarray]:
+    from mmdiag.metrics.probe_scores import tree_depths
+
+    return [tree_depths(h) for h in data.heads]
+
+
+def best(values: Sequence[float]) -> tuple[int, float]:
+    """(layer, value) of the highest finite score."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0 or np.all(np.isnan(arr)):
+        return -1, float("nan")
+    k = int(np.nanargmax(arr))
+    return k, float(arr[k])

@@ -1,0 +1,98 @@
+"""Image regions as patch sets: where a phrase's box lands among the model's patch tokens.
+
+Milewski et al. (2022) probe scene trees over region states; for patch-based
+models a region's state is the mean of the patch tokens whose patch overlaps
+the (preprocessed) box, and the image root is the model's pooled image state.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+
+Box = tuple[float, float, float, float]
+
+
+def preprocess_geometry(processor: Any) -> tuple[str, tuple[int, int]]:
+    """How an image processor maps an image to its input: ``("crop", (h, w))`` or ``("resize", (h, w))``.
+
+    ``crop``: the short side is resized to the crop size and the centre is cut
+    out (CLIP); ``resize``: both axes are scaled to the target (SigLIP, ViLT here).
+    """
+    size = getattr(processor, "size", None) or {}
+    crop = getattr(processor, "crop_size", None) or {}
+    if getattr(processor, "do_center_crop", False) and crop:
+        return "crop", (int(crop["height"]), int(crop["width"]))
+    if "height" in size and "width" in size:
+        return "resize", (int(size["height"]), int(size["width"]))
+    edge = int(size.get("shortest_edge", 224))
+    return "resize", (edge, edge)
+
+
+def map_box(box: Box, image_wh: tuple[int, int], geometry: tuple[str, tuple[int, int]]) -> Box:
+    """The box in the preprocessed image's pixel coordinates (clipped to it)."""
+    mode, (out_h, out_w) = geometry
+    width, height = image_wh
+    x0, y0, x1, y1 = box
+    if mode == "crop":
+        scale = max(out_h, out_w) / min(width, height)
+        new_w, new_h = width * scale, height * scale
+        off_x, off_y = (new_w - out_w) / 2, (new_h - out_h) / 2
+        x0, x1 = x0 * scale - off_x, x1 * scale - off_x
+        y0, y1 = y0 * scale - off_y, y1 * scale - off_y
+    else:
+        sx, sy = out_w / width, out_h / height
+        x0, x1, y0, y1 = x0 * sx, x1 * sx, y0 * sy, y1 * sy
+    clip = lambda v, hi: min(max(v, 0.0), float(hi))  # noqa: E731
+    return clip(x0, out_w), clip(y0, out_h), clip(x1, out_w), clip(y1, out_h)
+
+
+def patch_mask(box: Box, grid: tuple[int, int], input_hw: tuple[int, int]) -> torch.Tensor:
+    """``(rows * cols,)`` bool: patches whose area overlaps the box (row-major, like ViT tokens)."""
+    rows, cols = grid
+    ph, pw = input_hw[0] / rows, input_hw[1] / cols
+    x0, y0, x1, y1 = box
+    r = torch.arange(rows, dtype=torch.float64)
+    c = torch.arange(cols, dtype=torch.float64)
+    row_hit = (r * ph < y1) & ((r + 1) * ph > y0)
+    col_hit = (c * pw < x1) & ((c + 1) * pw > x0)
+    return (row_hit[:, None] & col_hit[None, :]).reshape(-1)
+
+
+def region_masks(samples: Sequence[Any], grid: tuple[int, int], input_hw: tuple[int, int],
+                 geometry: tuple[str, tuple[int, int]]) -> list[Optional[torch.Tensor]]:
+    """Per sample, a ``(n_phrases, rows*cols)`` mask of each phrase's patches (None without phrases)."""
+    out: list[Optional[torch.Tensor]] = []
+    for s in samples:
+        if not s.phrases or s.image is None or not hasattr(s.image, "size"):
+            out.append(None)
+            continue
+        masks = [patch_mask(map_box(p.box, s.image.size, geometry), grid, input_hw) for p in s.phrases]
+        out.append(torch.stack(masks))
+    return out
+
+
+def region_states(hidden: torch.Tensor, pooled: torch.Tensor, masks: list[Optional[torch.Tensor]],
+                  patch_offset: int) -> tuple[torch.Tensor, list[int]]:
+    """States of [image root, phrase regions...] per sample, concatenated: ``(sum R_i, D)`` and the R_i.
+
+    A phrase whose box covers no patch (a box outside the crop) gets the mean of
+    all patches, so the region count stays aligned with the scene tree.
+    """
+    parts, counts = [], []
+    n_patches = None
+    for b, mask in enumerate(masks):
+        if mask is None:
+            counts.append(0)
+            continue
+        n_patches = mask.shape[1]
+        patches = hidden[b, patch_offset:patch_offset + n_patches].float()
+        m = mask.to(patches.device, patches.dtype)
+        empty = m.sum(1) == 0
+        m[empty] = 1.0
+        regions = (m @ patches) / m.sum(1, keepdim=True)
+        parts.append(torch.cat([pooled[b:b + 1].float(), regions]))
+        counts.append(1 + mask.shape[0])
+    if not parts:
+        return hidden.new_zeros((0, hidden.shape[-1]), dtype=torch.float32), counts
+    return torch.cat(parts), counts
