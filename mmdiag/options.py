@@ -54,6 +54,9 @@ def add_options(parser: Any) -> None:
     for option, help_text in REPEATABLE:
         group.addoption(option, action="append", default=[], dest=ini_name(option), help=help_text)
         parser.addini(ini_name(option), help_text, type="linelist", default=[])
+    group.addoption("--mm-skip-bad-samples", action="store_true", default=False, dest="mm_skip_bad_samples",
+                    help="skip (and count) samples whose image is missing or unreadable instead of failing")
+    parser.addini("mm_skip_bad_samples", "skip unreadable samples", type="bool", default=False)
     group.addoption("--mm-checks", action="store_true", default=False, dest="mm_checks",
                     help="collect the built-in checks (implied by --mm-model); use with an mm_model fixture override")
     parser.addini("mm_checks", "collect the built-in checks", type="bool", default=False)
@@ -82,6 +85,7 @@ class RunConfig:
     controls: tuple[str, ...] = ()
     threshold_layers: list[dict[str, Threshold]] = field(default_factory=list)
     collect_checks: bool = False
+    skip_bad_samples: bool = False
     probe_regimen: str = "fast"
     probe_rank: Optional[int] = None
     text_reference: Optional[str] = None
@@ -181,6 +185,7 @@ def from_pytest(config: Any) -> RunConfig:
         if control not in CONTROLS:
             raise SpecError(f"--mm-controls: unknown control {control!r}; accepted: {', '.join(CONTROLS)}")
     cfg.controls = tuple(controls)
+    cfg.skip_bad_samples = bool(config.getoption("mm_skip_bad_samples")) or bool(config.getini("mm_skip_bad_samples"))
     cfg.probe_regimen = str(_get(config, "mm_probe_regimen") or "fast")
     if cfg.probe_regimen not in ("fast", "paper"):
         raise SpecError(f"--mm-probe-regimen={cfg.probe_regimen!r}: accepted: fast, paper")

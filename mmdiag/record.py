@@ -14,6 +14,7 @@ from typing import Any, Iterable, Optional, Sequence
 import torch
 
 from mmdiag.data.types import Sample
+from mmdiag.errors import DataError
 from mmdiag.models.base import Trace
 
 
@@ -41,6 +42,10 @@ class Activations:
     nonfinite: dict[tuple[str, int], int] = field(default_factory=dict)
     forward_s: float = 0.0
     truncated_captions: int = 0
+    #: samples dropped by --mm-skip-bad-samples, as "uid: reason"
+    skipped_samples: list[str] = field(default_factory=list)
+    #: indices (into the samples given to record) of the samples that were recorded
+    kept: list[int] = field(default_factory=list)
     #: per attention stream ("joint", or a tower "image"/"text"): ShareAccumulator.result()
     attention: dict[str, dict] = field(default_factory=dict)
     causal: dict[str, bool] = field(default_factory=dict)
@@ -173,7 +178,8 @@ def batches(samples: Sequence[Sample], size: int) -> Iterable[Sequence[Sample]]:
 
 
 def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool = False,
-           attentions: bool = False, regions: bool = False, progress: Optional[Any] = None) -> Activations:
+           attentions: bool = False, regions: bool = False, progress: Optional[Any] = None,
+           skip_bad: bool = False) -> Activations:
     """Run ``adapter`` over ``samples`` once, reducing every batch as it comes.
 
     ``attentions`` asks the adapter for attention maps (its ``output_attentions``),
@@ -188,8 +194,20 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
             pass
     recorder = Recorder(adapter.layer_counts(), words=words)
     start = time.perf_counter()
-    for chunk in batches(samples, batch_size):
-        loaded = [_with_image(s, open_image) for s in chunk]
+    skipped: list[str] = []
+    kept: list[int] = []
+    for first, chunk in zip(range(0, len(samples), batch_size), batches(samples, batch_size)):
+        loaded = []
+        for offset, sample in enumerate(chunk):
+            try:
+                loaded.append(_with_image(sample, open_image))
+                kept.append(first + offset)
+            except DataError as exc:
+                if not skip_bad:
+                    raise
+                skipped.append(f"{sample.uid}: {exc}")
+        if not loaded:
+            continue
         trace = adapter.forward(adapter.prepare(loaded))
         recorder.add(trace)
         if regions and trace.patch_grid is not None and "image" in trace.hidden:
@@ -205,6 +223,10 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
         torch.cuda.synchronize()
     acts.forward_s = time.perf_counter() - start
     acts.truncated_captions = int(getattr(adapter, "truncated_captions", 0))
+    acts.skipped_samples = skipped
+    acts.kept = kept
+    if acts.n == 0:
+        raise DataError(f"no usable sample: all {len(samples)} were skipped (first: {skipped[0] if skipped else '-'})")
     return acts
 
 

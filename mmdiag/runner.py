@@ -7,6 +7,7 @@ from typing import Any, Optional
 import pytest
 
 from mmdiag.api import CheckContext
+from mmdiag.errors import MMDiagError
 from mmdiag.options import from_pytest
 from mmdiag.session import MMSession
 from mmdiag.thresholds import Result
@@ -58,6 +59,10 @@ def check_context(request: pytest.FixtureRequest, session: Optional[MMSession]) 
     params = {k: v for k, v in (callspec.params.items() if callspec else []) if k in CHECK_PARAMS and v is not None}
     ctx = CheckContext(session, adapter, marker.args[0], params, request.node.nodeid)
     request.node.stash[CONTEXT_KEY] = ctx
+    try:
+        ctx.acts  # the shared forward pass runs in setup, so check timings measure the check alone
+    except MMDiagError as exc:  # a user's data problem: say it plainly, no traceback
+        pytest.fail(f"mmdiag: {exc}", pytrace=False)
     return ctx
 
 
@@ -67,6 +72,9 @@ def record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.Test
     marker = item.get_closest_marker("mm")
     if session is None or marker is None or not marker.args:
         return
+    if report.when == "call":
+        family = marker.args[0].split(".", 1)[0]
+        session.family_seconds[family] = session.family_seconds.get(family, 0.0) + report.duration
     if report.when == "teardown" or (report.when == "setup" and report.passed):
         return
     ctx = item.stash.get(CONTEXT_KEY, None)
@@ -95,6 +103,8 @@ def _error_message(call: pytest.CallInfo) -> str:
     if call.excinfo is None:
         return "error"
     exc = call.excinfo.value
+    if call.excinfo.errisinstance(pytest.fail.Exception):
+        return str(exc.msg if hasattr(exc, "msg") else exc)
     return f"{type(exc).__name__}: {exc}".strip()
 
 

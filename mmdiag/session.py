@@ -33,6 +33,9 @@ class MMSession:
     started: str = field(default_factory=lambda: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     _activations: dict[str, Activations] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict)
+    _failed: dict[str, BaseException] = field(default_factory=dict)
+    #: seconds spent in check bodies per family (forward pass excluded: it runs in fixture setup)
+    family_seconds: dict[str, float] = field(default_factory=dict)
     #: names of the collected checks (None until collection ends)
     selected: Optional[set] = None
 
@@ -74,14 +77,28 @@ class MMSession:
     def activations(self, adapter: Any) -> Activations:
         """The one forward pass over the data, shared by every check."""
         key = "model"
+        if key in self._failed:
+            raise self._failed[key]
         if key not in self._activations:
-            samples = self.load_data(adapter)
-            words = any(s.tree is not None for s in samples) and self.wants("probe.")
-            regions = any(s.phrases for s in samples) and self.wants("probe.")
-            self._activations[key] = record(adapter, samples, self.config.batch_size, words=words,
-                                            attentions=self.wants("attention."), regions=regions)
-            self.timings["forward_s"] = self._activations[key].forward_s
+            try:
+                self._record_model(adapter, key)
+            except Exception as exc:  # every later check reports the same failure without re-running
+                self._failed[key] = exc
+                raise
         return self._activations[key]
+
+    def _record_model(self, adapter: Any, key: str) -> None:
+        """Run the model over the data once (skipping unreadable samples when asked)."""
+        samples = self.load_data(adapter)
+        words = any(s.tree is not None for s in samples) and self.wants("probe.")
+        regions = any(s.phrases for s in samples) and self.wants("probe.")
+        acts = record(adapter, samples, self.config.batch_size, words=words,
+                      attentions=self.wants("attention."), regions=regions,
+                      skip_bad=self.config.skip_bad_samples)
+        if acts.skipped_samples:  # later analyses index samples in step with the activations
+            self.samples = [samples[i] for i in acts.kept]
+        self._activations[key] = acts
+        self.timings["forward_s"] = acts.forward_s
 
     def control(self, name: str, adapter: Any) -> Optional[Activations]:
         """Activations of a control run (Liang et al. 2022): ``random-init`` or ``noise``.
@@ -176,12 +193,16 @@ class MMSession:
         acts = self._activations.get("model")
         if acts is not None:
             data["truncated_captions"] = acts.truncated_captions
+            data["skipped_samples"] = len(acts.skipped_samples)
+            if acts.skipped_samples:
+                data["skipped"] = acts.skipped_samples[:50]
             if "hidden_2d" not in self.series and acts.pooled:
                 from mmdiag.analyses.geometry import hidden_maps
 
                 self.series["hidden_2d"] = hidden_maps(acts)
         timings = dict(self.timings)
         timings["total_s"] = time.perf_counter() - self._t0
+        timings["checks_s"] = {k: round(v, 4) for k, v in sorted(self.family_seconds.items())}
         run = {"mmdiag": mmdiag.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
                "python": platform.python_version(), "seed": self.config.seed,
                "device": str(getattr(adapter, "device", self.config.device)), "dtype": self.config.dtype,

@@ -33,9 +33,10 @@ Regimens:
   BERT-like states (1,500 random trees of 3-30 words, 60/20/20 split,
   D = 256, 3 layers, anisotropic noise, an offset dimension; CPU, 1 thread):
   best-layer test DSpr paper 0.973 / fast 0.973 (layers 0.576/0.942/0.973 vs
-  0.547/0.940/0.973) in 165 s / 18 s of CPU time; NSpr paper 0.962 / fast
-  0.963 (``tests/metrics/test_probe_fit.py`` checks the agreement on a
-  small planted case).  The ratio depends on when the paper regimen stops.
+  0.547/0.940/0.973) in 165 s / 18 s of CPU time; best-layer NSpr paper
+  0.962 / fast 0.963 in 138 s / 17-26 s (``tests/metrics/test_probe_fit.py``
+  checks the agreement on a small planted case).  The time ratio depends on
+  when the paper regimen stops early.
 
 Sentences are scored with the metrics of :mod:`mmdiag.metrics.probe_scores`.
 Note that NSpr/DSpr stay below 1 even for an almost exact fit: gold depths and

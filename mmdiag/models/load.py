@@ -22,6 +22,8 @@ from mmdiag.models.presets import PRESETS, Preset
 FAMILIES: dict[str, tuple[str, ...]] = {
     "clip": ("clip",),
     "siglip": ("siglip",),
+    "vilt": ("vilt",),
+    "llava": ("llava",),
     "text": ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2", "albert"),
 }
 
@@ -99,6 +101,20 @@ def build_random(preset: Preset, seed: int) -> tuple[torch.nn.Module, Any, Any]:
         tc = config.text_config
         tok = offline.siglip_tokenizer(tc.vocab_size, tc.pad_token_id, tc.eos_token_id, 2, tc.max_position_embeddings)
         proc = offline.siglip_image_processor(config.vision_config.image_size)
+    elif preset.family == "vilt":
+        from transformers import ViltModel
+
+        model = ViltModel._from_config(config, attn_implementation="eager")
+        tok = offline.bert_tokenizer(config.vocab_size, config.max_position_embeddings)
+        proc = offline.vilt_image_processor(config.image_size, config.patch_size)
+    elif preset.family == "llava":
+        from transformers import LlavaForConditionalGeneration
+
+        model = LlavaForConditionalGeneration._from_config(config, attn_implementation="eager")
+        tc = config.text_config
+        tok = offline.llama_tokenizer(tc.vocab_size, tc.bos_token_id, tc.eos_token_id, tc.pad_token_id,
+                                      config.image_token_id, tc.max_position_embeddings)
+        proc = offline.clip_image_processor(config.vision_config.image_size)
     else:
         from transformers import BertModel
 
@@ -127,7 +143,14 @@ def load_pretrained(path_or_id: str) -> tuple[str, torch.nn.Module, Any, Any]:
             "Wrap it in an adapter object and override the `mm_model` fixture in your conftest.py "
             "(see the README, 'Bring your own model').")
     try:
-        model = AutoModel.from_pretrained(path_or_id, attn_implementation="eager")
+        if family == "llava":
+            # AutoModel gives the headless LlavaModel; the checkpoints are saved from the
+            # generation class, whose key layout this loads without conversion.
+            from transformers import LlavaForConditionalGeneration
+
+            model = LlavaForConditionalGeneration.from_pretrained(path_or_id, attn_implementation="eager")
+        else:
+            model = AutoModel.from_pretrained(path_or_id, attn_implementation="eager")
         tokenizer = AutoTokenizer.from_pretrained(path_or_id)
         processor = AutoImageProcessor.from_pretrained(path_or_id) if family != "text" else None
     except (OSError, ValueError) as exc:
@@ -153,6 +176,14 @@ def make_adapter(family: str, model: torch.nn.Module, tokenizer: Any, processor:
         from mmdiag.models.siglip import SiglipAdapter
 
         return SiglipAdapter(model, tokenizer, processor, info, device, dtype)
+    if family == "vilt":
+        from mmdiag.models.vilt import ViltAdapter
+
+        return ViltAdapter(model, tokenizer, processor, info, device, dtype)
+    if family == "llava":
+        from mmdiag.models.llava import LlavaAdapter
+
+        return LlavaAdapter(model, tokenizer, processor, info, device, dtype)
     from mmdiag.models.text import TextEncoderAdapter
 
     return TextEncoderAdapter(model, tokenizer, info, device, dtype)

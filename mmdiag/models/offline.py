@@ -119,3 +119,34 @@ def siglip_image_processor(size: int):
         do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
         image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], do_convert_rgb=True,
     )
+
+
+def vilt_image_processor(size: int, size_divisor: int):
+    """ViLT preprocessing (Kim et al. 2021): bicubic resize of the short side to ``size``
+    (long side capped at 1333/800 of it, both rounded down to ``size_divisor``), mean = std
+    = 0.5, padding to the batch's largest image with a ``pixel_mask``.
+
+    The ViLT adapter squares images to ``size`` before this processor, so no padding occurs.
+    """
+    from transformers import ViltImageProcessorPil
+
+    return ViltImageProcessorPil(
+        do_resize=True, size={"shortest_edge": size}, size_divisor=size_divisor, resample=3,
+        do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], do_pad=True,
+    )
+
+
+def llama_tokenizer(vocab_size: int, bos_id: int, eos_id: int, pad_id: int, image_token_id: int,
+                    max_length: int) -> PreTrainedTokenizerFast:
+    """Llama/LLaVA-style: ``<s> words`` (no EOS, as Llama's tokenizer adds none), right padding,
+    and an ``<image>`` special token whose id is the model's ``image_token_id``."""
+    specials = {"<s>": bos_id, "</s>": eos_id, "<image>": image_token_id}
+    if pad_id not in specials.values():
+        specials["<pad>"] = pad_id
+    specials["<unk>"] = _free_id(vocab_size, set(specials.values()))
+    pad = "<pad>" if "<pad>" in specials else next(t for t, i in specials.items() if i == pad_id)
+    fast = word_tokenizer(vocab_size, specials, ("<s>", None), pad=pad, unk="<unk>", max_length=max_length)
+    fast.eos_token = "</s>"
+    fast.add_special_tokens({"extra_special_tokens": ["<image>"]})
+    return fast

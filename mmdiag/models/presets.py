@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from transformers import BertConfig, CLIPConfig, PretrainedConfig, SiglipConfig
+from transformers import BertConfig, CLIPConfig, LlavaConfig, PretrainedConfig, SiglipConfig, ViltConfig
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,29 @@ def _siglip(text: dict, vision: dict) -> SiglipConfig:
 def _bert(**kw) -> BertConfig:
     base = {"vocab_size": 30522, "max_position_embeddings": 512, "type_vocab_size": 2, "pad_token_id": 0}
     return BertConfig(**{**base, **kw})
+
+
+def _vilt(**kw) -> ViltConfig:
+    """dandelin/vilt-b32-mlm's config.json, except ``max_image_length``: -1 (keep every patch)
+    instead of the pre-training 200 (random patch sub-sampling). The ViLT adapter embeds
+    patches with -1 anyway (see :mod:`mmdiag.models.vilt`), so this only affects direct use."""
+    base = {"vocab_size": 30522, "type_vocab_size": 2, "modality_type_vocab_size": 2,
+            "max_position_embeddings": 40, "hidden_act": "gelu", "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0, "layer_norm_eps": 1e-12, "image_size": 384,
+            "patch_size": 32, "num_channels": 3, "qkv_bias": True, "max_image_length": -1}
+    return ViltConfig(**{**base, **kw})
+
+
+def _llava(vision: dict, text: dict, image_token_id: int) -> LlavaConfig:
+    """A LLaVA-1.5-style config: CLIP vision tower, Llama decoder, 2-layer GELU projector,
+    features from the second-to-last vision layer with CLS dropped ("default")."""
+    vision = {"model_type": "clip_vision_model", "hidden_act": "quick_gelu", **vision}
+    text = {"model_type": "llama", "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+            "hidden_act": "silu", "rms_norm_eps": 1e-5, **text}
+    side = vision["image_size"] // vision["patch_size"]
+    return LlavaConfig(vision_config=vision, text_config=text, image_token_index=image_token_id,
+                       image_seq_length=side * side, vision_feature_select_strategy="default",
+                       vision_feature_layer=-2, projector_hidden_act="gelu")
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in [
@@ -74,4 +97,16 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("tiny-bert", "text", lambda: _bert(
         hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4),
         "a 3-layer BERT for tests"),
+    Preset("vilt-b32", "vilt", lambda: _vilt(
+        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        "dandelin/vilt-b32-mlm"),
+    Preset("tiny-vilt", "vilt", lambda: _vilt(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
+        image_size=64, patch_size=16), "a 3-layer ViLT for tests"),
+    Preset("tiny-llava", "llava", lambda: _llava(
+        {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+         "image_size": 32, "patch_size": 8},
+        {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
+         "num_key_value_heads": 4, "vocab_size": 512, "max_position_embeddings": 128}, image_token_id=511),
+        "a LLaVA-1.5-style model (2-layer CLIP tower, 3-layer Llama) for tests"),
 ]}

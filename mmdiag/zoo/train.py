@@ -1,0 +1,345 @@
+"""Train the zoo's small CLIP models on the built-in synthetic scenes.
+
+Usage::
+
+    python -m mmdiag.zoo.train NAME [--out DIR] [--steps N] [--seed S]
+
+``NAME`` is one of :data:`ZOO_MODELS`:
+
+* ``shapes-clip``: contrastive (symmetric InfoNCE, Radford et al. 2021,
+  arXiv:2103.00020) with a learned temperature (``logit_scale`` starts at
+  log(1/0.07) and is clamped at log 100, as CLIP does);
+* ``shapes-clip-t1``, ``shapes-clip-t0.1``, ``shapes-clip-t0.01``: the same
+  recipe with a *fixed* temperature τ (``logit_scale`` frozen at log(1/τ)),
+  the temperature experiment of Liang et al., "Mind the Gap", NeurIPS 2022,
+  arXiv:2203.02053, §4.3 (the gap grows as τ falls).
+
+The models are Hugging Face ``CLIPModel`` instances of a small
+:func:`zoo_config`, with the offline word tokenizer of
+:mod:`mmdiag.models.offline` over a small vocabulary (:func:`zoo_tokenizer`).
+Training data are ``make_synthetic(n_train, seed=TRAIN_DATA_SEED + seed)``
+(224-pixel scenes, pre-processed once by the model's own image processor, no
+augmentation); captions are tokenised exactly as mmdiag's CLIP adapter
+tokenises them. mmdiag's default evaluation data (``--mm-data=synthetic
+--mm-seed=0``) come from data seed 0, which training never uses, so held-out
+numbers are reported on ``make_synthetic(n_eval, seed=EVAL_DATA_SEED)``.
+
+Training is seeded and deterministic on the CPU for a given thread count
+(``torch.use_deterministic_algorithms``; the batch order comes from a seeded
+generator).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "ZOO_MODELS", "TRAIN_DATA_SEED", "EVAL_DATA_SEED", "TrainConfig", "TrainResult",
+    "zoo_config", "zoo_tokenizer", "build_model", "encode", "embed", "contrastive_loss",
+    "retrieval_recall", "train", "save", "main",
+]
+
+#: name -> fixed temperature τ (None: learned temperature, CLIP's recipe)
+ZOO_MODELS: dict[str, Optional[float]] = {
+    "shapes-clip": None,
+    "shapes-clip-t1": 1.0,
+    "shapes-clip-t0.1": 0.1,
+    "shapes-clip-t0.01": 0.01,
+}
+#: training data use make_synthetic(n, seed=TRAIN_DATA_SEED + training seed)
+TRAIN_DATA_SEED = 1000
+#: held-out evaluation data: mmdiag's default ``--mm-seed=0``
+EVAL_DATA_SEED = 0
+#: CLIP's initial temperature 0.07 and its clamp of the logit scale at 100
+INIT_LOGIT_SCALE = math.log(1 / 0.07)
+MAX_LOGIT_SCALE = math.log(100.0)
+#: rendered size of the synthetic scenes (make_synthetic's default, as mmdiag evaluates)
+SCENE_SIZE = 224
+IMAGE_SIZE = 64
+#: longest caption the grammar emits is 33 words (+ start and end tokens)
+MAX_TEXT_LENGTH = 40
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a zoo model's training depends on."""
+
+    temperature: Optional[float] = None   # None: learned (init 0.07, clamp 1/100)
+    steps: int = 400
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    warmup: int = 60
+    n_train: int = 4000
+    n_eval: int = 128
+    seed: int = 0
+    log_every: int = 100
+    eval_every: int = 0        # also log held-out recall@1 every this many steps (0: only at the end)
+    text_chunks: int = 4
+    threads: int = 1
+
+
+@dataclass
+class TrainResult:
+    """A trained model with its tokenizer, processor and training record."""
+
+    model: Any
+    tokenizer: Any
+    processor: Any
+    config: TrainConfig
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    recall_i2t: float = float("nan")
+    recall_t2i: float = float("nan")
+    n_eval: int = 0
+    logit_scale: float = float("nan")
+
+
+def _special_ids() -> tuple[int, int, int]:
+    """(bos, eos, vocab_size): specials sit just after the base vocabulary."""
+    from mmdiag.models.offline import _base_vocab
+
+    n = len(_base_vocab())
+    return n, n + 1, n + 3   # n + 2 is [UNK] (clip_tokenizer takes the highest free id)
+
+
+def zoo_config() -> Any:
+    """The zoo's small CLIP architecture (a ``transformers.CLIPConfig``)."""
+    from transformers import CLIPConfig
+
+    bos, eos, vocab = _special_ids()
+    text = {"vocab_size": vocab, "hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 4,
+            "num_attention_heads": 4, "max_position_embeddings": MAX_TEXT_LENGTH, "hidden_act": "quick_gelu",
+            "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": eos}
+    vision = {"hidden_size": 64, "intermediate_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4,
+              "image_size": IMAGE_SIZE, "patch_size": 8, "hidden_act": "quick_gelu"}
+    return CLIPConfig(text_config=text, vision_config=vision, projection_dim=64,
+                      logit_scale_init_value=INIT_LOGIT_SCALE)
+
+
+def zoo_tokenizer() -> Any:
+    """CLIP-style word tokenizer over the synthetic grammar's words and characters."""
+    from mmdiag.models.offline import clip_tokenizer
+
+    bos, eos, vocab = _special_ids()
+    return clip_tokenizer(vocab, bos, eos, MAX_TEXT_LENGTH)
+
+
+def build_model(seed: int, temperature: Optional[float] = None) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, image processor) with seeded random weights.
+
+    A fixed ``temperature`` sets ``logit_scale`` to log(1/τ) and freezes it.
+    """
+    from transformers import CLIPModel
+
+    from mmdiag.models.offline import clip_image_processor
+
+    torch.manual_seed(seed)
+    model = CLIPModel._from_config(zoo_config(), attn_implementation="eager")
+    if temperature is not None:
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(1.0 / temperature))
+        model.logit_scale.requires_grad_(False)
+    return model, zoo_tokenizer(), clip_image_processor(IMAGE_SIZE)
+
+
+def encode(samples: Sequence[Any], tokenizer: Any, processor: Any) -> dict[str, torch.Tensor]:
+    """Pixels and token ids exactly as mmdiag's CLIP adapter prepares them."""
+    from mmdiag.models.dual import pixel_values, tokenize_captions
+
+    text = tokenize_captions(tokenizer, samples, MAX_TEXT_LENGTH)
+    if text.truncated:
+        raise ValueError(f"{text.truncated} captions exceed {MAX_TEXT_LENGTH} tokens")
+    return {"pixels": pixel_values(processor, samples), "ids": text.input_ids, "mask": text.attention_mask}
+
+
+def embed(model: Any, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+          text_chunks: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projected (image, text) embeddings: CLS and first-EOS pooling, as CLIPModel does.
+
+    ``text_chunks > 1`` runs the captions in length-sorted chunks, each padded
+    only to its own longest caption. This is exact (the text tower is causal
+    and masked, rows are independent) and saves the compute spent on padding.
+    """
+    vision = model.vision_model(pixel_values=pixels)
+    lengths = mask.sum(dim=1)
+    order = torch.argsort(lengths, stable=True)
+    pooled = []
+    for part in order.chunk(max(1, text_chunks)):
+        width = int(lengths[part].max())
+        pooled.append(model.text_model(input_ids=ids[part, :width], attention_mask=mask[part, :width]).pooler_output)
+    text = torch.cat(pooled)[torch.argsort(order)]
+    return model.visual_projection(vision.pooler_output), model.text_projection(text)
+
+
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE: ½[CE(s·X̂Ŷᵀ, I) + CE(s·ŶX̂ᵀ, I)], s = exp(logit_scale) = 1/τ.
+
+    Radford et al. 2021 (arXiv:2103.00020), matched pairs on the diagonal.
+    """
+    logits = logit_scale.exp() * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+    target = torch.arange(logits.shape[0], device=logits.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+@torch.no_grad()
+def retrieval_recall(model: Any, data: dict[str, torch.Tensor], batch_size: int = 256) -> tuple[float, float]:
+    """Held-out recall@1 (image→text, text→image) via :func:`mmdiag.metrics.shift.recall_at_1`."""
+    from mmdiag.metrics.shift import recall_at_1
+
+    was_training = model.training
+    model.eval()
+    imgs, txts = [], []
+    for start in range(0, data["ids"].shape[0], batch_size):
+        sl = slice(start, start + batch_size)
+        i, t = embed(model, data["pixels"][sl], data["ids"][sl], data["mask"][sl], text_chunks=4)
+        imgs.append(i)
+        txts.append(t)
+    model.train(was_training)
+    return recall_at_1(torch.cat(imgs), torch.cat(txts))
+
+
+def _param_groups(model: Any, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only (not biases, norms, embeddings of size 1 or the scale)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up then cosine decay to 0."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(cfg: TrainConfig, log: Optional[Callable[[str], None]] = print,
+          train_samples: Optional[Sequence[Any]] = None,
+          eval_samples: Optional[Sequence[Any]] = None) -> TrainResult:
+    """Train one zoo model; deterministic in ``cfg`` (for a fixed thread count).
+
+    ``train_samples``/``eval_samples`` default to ``make_synthetic(cfg.n_train,
+    TRAIN_DATA_SEED + cfg.seed)`` and ``make_synthetic(cfg.n_eval,
+    EVAL_DATA_SEED)``; pass ``n_eval=0`` to skip the held-out evaluation.
+    ``log`` receives the progress lines (None: silent). The caller's torch
+    thread count and deterministic-algorithms flag are restored afterwards.
+    """
+    if cfg.seed < 0:
+        raise ValueError(f"seed must be >= 0 (training data seed {TRAIN_DATA_SEED} + seed), got {cfg.seed}")
+    if cfg.steps < 1 or cfg.batch_size < 2:
+        raise ValueError("steps must be >= 1 and batch_size >= 2")
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train(cfg, log or (lambda _msg: None), train_samples, eval_samples)
+    finally:   # leave the caller's torch settings as they were
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(cfg: TrainConfig, say: Callable[[str], None], train_samples: Optional[Sequence[Any]],
+           eval_samples: Optional[Sequence[Any]]) -> TrainResult:
+    from mmdiag.data.synthetic import make_synthetic
+
+    started = time.perf_counter()
+    model, tok, proc = build_model(cfg.seed, cfg.temperature)
+    if train_samples is None:
+        train_samples = make_synthetic(cfg.n_train, seed=TRAIN_DATA_SEED + cfg.seed, image_size=SCENE_SIZE)
+    data = encode(train_samples, tok, proc)
+    n = data["ids"].shape[0]
+    if n < cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} exceeds the {n} training samples")
+    if eval_samples is None and cfg.n_eval > 0:
+        eval_samples = make_synthetic(cfg.n_eval, seed=EVAL_DATA_SEED, image_size=SCENE_SIZE)
+    held_out = encode(eval_samples, tok, proc) if eval_samples else None
+    say(f"{n} training scenes encoded in {time.perf_counter() - started:.1f} s")
+    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(n, generator=gen)
+    cursor = 0
+    losses: list[float] = []
+    model.train()
+    for step in range(cfg.steps):
+        if cursor + cfg.batch_size > n:
+            order, cursor = torch.randperm(n, generator=gen), 0
+        idx = order[cursor:cursor + cfg.batch_size]
+        cursor += cfg.batch_size
+        img, txt = embed(model, data["pixels"][idx], data["ids"][idx], data["mask"][idx], cfg.text_chunks)
+        loss = contrastive_loss(img, txt, model.logit_scale)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0.0, MAX_LOGIT_SCALE)
+        losses.append(float(loss.detach()))
+        if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+            say(f"step {step:5d}  loss {losses[-1]:.4f}  1/τ {float(model.logit_scale.detach().exp()):.2f}  "
+                f"{time.perf_counter() - started:.0f} s")
+        if held_out is not None and cfg.eval_every and (step + 1) % cfg.eval_every == 0:
+            i2t, t2i = retrieval_recall(model, held_out)
+            say(f"step {step + 1:5d}  held-out recall@1 image→text {i2t:.3f}  text→image {t2i:.3f}")
+    model.eval()
+    result = TrainResult(model, tok, proc, cfg, losses, time.perf_counter() - started,
+                         logit_scale=float(model.logit_scale.detach().exp()))
+    if held_out is not None:
+        result.recall_i2t, result.recall_t2i = retrieval_recall(model, held_out)
+        result.n_eval = len(eval_samples)
+        say(f"held-out recall@1 (n={result.n_eval}, data seed {EVAL_DATA_SEED}, chance {1 / result.n_eval:.4f}): "
+            f"image→text {result.recall_i2t:.3f}  text→image {result.recall_t2i:.3f}")
+    say(f"trained in {result.seconds:.1f} s")
+    return result
+
+
+def save(result: TrainResult, out: str | Path) -> Path:
+    """Write model (safetensors), tokenizer and image processor with ``save_pretrained``."""
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    result.model.save_pretrained(path)
+    result.tokenizer.save_pretrained(path)
+    result.processor.save_pretrained(path)
+    return path
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mmdiag.zoo.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", choices=sorted(ZOO_MODELS), help="zoo model to train")
+    parser.add_argument("--out", default=None, help="output folder (default: the zoo folder of the package)")
+    parser.add_argument("--steps", type=int, default=TrainConfig.steps)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    parser.add_argument("--n-train", type=int, default=TrainConfig.n_train)
+    parser.add_argument("--n-eval", type=int, default=TrainConfig.n_eval)
+    parser.add_argument("--log-every", type=int, default=TrainConfig.log_every)
+    parser.add_argument("--threads", type=int, default=TrainConfig.threads,
+                        help="torch CPU threads (results are bit-reproducible for a fixed count)")
+    args = parser.parse_args(argv)
+    cfg = replace(TrainConfig(), temperature=ZOO_MODELS[args.name], steps=args.steps, seed=args.seed,
+                  batch_size=args.batch_size, n_train=args.n_train, n_eval=args.n_eval,
+                  log_every=args.log_every, threads=args.threads)
+    result = train(cfg)
+    out = Path(args.out) if args.out else Path(__file__).parent / args.name
+    save(result, out)
+    print(f"saved {args.name} to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
