@@ -31,6 +31,8 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--mm-probe-regimen", "string", "fast", "structural-probe training: fast (default) or paper "
                                               "(Hewitt & Manning: batch 20, Adam 1e-3, up to 40 epochs)"),
     ("--mm-probe-rank", "string", "0", "rank of the probe matrix B (default 0: the hidden size)"),
+    ("--mm-cache-dir", "string", ".mmdiag_cache", "activation cache directory (default .mmdiag_cache in the "
+                                                   "rootdir); re-runs with other thresholds skip the model"),
     ("--mm-text-reference", "string", None, "text-only encoder (hub id, dir or random:PRESET) for probe.text_retention"),
 ]
 REPEATABLE: list[tuple[str, str]] = [
@@ -54,6 +56,9 @@ def add_options(parser: Any) -> None:
     for option, help_text in REPEATABLE:
         group.addoption(option, action="append", default=[], dest=ini_name(option), help=help_text)
         parser.addini(ini_name(option), help_text, type="linelist", default=[])
+    group.addoption("--mm-no-cache", action="store_true", default=False, dest="mm_no_cache",
+                    help="neither read nor write the activation cache")
+    parser.addini("mm_no_cache", "disable the activation cache", type="bool", default=False)
     group.addoption("--mm-skip-bad-samples", action="store_true", default=False, dest="mm_skip_bad_samples",
                     help="skip (and count) samples whose image is missing or unreadable instead of failing")
     parser.addini("mm_skip_bad_samples", "skip unreadable samples", type="bool", default=False)
@@ -86,6 +91,7 @@ class RunConfig:
     threshold_layers: list[dict[str, Threshold]] = field(default_factory=list)
     collect_checks: bool = False
     skip_bad_samples: bool = False
+    cache_dir: Optional[Path] = None
     probe_regimen: str = "fast"
     probe_rank: Optional[int] = None
     text_reference: Optional[str] = None
@@ -186,6 +192,9 @@ def from_pytest(config: Any) -> RunConfig:
             raise SpecError(f"--mm-controls: unknown control {control!r}; accepted: {', '.join(CONTROLS)}")
     cfg.controls = tuple(controls)
     cfg.skip_bad_samples = bool(config.getoption("mm_skip_bad_samples")) or bool(config.getini("mm_skip_bad_samples"))
+    if not (config.getoption("mm_no_cache") or config.getini("mm_no_cache")):
+        cache = Path(str(_get(config, "mm_cache_dir") or ".mmdiag_cache")).expanduser()
+        cfg.cache_dir = cache if cache.is_absolute() else Path(config.rootpath) / cache
     cfg.probe_regimen = str(_get(config, "mm_probe_regimen") or "fast")
     if cfg.probe_regimen not in ("fast", "paper"):
         raise SpecError(f"--mm-probe-regimen={cfg.probe_regimen!r}: accepted: fast, paper")

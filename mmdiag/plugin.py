@@ -23,6 +23,9 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[SESSION_KEY] = configure(config)
     except MMDiagError as exc:
         raise pytest.UsageError(f"mmdiag: {exc}") from None
+    from mmdiag.runner import WorkerResults
+
+    config.pluginmanager.register(WorkerResults(config), "mmdiag-worker-results")
 
 
 def _session(config: pytest.Config) -> Any:

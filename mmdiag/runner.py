@@ -23,6 +23,9 @@ def configure(config: pytest.Config) -> Optional[MMSession]:
     cfg = from_pytest(config)
     session = MMSession(cfg)
     session.adapter_from_fixture = False
+    from mmdiag.report.progress import Progress
+
+    session.progress = Progress(config)
     if cfg.collect_checks and not _explicit_args(config):
         from mmdiag.collect import builtin_checks_dir
 
@@ -72,6 +75,61 @@ def record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.Test
     marker = item.get_closest_marker("mm")
     if session is None or marker is None or not marker.args:
         return
+    _record_outcome(item, call, report, session, marker)
+    if _is_xdist_worker(item.config):
+        new = [r.to_json() for r in session.results if r.nodeid == item.nodeid and not getattr(r, "_shipped", False)]
+        for r in session.results:
+            if r.nodeid == item.nodeid:
+                r._shipped = True  # type: ignore[attr-defined]
+        series = {k: v for k, v in session.series.items() if k not in session.series_shipped}
+        session.series_shipped.update(series)
+        if new or series:
+            report.user_properties.append(("mmdiag", {"results": new, "series": series,
+                                                      "timings": dict(session.timings),
+                                                      "n": len(session.samples or [])}))
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+class WorkerResults:
+    """Registered on every run; on an xdist controller it gathers the workers' results."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        config = self.config
+        if hasattr(config, "workerinput") or not config.pluginmanager.has_plugin("dsession"):
+            return
+        from mmdiag.plugin import SESSION_KEY
+
+        merge_worker_report(report, config.stash.get(SESSION_KEY, None))
+
+
+def merge_worker_report(report: pytest.TestReport, session: Optional[MMSession]) -> None:
+    """On the xdist controller: collect the results a worker attached to its report."""
+    if session is None:
+        return
+    from mmdiag.thresholds import Result, Threshold
+
+    for name, payload in getattr(report, "user_properties", []):
+        if name != "mmdiag":
+            continue
+        for r in payload["results"]:
+            t = r.get("threshold")
+            threshold = Threshold(t["op"], t["value"], t["level"]) if t else None
+            result = Result(r["check"], r["params"], r["value"], r["status"], threshold, r.get("details"),
+                            r.get("message", ""), report.nodeid, r.get("baseline"))
+            session.add(result)
+        session.series.update(payload["series"])
+        session.timings.update({k: v for k, v in payload["timings"].items() if k not in session.timings})
+        session.worker_n = payload.get("n")
+
+
+def _record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport,
+                    session: MMSession, marker: Any) -> None:
     if report.when == "call":
         family = marker.args[0].split(".", 1)[0]
         session.family_seconds[family] = session.family_seconds.get(family, 0.0) + report.duration
@@ -129,8 +187,14 @@ def terminal_summary(reporter: Any, session: Optional[MMSession]) -> None:
 
 def finish(pytest_session: pytest.Session, session: Optional[MMSession]) -> None:
     """Write results.json / report.html / baseline for whatever ran (also after failures)."""
-    if session is None or not session.results:
+    if session is None or not session.results or _is_xdist_worker(pytest_session.config):
         return
+    if session.samples is None and session.adapter is not None:
+        try:  # the xdist controller ran no check itself: data for the fingerprint, cached activations for maps
+            session.load_data(session.adapter)
+            session.cached_activations(session.adapter)
+        except Exception:
+            pass
     session.written = []
     doc = session.document()
     cfg = session.config

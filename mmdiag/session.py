@@ -38,6 +38,10 @@ class MMSession:
     family_seconds: dict[str, float] = field(default_factory=dict)
     #: names of the collected checks (None until collection ends)
     selected: Optional[set] = None
+    #: called with the number of samples done after each batch (the plugin shows progress)
+    progress: Any = None
+    #: series keys already sent to the xdist controller
+    series_shipped: set = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.thresholds = Thresholds(self.config.threshold_layers)
@@ -87,18 +91,67 @@ class MMSession:
                 raise
         return self._activations[key]
 
-    def _record_model(self, adapter: Any, key: str) -> None:
-        """Run the model over the data once (skipping unreadable samples when asked)."""
+    def cached_activations(self, adapter: Any) -> Optional[Activations]:
+        """The model's activations if the cache holds them (never runs the model)."""
+        if "model" in self._activations:
+            return self._activations["model"]
         samples = self.load_data(adapter)
-        words = any(s.tree is not None for s in samples) and self.wants("probe.")
-        regions = any(s.phrases for s in samples) and self.wants("probe.")
-        acts = record(adapter, samples, self.config.batch_size, words=words,
-                      attentions=self.wants("attention."), regions=regions,
-                      skip_bad=self.config.skip_bad_samples)
+        for flags in ({"words": w, "regions": w, "attentions": a} for w in (True, False) for a in (True, False)):
+            acts = self._cached(adapter, samples, flags, None)
+            if acts is not None:
+                self._activations["model"] = acts
+                return acts
+        return None
+
+    def _record_model(self, adapter: Any, key: str) -> None:
+        """Run the model over the data once (skipping unreadable samples when asked), or load it from the cache."""
+        samples = self.load_data(adapter)
+        flags = {"words": any(s.tree is not None for s in samples) and self.wants("probe."),
+                 "regions": any(s.phrases for s in samples) and self.wants("probe."),
+                 "attentions": self.wants("attention.")}
+
+        def compute() -> Activations:
+            if self.progress is not None and hasattr(self.progress, "start"):
+                self.progress.start(len(samples))
+            return record(adapter, samples, self.config.batch_size, skip_bad=self.config.skip_bad_samples,
+                          progress=self.progress, **flags)
+
+        acts = self._cached(adapter, samples, flags, compute)
         if acts.skipped_samples:  # later analyses index samples in step with the activations
             self.samples = [samples[i] for i in acts.kept]
         self._activations[key] = acts
         self.timings["forward_s"] = acts.forward_s
+
+    def _cached(self, adapter: Any, samples: list, flags: dict, compute: Any) -> Activations:
+        """``compute()`` through the activation cache when the model has a fingerprint."""
+        fingerprint = getattr(getattr(adapter, "info", None), "fingerprint", None) or getattr(adapter, "fingerprint",
+                                                                                                None)
+        directory = self.config.cache_dir
+        if directory is None or not fingerprint:
+            return compute()
+        from mmdiag import __version__, cache
+        from mmdiag.data.load import data_fingerprint
+
+        device = getattr(adapter, "device", None)
+        key = cache.cache_key({"model": fingerprint, "data": data_fingerprint(samples), "spec": self.config.data,
+                               "n": len(samples), "seed": self.config.seed, "batch": self.config.batch_size,
+                               "dtype": self.config.dtype, "device": str(getattr(device, "type", device)),
+                               "skip_bad": self.config.skip_bad_samples, "mmdiag": __version__, **flags})
+        path = directory / f"{key}.safetensors"
+        with cache.locked(directory, key):
+            acts = cache.load(path, device)
+            if acts is not None:
+                self.timings["cache"] = "hit"
+                return acts
+            if compute is None:
+                return None
+            acts = compute()
+            try:
+                cache.save(acts, path)
+                self.timings["cache"] = "miss (written)"
+            except OSError as exc:
+                self.timings["cache"] = f"miss (not written: {exc.strerror})"
+            return acts
 
     def control(self, name: str, adapter: Any) -> Optional[Activations]:
         """Activations of a control run (Liang et al. 2022): ``random-init`` or ``noise``.

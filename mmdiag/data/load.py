@@ -39,11 +39,56 @@ def load_samples(spec: str, n: int, seed: int = 0, vocab_size: int = 1000,
     raise SpecError(f"--mm-data={spec!r}: unknown file type {path.suffix!r}; {ACCEPTED}")
 
 
+#: (path, size, mtime_ns) -> digest of the file's bytes, so a run hashes each image file once
+_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    """blake2b of a file's bytes (memoised by path, size and modification time); "missing" if unreadable."""
+    import hashlib
+
+    try:
+        stat = path.stat()
+    except (OSError, ValueError):
+        return "missing"
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    digest = _FILE_DIGESTS.get(key)
+    if digest is None:
+        h = hashlib.blake2b(digest_size=8)
+        try:
+            with open(path, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    h.update(block)
+        except OSError:
+            return "unreadable"
+        digest = _FILE_DIGESTS[key] = h.hexdigest()
+    return digest
+
+
+def _image_identity(image: object) -> object:
+    """What identifies an image for the fingerprint: its file name and bytes, or its pixels."""
+    if image is None:
+        return None
+    if isinstance(image, (str, Path)):
+        path = Path(image)
+        return [path.name, _file_digest(path)]
+    if hasattr(image, "tobytes") and hasattr(image, "mode"):
+        import hashlib
+
+        return [image.mode, list(image.size), hashlib.blake2b(image.tobytes(), digest_size=8).hexdigest()]
+    return repr(type(image))
+
+
 def data_fingerprint(samples: list[Sample]) -> str:
-    """A short hash of the samples' ids and captions (and token ids)."""
+    """A short hash of the samples: ids, captions, token ids and the images' content.
+
+    Image files count by name and bytes (not by folder or modification time), so
+    the same data copied elsewhere keeps its fingerprint while an edited or
+    replaced image changes it, and with it the activation-cache key.
+    """
     import hashlib
 
     digest = hashlib.blake2b(digest_size=8)
     for s in samples:
-        digest.update(json.dumps([s.uid, s.caption, s.token_ids]).encode())
+        digest.update(json.dumps([s.uid, s.caption, s.token_ids, _image_identity(s.image)]).encode())
     return digest.hexdigest()

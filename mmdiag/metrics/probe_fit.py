@@ -38,6 +38,12 @@ Regimens:
   checks the agreement on a small planted case).  The time ratio depends on
   when the paper regimen stops early.
 
+Chance with a fitted probe: on random Gaussian states (D = 16, trees of 4-10
+words, ~30 training sentences) the fast regimen reaches test DSpr 0.39, UUAS
+0.28, NSpr -0.06, root accuracy 0.10; on the same trees embedded exactly
+(``||h_i - h_j||^2`` = tree distance): DSpr 0.97, UUAS 1.0, NSpr 0.95, root
+accuracy 1.0 (``tests/metrics/test_probe_fit.py``).
+
 Sentences are scored with the metrics of :mod:`mmdiag.metrics.probe_scores`.
 Note that NSpr/DSpr stay below 1 even for an almost exact fit: gold depths and
 distances are full of ties, which any real-valued prediction breaks.
@@ -357,13 +363,13 @@ class ProbeFit:
         return int(self.B.shape[0])
 
     def _projections(self, data: ProbeData):
-        """Yield (sentence indices, P (L, b, T, rank) on the device, mask) batches."""
+        """Yield (sentence indices, P (L, b, T, rank) on the device, lengths) batches."""
         dev = self.B.device
         prep = _Prepared(data, None, dev)
         S = data.n_sentences
         for start in range(0, S, _EVAL_BATCH):
             sel = torch.arange(start, min(S, start + _EVAL_BATCH), device=dev)
-            X, mask, n = prep.batch_states(sel, None)
+            X, _, n = prep.batch_states(sel, None)
             with torch.no_grad():
                 P = _project(self.B.float(), X)
             yield range(start, min(S, start + _EVAL_BATCH)), P, n
@@ -418,7 +424,7 @@ class _Prepared:
         off = data.offsets
         self.n = torch.as_tensor(lengths, device=device)
         self.off = torch.as_tensor(off[:-1], device=device)
-        self.ar = torch.arange(int(lengths.max()), device=device)
+        self.ar = torch.arange(int(lengths.max()) if lengths.size else 0, device=device)
         self.target = None
         if kind == "depth":
             if data.depths is None:
@@ -517,6 +523,8 @@ def _fit(kind: str, train: ProbeData, dev: ProbeData, rank: Optional[int], regim
     r = D if rank is None else int(rank)
     if r < 1:
         raise ValueError("rank must be >= 1")
+    if train.n_sentences == 0 or dev.n_sentences == 0:
+        raise ValueError("probe fitting needs at least one train and one dev sentence")
     ptrain = _Prepared(train, kind, dev_)
     pdev = _Prepared(dev, kind, dev_)
 

@@ -123,7 +123,7 @@ class LlavaAdapter:
             ids = torch.where(ids == image_id, torch.full_like(ids, unk), ids)  # a literal "<image>" in a caption
             rows.append(torch.cat([torch.tensor(prefix, dtype=torch.long), ids.long()]))
             word_rows.append(torch.cat([torch.full((len(prefix),), -1, dtype=torch.long), wids.long()]))
-        width = max(len(r) for r in rows)
+        width = max(len(prefix) + 1, max(len(r) for r in rows))  # >= 1 text position, even if all are empty
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         word_ids = torch.full((len(rows), width), -1, dtype=torch.long)
         real = torch.zeros((len(rows), width), dtype=torch.bool)

@@ -160,7 +160,9 @@ def encode(samples: Sequence[Any], tokenizer: Any, processor: Any) -> dict[str, 
     text = tokenize_captions(tokenizer, samples, MAX_TEXT_LENGTH)
     if text.truncated:
         raise ValueError(f"{text.truncated} captions exceed {MAX_TEXT_LENGTH} tokens")
-    return {"pixels": pixel_values(processor, samples), "ids": text.input_ids, "mask": text.attention_mask}
+    # chunks keep the processor's full-size float copies of the scenes small
+    pixels = torch.cat([pixel_values(processor, samples[i:i + 256]) for i in range(0, len(samples), 256)])
+    return {"pixels": pixels, "ids": text.input_ids, "mask": text.attention_mask}
 
 
 def embed(model: Any, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,

@@ -1,0 +1,125 @@
+"""The on-disk activation cache: re-running with other thresholds or reports skips the model.
+
+Entries are keyed by a fingerprint of everything that changes activations
+(model weights, data, sample count, seed, batch size, dtype, device type, what
+was recorded, mmdiag's version). Tensors are stored with safetensors and the
+rest as JSON — never pickle. Writes go to a temp file renamed into place; an
+entry that fails to load (corrupt, truncated, stale layout) is ignored,
+deleted and rebuilt. A file lock lets parallel workers (pytest-xdist) share one
+forward pass: the first computes, the others wait and load.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+
+from mmdiag.record import Activations
+
+FORMAT = 1
+
+
+def cache_key(parts: dict[str, Any]) -> str:
+    """A short stable hash of the activation-relevant settings."""
+    return hashlib.blake2b(json.dumps(parts, sort_keys=True, default=str).encode(), digest_size=12).hexdigest()
+
+
+@contextmanager
+def locked(directory: Path, key: str, timeout: float = 3600) -> Iterator[None]:
+    """Hold ``key``'s lock (so one process computes an entry while others wait)."""
+    from filelock import FileLock
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(directory / f"{key}.lock"), timeout=timeout):
+        yield
+
+
+def _flatten(acts: Activations) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {"format": FORMAT, "n": acts.n, "layer_counts": acts.layer_counts,
+                            "word_counts": acts.word_counts, "region_counts": acts.region_counts,
+                            "logit_scale": acts.logit_scale, "forward_s": acts.forward_s,
+                            "truncated_captions": acts.truncated_captions,
+                            "skipped_samples": acts.skipped_samples, "kept": acts.kept,
+                            "nonfinite": [[m, k, v] for (m, k), v in acts.nonfinite.items()],
+                            "causal": acts.causal, "attention_keys": {}}
+    for m, layers in acts.pooled.items():
+        for k, t in enumerate(layers):
+            tensors[f"pooled.{m}.{k}"] = t
+            tensors[f"mean.{m}.{k}"] = acts.mean_tokens[m][k]
+    meta["pooled_layers"] = {m: len(v) for m, v in acts.pooled.items()}
+    for m, t in acts.embeds.items():
+        tensors[f"embeds.{m}"] = t
+    for name, layers in (("words", acts.word_states), ("regions", acts.region_states)):
+        if layers is not None:
+            meta[f"{name}_layers"] = len(layers)
+            for k, t in enumerate(layers):
+                tensors[f"{name}.{k}"] = t
+    for stream, stats in acts.attention.items():
+        meta["attention_keys"][stream] = sorted(stats)
+        for key, arr in stats.items():
+            tensors[f"attention.{stream}.{key}"] = torch.as_tensor(np.asarray(arr, dtype=np.float64))
+    return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, meta
+
+
+def save(acts: Activations, path: Path) -> None:
+    """Write ``acts`` as ``path`` (safetensors) + ``path.json`` (metadata), atomically."""
+    from safetensors.torch import save_file
+
+    tensors, meta = _flatten(acts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        meta_tmp = tmp + ".json"
+        Path(meta_tmp).write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(meta_tmp, str(path) + ".json")
+        os.replace(tmp, path)
+    except BaseException:
+        for leftover in (tmp, tmp + ".json"):
+            Path(leftover).unlink(missing_ok=True)
+        raise
+
+
+def load(path: Path, device: Optional[torch.device] = None) -> Optional[Activations]:
+    """Read an entry; None (and the entry removed) when it is missing, corrupt or of another format."""
+    meta_path = Path(str(path) + ".json")
+    if not path.is_file() or not meta_path.is_file():
+        return None
+    try:
+        from safetensors.torch import load_file
+
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT:
+            raise ValueError("stale cache format")
+        t = load_file(str(path), device=str(device or "cpu"))
+        acts = Activations(n=meta["n"], layer_counts=meta["layer_counts"])
+        for m, n_layers in meta["pooled_layers"].items():
+            acts.pooled[m] = [t[f"pooled.{m}.{k}"] for k in range(n_layers)]
+            acts.mean_tokens[m] = [t[f"mean.{m}.{k}"] for k in range(n_layers)]
+        acts.embeds = {key.split(".", 1)[1]: v for key, v in t.items() if key.startswith("embeds.")}
+        if "words_layers" in meta:
+            acts.word_states = [t[f"words.{k}"] for k in range(meta["words_layers"])]
+        if "regions_layers" in meta:
+            acts.region_states = [t[f"regions.{k}"] for k in range(meta["regions_layers"])]
+        acts.attention = {stream: {key: t[f"attention.{stream}.{key}"].numpy() for key in keys}
+                          for stream, keys in meta["attention_keys"].items()}
+        acts.word_counts, acts.region_counts = meta["word_counts"], meta["region_counts"]
+        acts.logit_scale, acts.forward_s = meta["logit_scale"], meta["forward_s"]
+        acts.truncated_captions = meta["truncated_captions"]
+        acts.skipped_samples, acts.kept = meta["skipped_samples"], meta["kept"]
+        acts.nonfinite = {(m, int(k)): int(v) for m, k, v in meta["nonfinite"]}
+        acts.causal = meta["causal"]
+        return acts
+    except Exception:  # anything unreadable is rebuilt, never trusted
+        path.unlink(missing_ok=True)
+        meta_path.unlink(missing_ok=True)
+        return None
