@@ -133,6 +133,10 @@ def _record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.Tes
     if report.when == "call":
         family = marker.args[0].split(".", 1)[0]
         session.family_seconds[family] = session.family_seconds.get(family, 0.0) + report.duration
+        if item.config.pluginmanager.hasplugin("html"):
+            from mmdiag.report.html_extras import attach
+
+            attach(report, family, session)
     if report.when == "teardown" or (report.when == "setup" and report.passed):
         return
     ctx = item.stash.get(CONTEXT_KEY, None)
