@@ -126,3 +126,23 @@ def test_probe_scene_vs_raw(mm):
     raw = scores["dspr"][0]
     mm.report(value - raw, details={"best_layer": layer + 1, "best_dspr": value, "raw_dspr": raw,
                                     "best_uuas": scores["uuas"][layer + 1], "raw_uuas": scores["uuas"][0]})
+
+
+@pytest.mark.mm("probe.image_effect")
+def test_probe_image_effect(mm):
+    """Sub-RQ1.1 of Milewski et al.: text DSpr with the image minus with the image masked out."""
+    if not getattr(mm.adapter, "joint_attention", False):
+        mm.skip("probe.image_effect applies to single-stream and decoder models, whose text states can see the "
+                f"image; the text tower of this {mm.adapter.family} model never sees it")
+    scores = _scores(mm, "text")
+    cfg = mm.session.config
+    blind = mm.session.without_image(mm.adapter)
+    pset = text_probe_set(blind, mm.samples)
+    if pset is None or pset.data.n_sentences < MIN_SENTENCES:
+        mm.skip(f"probe.image_effect needs at least {MIN_SENTENCES} {WHAT['text']}")
+    without = mm.session.memo("probe:text-without-image", lambda: probe_scores(
+        pset, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",)))
+    (layer, with_image), (layer_wo, without_image) = best(scores["dspr"]), best(without["dspr"])
+    mm.report(with_image - without_image,
+              details={"with_image_dspr": scores["dspr"], "without_image_dspr": without["dspr"],
+                       "best_layer_with_image": layer, "best_layer_without_image": layer_wo})

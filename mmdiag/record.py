@@ -179,11 +179,13 @@ def batches(samples: Sequence[Sample], size: int) -> Iterable[Sequence[Sample]]:
 
 def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool = False,
            attentions: bool = False, regions: bool = False, progress: Optional[Any] = None,
-           skip_bad: bool = False) -> Activations:
+           skip_bad: bool = False, hide: tuple[str, ...] = ()) -> Activations:
     """Run ``adapter`` over ``samples`` once, reducing every batch as it comes.
 
     ``attentions`` asks the adapter for attention maps (its ``output_attentions``),
-    reduced per batch to modality shares and entropies.
+    reduced per batch to modality shares and entropies. ``hide`` masks the
+    given modalities out of a single-stream model's attention (adapters whose
+    prepared batch is a dict honour a ``"hide"`` entry).
     """
     from mmdiag.data.images import open_image
 
@@ -208,7 +210,10 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
                 skipped.append(f"{sample.uid}: {exc}")
         if not loaded:
             continue
-        trace = adapter.forward(adapter.prepare(loaded))
+        batch = adapter.prepare(loaded)
+        if hide:
+            batch["hide"] = tuple(hide)
+        trace = adapter.forward(batch)
         recorder.add(trace)
         if regions and trace.patch_grid is not None and "image" in trace.hidden:
             from mmdiag.regions import preprocess_geometry, region_masks

@@ -201,6 +201,15 @@ class MMSession:
             self._activations[key] = record(adapter, samples, self.config.batch_size, words=True)
         return self._activations[key], self._cache["treebank_samples"]
 
+    def without_image(self, adapter: Any) -> Activations:
+        """Word states with the image masked out of a single-stream model's attention (Sub-RQ1.1)."""
+        key = "without-image"
+        if key not in self._activations:
+            samples = self.load_data(adapter)
+            self._activations[key] = record(adapter, samples, self.config.batch_size, words=True, hide=("image",),
+                                            skip_bad=self.config.skip_bad_samples)
+        return self._activations[key]
+
     def reference_adapter(self) -> Any:
         """The ``--mm-text-reference`` text encoder (loaded once)."""
         if "reference" not in self._cache:

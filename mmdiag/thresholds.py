@@ -67,6 +67,7 @@ DEFAULTS: dict[str, Optional[Threshold]] = {
     "probe.selectivity": None,
     "probe.text_retention": None,
     "probe.scene_vs_raw": None,
+    "probe.image_effect": None,
     "attention.share": None,
     "attention.image_use": Threshold(">", 0.01, "fail",
                                      "if no layer sends even 1% of the text tokens' attention to the image, the "

@@ -26,7 +26,7 @@ WORSE_DIRECTION: dict[str, int] = {
     "geometry.alignment": +1, "geometry.uniformity": +1, "geometry.rankme": -1, "geometry.cka": -1,
     "geometry.mknn": -1,
     "probe.depth": -1, "probe.distance": -1, "probe.selectivity": -1, "probe.text_retention": -1,
-    "probe.scene_vs_raw": -1,
+    "probe.scene_vs_raw": -1, "probe.image_effect": 0,
     "attention.share": 0, "attention.image_use": -1, "attention.entropy": 0, "attention.grounding": -1,
 }
 

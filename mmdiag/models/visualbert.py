@@ -1,0 +1,165 @@
+"""Adapter for Hugging Face ``VisualBertModel`` (Li et al. 2019, arXiv:1908.03557).
+
+VisualBERT is single-stream: one BERT runs over ``[CLS] words [SEP] pad |
+regions`` (text first, then one token per image region). A region token is
+``visual_projection(feature) + visual token-type embedding (type 1) + visual
+position embedding (id 0)``: VisualBERT reads no box coordinates, so where a
+region is must be inside its feature (the default
+:class:`~mmdiag.region_features.PooledColourFeatures` includes the box geometry;
+Faster R-CNN features carry it implicitly). Regions are those of
+:func:`mmdiag.region_features.sample_boxes` (whole image first, then the phrase
+boxes: the scene-tree nodes).
+
+Trace, as for the other single-stream model (ViLT): each modality is the slice
+of the joint hidden states at its positions (``num_hidden_layers + 1`` entries,
+entry 0 the embedding output), pooled text state ``[CLS]``, pooled image state
+the whole-image region (first region token, the scene tree's root), content
+the word pieces and every real region, ``embeds[m]`` the mean of modality
+``m``'s content tokens in ``last_hidden_state`` (VisualBERT has no
+per-modality embedding space), ``patch_grid`` None and ``patch_offset`` 1 (see
+:meth:`~mmdiag.region_features.RegionModelAdapter.region_masks`).
+
+Attention: stream ``"joint"`` (bidirectional) with groups words TEXT,
+``[CLS]``/``[SEP]`` SPECIAL, regions IMAGE, text and region padding PAD; and
+``trace.grounding = {"joint": PhraseMasks}`` (each phrase's word tokens as
+queries, its own region token as the in-box key).
+
+``bypass_transformer=True`` configs (text-only encoder plus one joint layer)
+are refused: their hidden states cover the text only.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+
+from mmdiag.models.base import IMAGE, TEXT, ModelInfo, Trace, count_params
+from mmdiag.models.presets import Preset
+from mmdiag.region_features import RegionModelAdapter, masked_token_mean
+
+JOINT = "joint"
+
+
+def _visualbert_config(**kw):
+    """uclanlp/visualbert-vqa-coco-pre's architecture (BERT-base, 2048-d region features).
+
+    ``pad_token_id`` is BERT's ``[PAD]`` (0); the hub config carries
+    ``VisualBertConfig``'s default 1, which only zero-initialises one row of the
+    word embeddings (``[unused0]`` in BERT's vocabulary, but the word "a" in
+    mmdiag's offline tokenizer) and is overwritten by the checkpoint's weights.
+    """
+    from transformers import VisualBertConfig
+
+    base = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+            "intermediate_size": 3072, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+            "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 512, "type_vocab_size": 2,
+            "layer_norm_eps": 1e-12, "visual_embedding_dim": 2048, "bypass_transformer": False,
+            "special_visual_initialize": True, "pad_token_id": 0}
+    return VisualBertConfig(**{**base, **kw})
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    Preset("visualbert-vqa-coco-pre", "visualbert", lambda: _visualbert_config(),
+           "uclanlp/visualbert-vqa-coco-pre"),
+    Preset("tiny-visualbert", "visualbert", lambda: _visualbert_config(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+        visual_embedding_dim=64), "a 3-layer VisualBERT for tests"),
+]}
+
+
+class VisualBertAdapter(RegionModelAdapter):
+    """VisualBERT: one bidirectional stream over text then region tokens (see the module doc)."""
+
+    family = "visualbert"
+    modalities = (IMAGE, TEXT)
+    joint_attention = True
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, info: ModelInfo, device: torch.device,
+                 dtype: torch.dtype, extractor: Optional[Any] = None) -> None:
+        if getattr(model.config, "bypass_transformer", False):
+            from mmdiag.errors import SpecError
+
+            raise SpecError("VisualBERT configs with bypass_transformer=True run the text alone through the "
+                            "encoder; mmdiag supports only the joint (bypass_transformer=False) variants")
+        super().__init__(model, tokenizer, info, device, dtype, extractor=extractor)
+
+    def visual_feat_dim(self) -> int:
+        return int(self.model.config.visual_embedding_dim)
+
+    def layer_counts(self) -> dict[str, int]:
+        n = int(self.model.config.num_hidden_layers) + 1
+        return {IMAGE: n, TEXT: n}
+
+    @torch.inference_mode()
+    def forward(self, batch: dict[str, Any]) -> Trace:
+        text = batch["text"]
+        regions = batch["regions"]
+        ids = text.input_ids.to(self.device)
+        text_mask = text.attention_mask.to(self.device).bool()
+        region_mask = regions.mask.to(self.device)
+        out = self.model(input_ids=ids, attention_mask=text_mask.long(), token_type_ids=torch.zeros_like(ids),
+                         visual_embeds=regions.feats.to(self.device, self.dtype),
+                         visual_attention_mask=region_mask.long(),
+                         visual_token_type_ids=torch.ones(region_mask.shape, dtype=torch.long, device=self.device),
+                         output_hidden_states=True, output_attentions=self.output_attentions)
+        n_text = ids.shape[1]
+        word_ids = text.word_ids.to(self.device)
+        content_text = word_ids >= 0
+        batch_size = ids.shape[0]
+        zeros = torch.zeros(batch_size, dtype=torch.long, device=ids.device)
+        trace = Trace(
+            hidden={TEXT: [h[:, :n_text] for h in out.hidden_states],
+                    IMAGE: [h[:, n_text:] for h in out.hidden_states]},
+            mask={TEXT: text_mask, IMAGE: region_mask},
+            pool_index={TEXT: zeros, IMAGE: zeros.clone()},
+            content={TEXT: content_text, IMAGE: region_mask.clone()},
+            word_ids=word_ids,
+            patch_grid=None,
+            patch_offset=1,
+        )
+        last = out.last_hidden_state
+        trace.embeds[TEXT] = masked_token_mean(last[:, :n_text], content_text)
+        trace.embeds[IMAGE] = masked_token_mean(last[:, n_text:], region_mask)
+        if self.output_attentions:
+            trace.attentions[JOINT] = out.attentions
+            trace.groups[JOINT] = torch.cat([self.text_groups(text_mask, word_ids),
+                                             self.image_groups(region_mask)], dim=1)
+            trace.causal[JOINT] = False
+            trace.grounding = {JOINT: self.phrase_masks(batch, n_text, ids.device)}
+        return trace
+
+
+def build_parts(preset: Preset, seed: int) -> tuple[torch.nn.Module, Any, None]:
+    """``(model, tokenizer, None)`` for a preset: seeded random ``VisualBertModel`` + offline BERT tokenizer."""
+    from transformers import VisualBertModel
+
+    from mmdiag.models import offline
+
+    config = preset.make_config()
+    torch.manual_seed(seed)
+    model = VisualBertModel._from_config(config, attn_implementation="eager")
+    tok = offline.bert_tokenizer(config.vocab_size, config.max_position_embeddings)
+    return model, tok, None
+
+
+def adapter_from_pretrained(model: torch.nn.Module, tokenizer: Any, info: ModelInfo, device: torch.device,
+                            dtype: torch.dtype, extractor: Optional[Any] = None) -> VisualBertAdapter:
+    """Wrap a loaded ``VisualBertModel`` (e.g. ``AutoModel.from_pretrained`` of uclanlp/visualbert-vqa-coco-pre)."""
+    return VisualBertAdapter(model, tokenizer, info, device, dtype, extractor=extractor)
+
+
+def build_adapter(preset_name: str, seed: int = 0, device: Any = "cpu", dtype: torch.dtype = torch.float32,
+                  extractor: Optional[Any] = None) -> VisualBertAdapter:
+    """A ready adapter for ``random:<preset_name>`` (seeded random weights, offline tokenizer)."""
+    from mmdiag.errors import SpecError
+    from mmdiag.models.load import fingerprint
+
+    preset = PRESETS.get(preset_name)
+    if preset is None:
+        raise SpecError(f"unknown VisualBERT preset {preset_name!r} (accepted: {', '.join(PRESETS)})")
+    model, tok, _ = build_parts(preset, seed)
+    info = ModelInfo(spec=f"random:{preset_name}", family="visualbert", n_params=count_params(model),
+                     fingerprint=fingerprint(model),
+                     extra={"weights": f"random weights (seed {seed}), architecture of {preset.source}",
+                            "model_type": "visual_bert"})
+    return VisualBertAdapter(model, tok, info, torch.device(device), dtype, extractor=extractor)
