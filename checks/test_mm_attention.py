@@ -90,3 +90,27 @@ def test_attention_entropy(mm, modality, layer):
         mm.report(value, details={"per_head": stats["entropy"][k - 1, :, group].tolist(), "stream": stream,
                                   "unit": "nats"}, params={"modality": modality, "layer": k}, final=False)
     mm.finish()
+
+
+@pytest.mark.mm("attention.grounding", over=("layer",), blocks=True)
+def test_attention_grounding(mm, layer):
+    """Share of a phrase's attention (from its words) that lands inside its own box, vs the box's area as chance."""
+    grounding = mm.acts.grounding
+    stream = next((s for s in (JOINT, "cross") if s in grounding), None)
+    if stream is None:
+        mm.skip("attention.grounding needs a model whose text attends to image regions or patches with phrase boxes "
+                "in the data (VisualBERT/LXMERT-style adapters with --mm-data=synthetic)")
+    stats = grounding[stream]
+    n_layers = len(stats["share_mean"])
+    layers = [layer] if layer is not None else list(range(1, n_layers + 1))
+    for k in layers:
+        if k > n_layers:
+            mm.skip(f"the {stream} attention stream has {n_layers} layers")
+        value = float(stats["share_mean"][k - 1])
+        if math.isnan(value):
+            mm.skip("no grounded phrase could be scored (no phrase words or boxes in the data)")
+        mm.report(value, details={"chance": float(stats["chance_mean"][k - 1]), "lift": float(stats["lift_mean"][k - 1]),
+                                  "above_chance": float(stats["above_chance_mean"][k - 1]),
+                                  "per_head": stats["share"][k - 1].tolist(), "stream": stream},
+                  params={"layer": k}, final=False)
+    mm.finish()

@@ -58,6 +58,7 @@ class BenchConfig:
     floor_attentions: bool = False
     show_pytest: bool = False
     profile: Optional[Path] = None  # cProfile the suite phase into this file (its timings are then inflated)
+    no_cache: bool = False  # pass --mm-no-cache (default: a cold activation cache in a temporary rootdir)
 
 
 # -- memory -------------------------------------------------------------------
@@ -214,12 +215,14 @@ def suite_args(cfg: BenchConfig, json_path: Path, ini_path: Path) -> list[str]:
 
     ``-c`` points at an empty ini in a temporary directory so that no project
     configuration (tox.ini addopts, conftest.py, pyproject thresholds) of the
-    current directory changes what is measured.
+    current directory changes what is measured; the activation cache, relative
+    to that rootdir, is therefore always cold (a miss, then written).
     """
     return [f"--mm-model={cfg.model}", f"--mm-samples={cfg.samples}", f"--mm-batch-size={cfg.batch_size}",
             f"--mm-device={cfg.device}", f"--mm-dtype={cfg.dtype}", f"--mm-data={cfg.data}",
             f"--mm-seed={cfg.seed}", f"--mm-json={json_path}", "-q", "-p", "no:cacheprovider",
-            "-c", str(ini_path), "--rootdir", str(ini_path.parent), *family_args(cfg.families, cfg.select)]
+            "-c", str(ini_path), "--rootdir", str(ini_path.parent), *(["--mm-no-cache"] if cfg.no_cache else []),
+            *family_args(cfg.families, cfg.select)]
 
 
 class _Probe:
@@ -313,7 +316,8 @@ def figures(cfg: BenchConfig, floor: Optional[dict], suite: dict) -> dict[str, A
         "suite_setup_s": suite.get("setup_s"),
         "suite_other_s": suite_s - accounted,
         "other_timings": {k: v for k, v in timings.items()
-                          if k not in ("load_s", "forward_s", "total_s", "checks_s")},
+                          if k not in ("load_s", "forward_s", "total_s", "checks_s", "cache")},
+        "suite_cache": timings.get("cache", "off" if cfg.no_cache else None),
         "suite_peak_rss_mb": suite["peak_rss_mb"], "suite_peak_gpu_mb": suite["peak_gpu_mb"],
         "rss_after_collection_mb": suite.get("rss_after_collection_mb"),
         "peak_rss_mb": suite["lifetime_peak_rss_mb"], "rss_phase_reset": bool(suite.get("rss_phase_reset")),
@@ -389,7 +393,9 @@ def render_rows(fig: dict[str, Any]) -> list[tuple[str, str, str]]:
         if isinstance(value, (int, float)):
             rows.append((f"    of which {key}", _fmt(float(value), " s"), share(float(value))))
     rows.append(("  suite: everything else", _fmt(fig["suite_other_s"], " s"),
-                 share(fig["suite_other_s"]) + " (pytest, collection, reports)"))
+                 share(fig["suite_other_s"]) + " (pytest, plugins, cache write, reports)"))
+    if fig.get("suite_cache"):
+        rows.append(("  suite: activation cache", str(fig["suite_cache"]), "cold cache in a temporary rootdir"))
     if "floor_peak_rss_mb" in fig:
         rows.append(("peak RSS after (a)", _fmt(fig["floor_peak_rss_mb"], " MB", 0), "process peak so far"))
     reset = fig.get("rss_phase_reset")
@@ -451,7 +457,8 @@ def memory_scaling(cfg: BenchConfig, sets: Sequence[Sequence[str]] = SCALING_SET
                 cmd = [sys.executable, "-m", "mmdiag.bench", "--suite-only", "--model", cfg.model, "-n", str(n),
                        "--batch-size", str(cfg.batch_size), "--device", cfg.device, "--dtype", cfg.dtype,
                        "--data", cfg.data, "--seed", str(cfg.seed), "--families", ",".join(families),
-                       "--select", cfg.select, "--json", str(path), "--quiet"]
+                       "--select", cfg.select, "--json", str(path), "--quiet",
+                       *(["--no-cache"] if cfg.no_cache else [])]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0 or not path.is_file():
                     raise RuntimeError(f"memory-scaling run failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
@@ -506,6 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time the floor with output_attentions=True")
     p.add_argument("--suite-only", action="store_true", help="skip the floor (used by --memory-scaling)")
     p.add_argument("--show-pytest", action="store_true", help="let the suite's pytest output through")
+    p.add_argument("--no-cache", action="store_true",
+                   help="run the suite with --mm-no-cache (default: cold activation cache, written)")
     p.add_argument("--profile", type=Path, default=None, metavar="FILE",
                    help="cProfile the suite phase into FILE and print its top functions (inflates timings)")
     p.add_argument("--quiet", action="store_true", help="print nothing (with --json)")
@@ -540,7 +549,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = BenchConfig(model=args.model, samples=args.samples, batch_size=args.batch_size, device=args.device,
                       dtype=args.dtype, data=args.data, seed=args.seed, families=args.families,
                       select=args.select, floor_attentions=args.floor_attentions, show_pytest=args.show_pytest,
-                      profile=args.profile)
+                      profile=args.profile, no_cache=args.no_cache)
     from mmdiag.errors import MMDiagError
 
     try:

@@ -23,7 +23,7 @@ import torch
 
 from mmdiag.record import Activations
 
-FORMAT = 1
+FORMAT = 2
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -49,7 +49,7 @@ def _flatten(acts: Activations) -> tuple[dict[str, torch.Tensor], dict[str, Any]
                             "truncated_captions": acts.truncated_captions,
                             "skipped_samples": acts.skipped_samples, "kept": acts.kept,
                             "nonfinite": [[m, k, v] for (m, k), v in acts.nonfinite.items()],
-                            "causal": acts.causal, "attention_keys": {}}
+                            "causal": acts.causal, "attention_keys": {}, "grounding_keys": {}}
     for m, layers in acts.pooled.items():
         for k, t in enumerate(layers):
             tensors[f"pooled.{m}.{k}"] = t
@@ -66,6 +66,10 @@ def _flatten(acts: Activations) -> tuple[dict[str, torch.Tensor], dict[str, Any]
         meta["attention_keys"][stream] = sorted(stats)
         for key, arr in stats.items():
             tensors[f"attention.{stream}.{key}"] = torch.as_tensor(np.asarray(arr, dtype=np.float64))
+    for stream, stats in acts.grounding.items():
+        meta["grounding_keys"][stream] = sorted(stats)
+        for key, arr in stats.items():
+            tensors[f"grounding.{stream}.{key}"] = torch.as_tensor(np.asarray(arr, dtype=np.float64))
     return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, meta
 
 
@@ -112,6 +116,8 @@ def load(path: Path, device: Optional[torch.device] = None) -> Optional[Activati
             acts.region_states = [t[f"regions.{k}"] for k in range(meta["regions_layers"])]
         acts.attention = {stream: {key: t[f"attention.{stream}.{key}"].numpy() for key in keys}
                           for stream, keys in meta["attention_keys"].items()}
+        acts.grounding = {stream: {key: t[f"grounding.{stream}.{key}"].numpy() for key in keys}
+                          for stream, keys in meta.get("grounding_keys", {}).items()}
         acts.word_counts, acts.region_counts = meta["word_counts"], meta["region_counts"]
         acts.logit_scale, acts.forward_s = meta["logit_scale"], meta["forward_s"]
         acts.truncated_captions = meta["truncated_captions"]

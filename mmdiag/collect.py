@@ -58,7 +58,7 @@ def expand(over: tuple[str, ...], layout: Optional[dict[str, int]], modalities: 
         return ["direction", "layer"], values, ids
     if over == ("layer",):
         n = max(layout.values()) if layout else None
-        values = [None] if n is None else list(range(n))
+        values = [None] if n is None else (list(range(1, n)) if blocks else list(range(n)))
         return ["layer"], values, ["all" if v is None else f"L{v:02d}" for v in values]
     raise ValueError(f"unsupported mm 'over' axes: {over}")
 

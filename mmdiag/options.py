@@ -33,6 +33,8 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--mm-probe-rank", "string", "0", "rank of the probe matrix B (default 0: the hidden size)"),
     ("--mm-cache-dir", "string", ".mmdiag_cache", "activation cache directory (default .mmdiag_cache in the "
                                                    "rootdir); re-runs with other thresholds skip the model"),
+    ("--mm-region-features", "string", None, "precomputed region features (.npz or .safetensors, one (1+P, D) "
+                                              "array per sample uid) for LXMERT/VisualBERT"),
     ("--mm-text-reference", "string", None, "text-only encoder (hub id, dir or random:PRESET) for probe.text_retention"),
 ]
 REPEATABLE: list[tuple[str, str]] = [
@@ -92,6 +94,7 @@ class RunConfig:
     collect_checks: bool = False
     skip_bad_samples: bool = False
     cache_dir: Optional[Path] = None
+    region_features: Optional[Path] = None
     probe_regimen: str = "fast"
     probe_rank: Optional[int] = None
     text_reference: Optional[str] = None
@@ -195,6 +198,12 @@ def from_pytest(config: Any) -> RunConfig:
     if not (config.getoption("mm_no_cache") or config.getini("mm_no_cache")):
         cache = Path(str(_get(config, "mm_cache_dir") or ".mmdiag_cache")).expanduser()
         cfg.cache_dir = cache if cache.is_absolute() else Path(config.rootpath) / cache
+    region_features = _get(config, "mm_region_features")
+    if region_features:
+        cfg.region_features = Path(region_features).expanduser()
+        if not cfg.region_features.is_file():
+            raise SpecError(f"--mm-region-features={region_features!r}: no such file (expected .npz or .safetensors "
+                            "with one (1+P, D) array per sample uid; see docs/region-models.md)")
     cfg.probe_regimen = str(_get(config, "mm_probe_regimen") or "fast")
     if cfg.probe_regimen not in ("fast", "paper"):
         raise SpecError(f"--mm-probe-regimen={cfg.probe_regimen!r}: accepted: fast, paper")

@@ -49,6 +49,8 @@ class Activations:
     #: per attention stream ("joint", or a tower "image"/"text"): ShareAccumulator.result()
     attention: dict[str, dict] = field(default_factory=dict)
     causal: dict[str, bool] = field(default_factory=dict)
+    #: per attention stream: GroundingAccumulator.result() (share of a phrase's attention inside its own box)
+    grounding: dict[str, dict] = field(default_factory=dict)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -92,6 +94,7 @@ class Recorder:
         self._attention: dict[str, Any] = {}
         self._causal: dict[str, bool] = {}
         self._regions: list[list[torch.Tensor]] = []
+        self._grounding: dict[str, Any] = {}
         self._region_counts: list[int] = []
 
     def add(self, trace: Trace) -> None:
@@ -122,6 +125,10 @@ class Recorder:
                 self._words[k].append(word_means(h, trace.word_ids, n_words))
         for stream, maps in trace.attentions.items():
             self._add_attention(stream, maps, trace.groups[stream], trace.causal.get(stream, False))
+        if trace.grounding and trace.attentions:
+            from mmdiag.metrics.grounding import update_from_trace
+
+            update_from_trace(self._grounding, trace)
         if trace.logit_scale is not None:
             self.logit_scale = trace.logit_scale
         self.n += batch_size or 0
@@ -166,6 +173,7 @@ class Recorder:
             logit_scale=self.logit_scale,
             nonfinite={k: int(v) for k, v in self._nonfinite.items()},
             attention={stream: acc.result() for stream, acc in self._attention.items()},
+            grounding={stream: acc.result() for stream, acc in self._grounding.items()},
             region_states=[torch.cat(parts) for parts in self._regions] if self._regions else None,
             region_counts=self._region_counts,
             causal=dict(self._causal),
@@ -215,7 +223,9 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
             batch["hide"] = tuple(hide)
         trace = adapter.forward(batch)
         recorder.add(trace)
-        if regions and trace.patch_grid is not None and "image" in trace.hidden:
+        if regions and hasattr(adapter, "region_masks") and "image" in trace.hidden:
+            recorder.add_regions(trace, adapter.region_masks(loaded, trace))
+        elif regions and trace.patch_grid is not None and "image" in trace.hidden:
             from mmdiag.regions import preprocess_geometry, region_masks
 
             geometry = preprocess_geometry(getattr(adapter, "image_processor", None))

@@ -2,9 +2,9 @@
 
 LXMERT (Tan & Bansal 2019, arXiv:1908.07490) and VisualBERT (Li et al. 2019,
 arXiv:1908.03557) do not read pixels: they read one feature vector per image
-*region*, produced by an object detector (Faster R-CNN with the "bottom-up
-attention" weights of Anderson et al. 2018, arXiv:1707.07998; 2048-d pooled
-ResNet features), and LXMERT also reads each region's box.
+*region*, produced by a Faster R-CNN detector (2048-d pooled features; for
+LXMERT the "bottom-up attention" detector of Anderson et al. 2018,
+arXiv:1707.07998), and LXMERT also reads each region's box.
 
 **Regions of a sample** (as in Milewski et al. 2022, arXiv:2203.09306, who feed
 the gold Flickr30k Entities boxes): the whole-image box first, then the boxes of

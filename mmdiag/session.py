@@ -60,6 +60,15 @@ class MMSession:
 
             start = time.perf_counter()
             self.adapter = load_adapter(self.config.model, self.config.device, self.config.dtype, self.config.seed)
+            if self.config.region_features is not None:
+                if not hasattr(self.adapter, "extractor"):
+                    from mmdiag.errors import SpecError
+
+                    raise SpecError(f"--mm-region-features applies to region-feature models (LXMERT, VisualBERT); "
+                                    f"{self.config.model} is a {self.adapter.family} model")
+                from mmdiag.region_features import NpzRegionFeatures
+
+                self.adapter.extractor = NpzRegionFeatures(self.config.region_features)
             self.timings["load_s"] = time.perf_counter() - start
         return self.adapter
 

@@ -73,6 +73,7 @@ DEFAULTS: dict[str, Optional[Threshold]] = {
                                      "if no layer sends even 1% of the text tokens' attention to the image, the "
                                      "model answers from the text alone (VL-InterpreT's cross-modal view)"),
     "attention.entropy": None,
+    "attention.grounding": None,
 }
 
 _SPEC = re.compile(r"^\s*(?P<check>[a-z_]+\.[a-z_0-9]+)(?:\[(?P<params>[^\]]+)\])?\s*=\s*"

@@ -62,6 +62,8 @@ class Trace:
     attentions: dict[str, Sequence[torch.Tensor]] = field(default_factory=dict)
     groups: dict[str, torch.Tensor] = field(default_factory=dict)
     causal: dict[str, bool] = field(default_factory=dict)
+    #: per attention stream, where each phrase's words and its own box sit (mmdiag.metrics.grounding.PhraseMasks)
+    grounding: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

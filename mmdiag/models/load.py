@@ -24,6 +24,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "siglip": ("siglip",),
     "vilt": ("vilt",),
     "llava": ("llava",),
+    "lxmert": ("lxmert",),
+    "visualbert": ("visual_bert",),
     "text": ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2", "albert"),
 }
 
@@ -81,6 +83,22 @@ def family_of(model_type: str) -> Optional[str]:
     return None
 
 
+def _lxmert():
+    from mmdiag.models import lxmert
+
+    return lxmert
+
+
+def _visualbert():
+    from mmdiag.models import visualbert
+
+    return visualbert
+
+
+#: families that take region features instead of pixels (one module each: build_parts, adapter_from_pretrained)
+REGION_FAMILIES = {"lxmert": _lxmert, "visualbert": _visualbert}
+
+
 def build_random(preset: Preset, seed: int) -> tuple[torch.nn.Module, Any, Any]:
     """Instantiate a preset with seeded random weights plus offline tokenizer/processor."""
     from mmdiag.models import offline
@@ -107,6 +125,8 @@ def build_random(preset: Preset, seed: int) -> tuple[torch.nn.Module, Any, Any]:
         model = ViltModel._from_config(config, attn_implementation="eager")
         tok = offline.bert_tokenizer(config.vocab_size, config.max_position_embeddings)
         proc = offline.vilt_image_processor(config.image_size, config.patch_size)
+    elif preset.family in REGION_FAMILIES:
+        return REGION_FAMILIES[preset.family]().build_parts(preset, seed)
     elif preset.family == "llava":
         from transformers import LlavaForConditionalGeneration
 
@@ -152,7 +172,8 @@ def load_pretrained(path_or_id: str) -> tuple[str, torch.nn.Module, Any, Any]:
         else:
             model = AutoModel.from_pretrained(path_or_id, attn_implementation="eager")
         tokenizer = AutoTokenizer.from_pretrained(path_or_id)
-        processor = AutoImageProcessor.from_pretrained(path_or_id) if family != "text" else None
+        needs_processor = family not in ("text", *REGION_FAMILIES)
+        processor = AutoImageProcessor.from_pretrained(path_or_id) if needs_processor else None
     except (OSError, ValueError) as exc:
         raise SpecError(f"--mm-model={path_or_id!r}: the config loaded but the weights, tokenizer or image "
                         f"processor did not ({_first_line(exc)}). A directory needs the files written by "
@@ -184,6 +205,8 @@ def make_adapter(family: str, model: torch.nn.Module, tokenizer: Any, processor:
         from mmdiag.models.llava import LlavaAdapter
 
         return LlavaAdapter(model, tokenizer, processor, info, device, dtype)
+    if family in REGION_FAMILIES:
+        return REGION_FAMILIES[family]().adapter_from_pretrained(model, tokenizer, info, device, dtype)
     from mmdiag.models.text import TextEncoderAdapter
 
     return TextEncoderAdapter(model, tokenizer, info, device, dtype)

@@ -154,6 +154,10 @@ class LxmertAdapter(RegionModelAdapter):
 
     @torch.inference_mode()
     def forward(self, batch: dict[str, Any]) -> Trace:
+        if batch.get("hide"):
+            raise ValueError("LXMERT cannot hide a modality: with every key of one stream masked, its "
+                             "cross-attention softmax still spreads over them (a knock-out needs a joint "
+                             "stream, e.g. VisualBERT)")
         text = batch["text"]
         regions = batch["regions"]
         ids = text.input_ids.to(self.device)

@@ -110,3 +110,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
          "num_key_value_heads": 4, "vocab_size": 512, "max_position_embeddings": 128}, image_token_id=511),
         "a LLaVA-1.5-style model (2-layer CLIP tower, 3-layer Llama) for tests"),
 ]}
+
+
+def _register_region_presets() -> None:
+    """LXMERT and VisualBERT presets live beside their adapters."""
+    from mmdiag.models import lxmert, visualbert
+
+    for module in (lxmert, visualbert):
+        PRESETS.update(module.PRESETS)
+
+
+_register_region_presets()

@@ -24,15 +24,20 @@ Attention: stream ``"joint"`` (bidirectional) with groups words TEXT,
 ``trace.grounding = {"joint": PhraseMasks}`` (each phrase's word tokens as
 queries, its own region token as the in-box key).
 
+A batch in which no sample has an image (a treebank) runs text-only, a
+plain BERT pass over ``[CLS] words [SEP]`` (``hidden`` then has ``"text"`` only);
+``batch["hide"]`` knocks a modality out of the attention mask (as for ViLT).
+
 ``bypass_transformer=True`` configs (text-only encoder plus one joint layer)
 are refused: their hidden states cover the text only.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 
+from mmdiag.data.types import Sample
 from mmdiag.models.base import IMAGE, TEXT, ModelInfo, Trace, count_params
 from mmdiag.models.presets import Preset
 from mmdiag.region_features import RegionModelAdapter, masked_token_mean
@@ -90,42 +95,70 @@ class VisualBertAdapter(RegionModelAdapter):
         n = int(self.model.config.num_hidden_layers) + 1
         return {IMAGE: n, TEXT: n}
 
+    def prepare(self, samples: Sequence[Sample]) -> dict[str, Any]:
+        """Like :meth:`RegionModelAdapter.prepare`; a batch where no sample has an image runs text-only
+        (VisualBERT's ``visual_embeds`` are optional: a plain BERT pass, e.g. over a treebank).
+
+        The returned dict may get a ``"hide"`` entry (a tuple of modalities) before :meth:`forward`:
+        those tokens are removed from the attention mask (a knock-out) while keeping their groups,
+        so ``hide=("image",)`` gives a text->image attention share of 0.
+        """
+        if samples and all(s.image is None for s in samples):
+            from mmdiag.models.dual import tokenize_captions
+
+            tok = self.tokenizer
+            text = tokenize_captions(tok, samples, self.max_text_length(), bos_id=tok.cls_token_id,
+                                     eos_id=tok.sep_token_id, pad_id=tok.pad_token_id or 0)
+            self.truncated_captions += text.truncated
+            return {"text": text, "regions": None, "spans": [[] for _ in samples]}
+        return super().prepare(samples)
+
     @torch.inference_mode()
     def forward(self, batch: dict[str, Any]) -> Trace:
         text = batch["text"]
         regions = batch["regions"]
+        hide = tuple(batch.get("hide", ()))
         ids = text.input_ids.to(self.device)
         text_mask = text.attention_mask.to(self.device).bool()
-        region_mask = regions.mask.to(self.device)
-        out = self.model(input_ids=ids, attention_mask=text_mask.long(), token_type_ids=torch.zeros_like(ids),
-                         visual_embeds=regions.feats.to(self.device, self.dtype),
-                         visual_attention_mask=region_mask.long(),
-                         visual_token_type_ids=torch.ones(region_mask.shape, dtype=torch.long, device=self.device),
-                         output_hidden_states=True, output_attentions=self.output_attentions)
+        attend_text = torch.zeros_like(text_mask) if TEXT in hide else text_mask
+        visual: dict[str, Any] = {}
+        if regions is not None:
+            region_mask = regions.mask.to(self.device)
+            attend_image = torch.zeros_like(region_mask) if IMAGE in hide else region_mask
+            visual = {"visual_embeds": regions.feats.to(self.device, self.dtype),
+                      "visual_attention_mask": attend_image.long(),
+                      "visual_token_type_ids": torch.ones(region_mask.shape, dtype=torch.long, device=self.device)}
+        out = self.model(input_ids=ids, attention_mask=attend_text.long(), token_type_ids=torch.zeros_like(ids),
+                         output_hidden_states=True, output_attentions=self.output_attentions, **visual)
         n_text = ids.shape[1]
         word_ids = text.word_ids.to(self.device)
         content_text = word_ids >= 0
-        batch_size = ids.shape[0]
-        zeros = torch.zeros(batch_size, dtype=torch.long, device=ids.device)
+        zeros = torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
+        last = out.last_hidden_state
         trace = Trace(
-            hidden={TEXT: [h[:, :n_text] for h in out.hidden_states],
-                    IMAGE: [h[:, n_text:] for h in out.hidden_states]},
-            mask={TEXT: text_mask, IMAGE: region_mask},
-            pool_index={TEXT: zeros, IMAGE: zeros.clone()},
-            content={TEXT: content_text, IMAGE: region_mask.clone()},
+            hidden={TEXT: [h[:, :n_text] for h in out.hidden_states]},
+            mask={TEXT: text_mask},
+            pool_index={TEXT: zeros},
+            content={TEXT: content_text},
             word_ids=word_ids,
             patch_grid=None,
             patch_offset=1,
         )
-        last = out.last_hidden_state
         trace.embeds[TEXT] = masked_token_mean(last[:, :n_text], content_text)
-        trace.embeds[IMAGE] = masked_token_mean(last[:, n_text:], region_mask)
+        groups = [self.text_groups(text_mask, word_ids)]
+        if regions is not None:
+            trace.hidden[IMAGE] = [h[:, n_text:] for h in out.hidden_states]
+            trace.mask[IMAGE] = region_mask
+            trace.pool_index[IMAGE] = zeros.clone()
+            trace.content[IMAGE] = region_mask.clone()
+            trace.embeds[IMAGE] = masked_token_mean(last[:, n_text:], region_mask)
+            groups.append(self.image_groups(region_mask))
         if self.output_attentions:
             trace.attentions[JOINT] = out.attentions
-            trace.groups[JOINT] = torch.cat([self.text_groups(text_mask, word_ids),
-                                             self.image_groups(region_mask)], dim=1)
+            trace.groups[JOINT] = torch.cat(groups, dim=1)
             trace.causal[JOINT] = False
-            trace.grounding = {JOINT: self.phrase_masks(batch, n_text, ids.device)}
+            if regions is not None:
+                trace.grounding = {JOINT: self.phrase_masks(batch, n_text, ids.device)}
         return trace
 
 

@@ -317,6 +317,9 @@ def save(result: TrainResult, out: str | Path) -> Path:
     result.model.save_pretrained(path)
     result.tokenizer.save_pretrained(path)
     result.processor.save_pretrained(path)
+    for f in path.iterdir():   # save_pretrained may write owner-only files; the zoo ships them world-readable
+        if f.is_file():
+            f.chmod(0o644)
     return path
 
 

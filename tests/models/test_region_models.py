@@ -11,13 +11,14 @@ from mmdiag.data.synthetic import make_synthetic
 from mmdiag.data.types import Phrase, Sample
 from mmdiag.errors import DataError, SpecError
 from mmdiag.metrics.attention import IMAGE, PAD, SPECIAL, TEXT
-from mmdiag.metrics.grounding import GroundingAccumulator, phrase_grounding, update_from_trace
+from mmdiag.metrics.grounding import phrase_grounding, update_from_trace
 from mmdiag.models import lxmert, visualbert
 from mmdiag.models.base import Adapter
 from mmdiag.record import Recorder, record
 from mmdiag.region_features import (
     NpzRegionFeatures,
     PooledColourFeatures,
+    RegionFeatureExtractor,
     normalized_boxes,
     region_token_masks,
     sample_boxes,
@@ -93,6 +94,7 @@ def test_default_projection_is_seeded_and_lossless():
     a, b, c = PooledColourFeatures(128, seed=0), PooledColourFeatures(128, seed=0), PooledColourFeatures(128, seed=1)
     assert torch.equal(a.projection, b.projection) and not torch.equal(a.projection, c.projection)
     assert torch.linalg.matrix_rank(a.projection).item() == a.raw_dim == 53
+    assert isinstance(a, RegionFeatureExtractor)
 
 
 def test_npz_and_safetensors_features(tmp_path, samples):
@@ -164,7 +166,10 @@ def test_lxmert_record_end_to_end(lx, samples):
     assert att["text"]["share"].shape == (4, 4, 3, 3) and att["image"]["share"].shape == (3, 4, 3, 3)
     assert att["cross"]["share"].shape == (2, 4, 3, 3)
     np.testing.assert_allclose(att["cross"]["share_mean"][:, TEXT, IMAGE], 1.0)
-    np.testing.assert_allclose(att["cross"]["share_mean"][:, IMAGE, TEXT], 1.0)
+    # regions attend over the words and [CLS]/[SEP]
+    cross = att["cross"]["share_mean"]
+    np.testing.assert_allclose(cross[:, IMAGE, TEXT] + cross[:, IMAGE, SPECIAL], 1.0)
+    np.testing.assert_allclose(att["cross"]["share_mean"][:, IMAGE, IMAGE], 0.0)
     np.testing.assert_allclose(att["text"]["share_mean"][:, TEXT, TEXT] + att["text"]["share_mean"][:, TEXT, SPECIAL],
                                1.0)
     assert np.isnan(att["text"]["share_mean"][:, TEXT, IMAGE]).all()
@@ -304,7 +309,8 @@ def test_visualbert_record_end_to_end(vb, samples):
     stats = acts.attention["joint"]
     assert set(acts.attention) == {"joint"} and acts.causal["joint"] is False
     assert stats["share"].shape == (3, 4, 3, 3)
-    total = stats["share_mean"][:, TEXT, TEXT] + stats["share_mean"][:, TEXT, IMAGE] + stats["share_mean"][:, TEXT, SPECIAL]
+    share = stats["share_mean"]
+    total = share[:, TEXT, TEXT] + share[:, TEXT, IMAGE] + share[:, TEXT, SPECIAL]
     np.testing.assert_allclose(total, 1.0, atol=1e-9)
     assert (stats["share_mean"][:, TEXT, IMAGE] > 0).all()
 
@@ -356,7 +362,27 @@ def test_phrase_free_and_noise_samples_run(vb, lx):
     masks = region_token_masks([1, 3])
     assert masks[0] is None and torch.equal(masks[1], torch.eye(2, dtype=torch.bool))
     with pytest.raises(ValueError, match="no image"):
-        vb.prepare([Sample(uid="t", image=None, caption="a red circle")])
+        lx.prepare([Sample(uid="t", image=None, caption="a red circle")])
+    with pytest.raises(ValueError, match="no image"):
+        vb.prepare([noise[0], Sample(uid="t", image=None, caption="a red circle")])
+
+
+def test_visualbert_text_only_and_hidden_image(vb, lx, samples):
+    text_only = [Sample(uid=f"t{i}", image=None, caption=s.caption, words=s.words) for i, s in enumerate(samples[:3])]
+    acts = record(vb, text_only, 3, words=True, attentions=True)
+    assert set(acts.pooled) == {"text"} and len(acts.word_states) == 4
+    assert np.isnan(acts.attention["joint"]["share_mean"][:, TEXT, IMAGE]).all()
+    # the same words through plain BERT-style masking match the text slice of a text-only forward
+    hidden = record(vb, samples[:3], 3, attentions=True, hide=("image",))
+    np.testing.assert_allclose(hidden.attention["joint"]["share_mean"][:, TEXT, IMAGE], 0.0, atol=1e-6)
+    seen = record(vb, samples[:3], 3, attentions=True)
+    assert (seen.attention["joint"]["share_mean"][:, TEXT, IMAGE] > 0.05).all()
+    # with the image hidden the text states equal the text-only run's (regions are invisible keys;
+    # VisualBERT's text positions/types do not depend on the regions)
+    for a, b in zip(hidden.pooled["text"], acts.pooled["text"]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="cannot hide"):
+        record(lx, samples[:2], 2, hide=("image",))
 
 
 def test_pretrained_round_trip(tmp_path, vb, lx, samples):
