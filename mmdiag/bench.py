@@ -59,6 +59,7 @@ class BenchConfig:
     show_pytest: bool = False
     profile: Optional[Path] = None  # cProfile the suite phase into this file (its timings are then inflated)
     no_cache: bool = False  # pass --mm-no-cache (default: a cold activation cache in a temporary rootdir)
+    suite_args: tuple[str, ...] = ()  # extra pytest arguments of the suite, e.g. --mm-probe-rank=128
 
 
 # -- memory -------------------------------------------------------------------
@@ -222,7 +223,7 @@ def suite_args(cfg: BenchConfig, json_path: Path, ini_path: Path) -> list[str]:
             f"--mm-device={cfg.device}", f"--mm-dtype={cfg.dtype}", f"--mm-data={cfg.data}",
             f"--mm-seed={cfg.seed}", f"--mm-json={json_path}", "-q", "-p", "no:cacheprovider",
             "-c", str(ini_path), "--rootdir", str(ini_path.parent), *(["--mm-no-cache"] if cfg.no_cache else []),
-            *family_args(cfg.families, cfg.select)]
+            *cfg.suite_args, *family_args(cfg.families, cfg.select)]
 
 
 class _Probe:
@@ -458,7 +459,7 @@ def memory_scaling(cfg: BenchConfig, sets: Sequence[Sequence[str]] = SCALING_SET
                        "--batch-size", str(cfg.batch_size), "--device", cfg.device, "--dtype", cfg.dtype,
                        "--data", cfg.data, "--seed", str(cfg.seed), "--families", ",".join(families),
                        "--select", cfg.select, "--json", str(path), "--quiet",
-                       *(["--no-cache"] if cfg.no_cache else [])]
+                       *(["--no-cache"] if cfg.no_cache else []), *(f"--suite-arg={a}" for a in cfg.suite_args)]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0 or not path.is_file():
                     raise RuntimeError(f"memory-scaling run failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
@@ -513,6 +514,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also time the floor with output_attentions=True")
     p.add_argument("--suite-only", action="store_true", help="skip the floor (used by --memory-scaling)")
     p.add_argument("--show-pytest", action="store_true", help="let the suite's pytest output through")
+    p.add_argument("--suite-arg", action="append", default=[], metavar="ARG",
+                   help="extra pytest argument for the suite, e.g. --suite-arg=--mm-probe-rank=128 (repeatable)")
     p.add_argument("--no-cache", action="store_true",
                    help="run the suite with --mm-no-cache (default: cold activation cache, written)")
     p.add_argument("--profile", type=Path, default=None, metavar="FILE",
@@ -549,7 +552,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = BenchConfig(model=args.model, samples=args.samples, batch_size=args.batch_size, device=args.device,
                       dtype=args.dtype, data=args.data, seed=args.seed, families=args.families,
                       select=args.select, floor_attentions=args.floor_attentions, show_pytest=args.show_pytest,
-                      profile=args.profile, no_cache=args.no_cache)
+                      profile=args.profile, no_cache=args.no_cache, suite_args=tuple(args.suite_arg))
     from mmdiag.errors import MMDiagError
 
     try:

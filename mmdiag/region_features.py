@@ -41,6 +41,7 @@ import torch
 
 from mmdiag.data.types import Sample
 from mmdiag.errors import DataError
+from mmdiag.models.base import ModelAdapter
 
 Box = tuple[float, float, float, float]
 
@@ -312,7 +313,7 @@ def region_token_masks(counts: Sequence[int]) -> list[Optional[torch.Tensor]]:
     return [None if c <= 1 else torch.eye(c - 1, dtype=torch.bool) for c in counts]
 
 
-class RegionModelAdapter:
+class RegionModelAdapter(ModelAdapter):
     """Machinery shared by the region-model adapters (:mod:`mmdiag.models.lxmert`,
     :mod:`mmdiag.models.visualbert`): tokenising, region inputs, token groups and
     the phrase masks used by :mod:`mmdiag.metrics.grounding`.
@@ -326,20 +327,12 @@ class RegionModelAdapter:
 
     family = "region"
     modalities = ("image", "text")
-    #: region models read no pixels through an image processor
-    image_processor = None
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, info: Any, device: torch.device,
                  dtype: torch.dtype, extractor: Optional[Any] = None) -> None:
         from mmdiag.errors import SpecError
 
-        self.model = model.eval().to(device=device, dtype=dtype)
-        self.tokenizer = tokenizer
-        self.info = info
-        self.device = device
-        self.dtype = dtype
-        self.truncated_captions = 0
-        self.output_attentions = False
+        super().__init__(model, tokenizer, info, device, dtype)
         dim = self.visual_feat_dim()
         self.extractor = extractor if extractor is not None else PooledColourFeatures(dim)
         got = getattr(self.extractor, "feat_dim", None)

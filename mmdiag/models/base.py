@@ -87,6 +87,24 @@ class Adapter(Protocol):
         """Run the model (no grad) and return the batch's :class:`Trace`."""
 
 
+class ModelAdapter:
+    """State shared by the built-in adapters: the model in eval mode on its device and dtype,
+    its tokenizer and image processor, and the counters mmdiag reads after a pass."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, info: "ModelInfo", device: torch.device,
+                 dtype: torch.dtype, image_processor: Any = None) -> None:
+        self.model = model.eval().to(device=device, dtype=dtype)
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.info = info
+        self.device = device
+        self.dtype = dtype
+        #: captions cut at the model's context length (reported in results.json)
+        self.truncated_captions = 0
+        #: set by mmdiag before the forward pass when attention checks are collected
+        self.output_attentions = False
+
+
 @dataclass
 class ModelInfo:
     """Descriptive facts for reports: where the model came from and its size."""

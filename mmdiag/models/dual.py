@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from mmdiag.data.types import Sample
-from mmdiag.models.base import IMAGE, TEXT, ModelInfo, Trace
+from mmdiag.models.base import IMAGE, TEXT, ModelAdapter, ModelInfo, Trace
 
 
 @dataclass
@@ -86,7 +86,7 @@ def pixel_values(processor: Any, samples: Sequence[Sample]) -> torch.Tensor:
     return processor(images=images, return_tensors="pt")["pixel_values"]
 
 
-class DualEncoderAdapter:
+class DualEncoderAdapter(ModelAdapter):
     """Base adapter for two-tower models; subclasses define pooling and projection."""
 
     family = "dual"
@@ -95,14 +95,7 @@ class DualEncoderAdapter:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, image_processor: Any,
                  info: ModelInfo, device: torch.device, dtype: torch.dtype) -> None:
-        self.model = model.eval().to(device=device, dtype=dtype)
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.info = info
-        self.device = device
-        self.dtype = dtype
-        self.truncated_captions = 0
-        self.output_attentions = False
+        super().__init__(model, tokenizer, info, device, dtype, image_processor)
 
     # -- per-family hooks ---------------------------------------------------
     def text_config(self) -> Any:

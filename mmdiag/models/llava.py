@@ -38,7 +38,7 @@ from typing import Any, Optional, Sequence
 import torch
 
 from mmdiag.data.types import Sample
-from mmdiag.models.base import IMAGE, TEXT, ModelInfo, Trace
+from mmdiag.models.base import IMAGE, TEXT, ModelAdapter, ModelInfo, Trace
 from mmdiag.models.dual import pixel_values, tokenize_captions
 from mmdiag.models.vilt import masked_token_mean
 
@@ -53,7 +53,7 @@ def image_token_count(config: Any) -> int:
     return tokens
 
 
-class LlavaAdapter:
+class LlavaAdapter(ModelAdapter):
     """LLaVA: a causal decoder over ``<s> <image>*N caption`` (see the module doc)."""
 
     family = "llava"
@@ -62,14 +62,7 @@ class LlavaAdapter:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, image_processor: Any, info: ModelInfo,
                  device: torch.device, dtype: torch.dtype) -> None:
-        self.model = model.eval().to(device=device, dtype=dtype)
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.info = info
-        self.device = device
-        self.dtype = dtype
-        self.truncated_captions = 0
-        self.output_attentions = False
+        super().__init__(model, tokenizer, info, device, dtype, image_processor)
 
     # -- configuration -------------------------------------------------------
     def text_config(self) -> Any:

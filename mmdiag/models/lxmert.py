@@ -62,30 +62,13 @@ from typing import Any, Iterator, Optional
 import torch
 
 from mmdiag.models.base import IMAGE, TEXT, ModelInfo, Trace, count_params
-from mmdiag.models.presets import Preset
+from mmdiag.models.presets import PRESETS as ALL_PRESETS, Preset
 from mmdiag.region_features import RegionModelAdapter, masked_token_mean
 
 CROSS = "cross"
 
 
-def _lxmert_config(**kw):
-    """unc-nlp/lxmert-base-uncased's config.json (``LxmertConfig``'s defaults are that checkpoint's values)."""
-    from transformers import LxmertConfig
-
-    base = {"vocab_size": 30522, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072,
-            "l_layers": 9, "x_layers": 5, "r_layers": 5, "visual_feat_dim": 2048, "visual_pos_dim": 4,
-            "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu",
-            "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "num_qa_labels": 9500,
-            "num_object_labels": 1600, "num_attr_labels": 400}
-    return LxmertConfig(**{**base, **kw})
-
-
-PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset("lxmert-base", "lxmert", lambda: _lxmert_config(), "unc-nlp/lxmert-base-uncased"),
-    Preset("tiny-lxmert", "lxmert", lambda: _lxmert_config(
-        hidden_size=32, num_attention_heads=4, intermediate_size=64, l_layers=2, x_layers=2, r_layers=1,
-        visual_feat_dim=64), "a small LXMERT (2 language, 1 region, 2 cross layers) for tests"),
-]}
+PRESETS: dict[str, Preset] = {name: p for name, p in ALL_PRESETS.items() if p.family == "lxmert"}
 
 
 class LxmertAdapter(RegionModelAdapter):

@@ -112,12 +112,49 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 ]}
 
 
-def _register_region_presets() -> None:
-    """LXMERT and VisualBERT presets live beside their adapters."""
-    from mmdiag.models import lxmert, visualbert
 
-    for module in (lxmert, visualbert):
-        PRESETS.update(module.PRESETS)
+def _lxmert_config(**kw):
+    """unc-nlp/lxmert-base-uncased's config.json (``LxmertConfig``'s defaults are that checkpoint's values)."""
+    from transformers import LxmertConfig
+
+    base = {"vocab_size": 30522, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072,
+            "l_layers": 9, "x_layers": 5, "r_layers": 5, "visual_feat_dim": 2048, "visual_pos_dim": 4,
+            "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1, "num_qa_labels": 9500,
+            "num_object_labels": 1600, "num_attr_labels": 400}
+    return LxmertConfig(**{**base, **kw})
 
 
-_register_region_presets()
+PRESETS.update({p.name: p for p in [
+    Preset("lxmert-base", "lxmert", lambda: _lxmert_config(), "unc-nlp/lxmert-base-uncased"),
+    Preset("tiny-lxmert", "lxmert", lambda: _lxmert_config(
+        hidden_size=32, num_attention_heads=4, intermediate_size=64, l_layers=2, x_layers=2, r_layers=1,
+        visual_feat_dim=64), "a small LXMERT (2 language, 1 region, 2 cross layers) for tests"),
+]})
+
+
+def _visualbert_config(**kw):
+    """uclanlp/visualbert-vqa-coco-pre's architecture (BERT-base, 2048-d region features).
+
+    ``pad_token_id`` is BERT's ``[PAD]`` (0); the hub config carries
+    ``VisualBertConfig``'s default 1, which only zero-initialises one row of the
+    word embeddings (``[unused0]`` in BERT's vocabulary, but the word "a" in
+    mmdiag's offline tokenizer) and is overwritten by the checkpoint's weights.
+    """
+    from transformers import VisualBertConfig
+
+    base = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+            "intermediate_size": 3072, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
+            "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 512, "type_vocab_size": 2,
+            "layer_norm_eps": 1e-12, "visual_embedding_dim": 2048, "bypass_transformer": False,
+            "special_visual_initialize": True, "pad_token_id": 0}
+    return VisualBertConfig(**{**base, **kw})
+
+
+PRESETS.update({p.name: p for p in [
+    Preset("visualbert-vqa-coco-pre", "visualbert", lambda: _visualbert_config(),
+           "uclanlp/visualbert-vqa-coco-pre"),
+    Preset("tiny-visualbert", "visualbert", lambda: _visualbert_config(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+        visual_embedding_dim=64), "a 3-layer VisualBERT for tests"),
+]})

@@ -11,11 +11,11 @@ from typing import Any, Sequence
 import torch
 
 from mmdiag.data.types import Sample
-from mmdiag.models.base import TEXT, ModelInfo, Trace
+from mmdiag.models.base import TEXT, ModelAdapter, ModelInfo, Trace
 from mmdiag.models.dual import tokenize_captions
 
 
-class TextEncoderAdapter:
+class TextEncoderAdapter(ModelAdapter):
     """A text-only encoder: one modality, CLS pooling, no final embedding space."""
 
     family = "text"
@@ -23,13 +23,7 @@ class TextEncoderAdapter:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, info: ModelInfo,
                  device: torch.device, dtype: torch.dtype) -> None:
-        self.model = model.eval().to(device=device, dtype=dtype)
-        self.tokenizer = tokenizer
-        self.info = info
-        self.device = device
-        self.dtype = dtype
-        self.truncated_captions = 0
-        self.output_attentions = False
+        super().__init__(model, tokenizer, info, device, dtype)
 
     def layer_counts(self) -> dict[str, int]:
         return {TEXT: self.model.config.num_hidden_layers + 1}

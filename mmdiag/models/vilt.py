@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import torch
 
 from mmdiag.data.types import Sample
-from mmdiag.models.base import IMAGE, TEXT, ModelInfo, Trace
+from mmdiag.models.base import IMAGE, TEXT, ModelAdapter, ModelInfo, Trace
 from mmdiag.models.dual import TextInputs, tokenize_captions
 
 #: seed of the RNG fork around ViLT's patch sampling (only fills padded patches once sorted)
@@ -67,7 +67,7 @@ def processor_short_side(processor: Any, default: int) -> int:
     return int(value) if value else int(default)
 
 
-class ViltAdapter:
+class ViltAdapter(ModelAdapter):
     """ViLT: one bidirectional stream over text then image tokens (see the module doc)."""
 
     family = "vilt"
@@ -76,14 +76,7 @@ class ViltAdapter:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, image_processor: Any, info: ModelInfo,
                  device: torch.device, dtype: torch.dtype) -> None:
-        self.model = model.eval().to(device=device, dtype=dtype)
-        self.tokenizer = tokenizer
-        self.image_processor = image_processor
-        self.info = info
-        self.device = device
-        self.dtype = dtype
-        self.truncated_captions = 0
-        self.output_attentions = False
+        super().__init__(model, tokenizer, info, device, dtype, image_processor)
 
     def layer_counts(self) -> dict[str, int]:
         n = self.model.config.num_hidden_layers + 1

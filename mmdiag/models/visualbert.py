@@ -39,37 +39,13 @@ import torch
 
 from mmdiag.data.types import Sample
 from mmdiag.models.base import IMAGE, TEXT, ModelInfo, Trace, count_params
-from mmdiag.models.presets import Preset
+from mmdiag.models.presets import PRESETS as ALL_PRESETS, Preset
 from mmdiag.region_features import RegionModelAdapter, masked_token_mean
 
 JOINT = "joint"
 
 
-def _visualbert_config(**kw):
-    """uclanlp/visualbert-vqa-coco-pre's architecture (BERT-base, 2048-d region features).
-
-    ``pad_token_id`` is BERT's ``[PAD]`` (0); the hub config carries
-    ``VisualBertConfig``'s default 1, which only zero-initialises one row of the
-    word embeddings (``[unused0]`` in BERT's vocabulary, but the word "a" in
-    mmdiag's offline tokenizer) and is overwritten by the checkpoint's weights.
-    """
-    from transformers import VisualBertConfig
-
-    base = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-            "intermediate_size": 3072, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
-            "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 512, "type_vocab_size": 2,
-            "layer_norm_eps": 1e-12, "visual_embedding_dim": 2048, "bypass_transformer": False,
-            "special_visual_initialize": True, "pad_token_id": 0}
-    return VisualBertConfig(**{**base, **kw})
-
-
-PRESETS: dict[str, Preset] = {p.name: p for p in [
-    Preset("visualbert-vqa-coco-pre", "visualbert", lambda: _visualbert_config(),
-           "uclanlp/visualbert-vqa-coco-pre"),
-    Preset("tiny-visualbert", "visualbert", lambda: _visualbert_config(
-        hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-        visual_embedding_dim=64), "a 3-layer VisualBERT for tests"),
-]}
+PRESETS: dict[str, Preset] = {name: p for name, p in ALL_PRESETS.items() if p.family == "visualbert"}
 
 
 class VisualBertAdapter(RegionModelAdapter):

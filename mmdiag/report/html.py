@@ -82,6 +82,12 @@ _PLOTS: tuple[_PlotSpec, ...] = (
     ("attention", "attention-share", lambda s: s.get("attention.share"), plots.attention_plot,
      "Attention mass share per layer and head: for queries of the first modality, the "
      "row-normalised attention weight on keys of the second, averaged over queries."),
+    ("attention", "attention-image", lambda s: s.get("attention_image"), plots.attention_image_svg,
+     "Attention drawn over the image for a few example pairs: per caption word (columns) and layer "
+     "(rows), where the word's attention lands among the image patches (mean over heads; a row per "
+     "selected head when the run kept one). For dual encoders: the vision tower's CLS attention. "
+     "Colour marks attention above the panel's mean (uniform attention shows none; full colour at twice "
+     "the mean, or at the peak); Σ is the total attention weight on the image."),
     ("attention", "hidden-2d", lambda s: s.get("hidden_2d"), plots.hidden_plot,
      "Hidden states per layer projected to 2-D, coloured by modality."),
 )
@@ -136,6 +142,7 @@ details summary { cursor: pointer; color: var(--muted); font-size: 12px; }
 figure.plot { margin: 16px 0 24px; }
 figure.plot .canvas { overflow-x: auto; }
 figure.plot svg.plot { max-width: 100%; height: auto; }
+.attention-image svg { display: block; margin: 0 0 14px; }
 figure.plot figcaption { color: var(--muted); font-size: 13px; max-width: 900px; }
 p.none { color: var(--muted); font-style: italic; }
 footer { color: var(--muted); font-size: 12px; margin-top: 40px; border-top: 1px solid var(--line);

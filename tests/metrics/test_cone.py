@@ -16,14 +16,6 @@ from mmdiag.metrics.cone import (cone_narrowing, mean_pairwise_cosine,
 SETTINGS = settings(max_examples=40, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small matrices on a shared 2-core machine: intra-op threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def ref_cone(x: np.ndarray) -> float:
     """Explicit n×n cosine matrix, zero rows -> zero vector, mean off-diagonal."""

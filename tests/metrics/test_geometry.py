@@ -17,14 +17,6 @@ from mmdiag.metrics.geometry import alignment, linear_cka, mutual_knn, rankme, u
 SETTINGS = settings(max_examples=30, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small matrices on a shared 2-core machine: intra-op threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def unit(x):
     x = np.asarray(x, dtype=np.float64)

@@ -18,14 +18,6 @@ from mmdiag.metrics.probe_scores import (
 SETTINGS = settings(max_examples=30, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors: a second thread only adds synchronisation on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def random_heads(rng: np.random.Generator, n: int) -> np.ndarray:
     perm = rng.permutation(n)

@@ -8,50 +8,18 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 
-def _warm_imports():
-    """pytester's in-process runs drop modules first imported during the run: import them now."""
-    import sklearn.linear_model  # noqa: F401
-    import sklearn.model_selection  # noqa: F401
-    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration  # noqa: F401
+from transformers import LlavaConfig
 
-    import mmdiag.models.llava  # noqa: F401
-    import mmdiag.report.html  # noqa: F401
-    import mmdiag.report.terminal  # noqa: F401
-    from mmdiag.data.synthetic import make_synthetic
-    from mmdiag.models.load import load_adapter
-    from mmdiag.record import record
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        record(load_adapter("random:tiny-llava", "cpu"), make_synthetic(2, seed=0), 2, words=True, attentions=True)
-    finally:
-        torch.set_num_threads(threads)
-
-
-_warm_imports()
-
-from transformers import LlavaConfig  # noqa: E402
-
-from mmdiag.data.noise import make_noise  # noqa: E402
-from mmdiag.data.synthetic import make_synthetic  # noqa: E402
-from mmdiag.metrics.attention import IMAGE, SPECIAL, TEXT, ShareAccumulator  # noqa: E402
-from mmdiag.models.llava import LlavaAdapter, image_token_count  # noqa: E402
-from mmdiag.models.load import load_adapter, save_preset  # noqa: E402
-from mmdiag.record import record  # noqa: E402
+from mmdiag.data.noise import make_noise
+from mmdiag.data.synthetic import make_synthetic
+from mmdiag.metrics.attention import IMAGE, SPECIAL, TEXT, ShareAccumulator
+from mmdiag.models.llava import LlavaAdapter, image_token_count
+from mmdiag.models.load import load_adapter, save_preset
+from mmdiag.record import record
 
 SPEC = "random:tiny-llava"
 N_IMAGE = 16  # (32 / 8)^2 patches; the CLS is dropped by the "default" strategy
 IMAGE_ID = 511
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded (intra-op threads only add sync cost on a busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -25,14 +25,6 @@ from mmdiag.region_features import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def samples():
     return make_synthetic(6, seed=1)

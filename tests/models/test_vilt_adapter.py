@@ -8,45 +8,13 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 
-def _warm_imports():
-    """pytester's in-process runs drop modules first imported during the run: import them now."""
-    import sklearn.linear_model  # noqa: F401
-    import sklearn.model_selection  # noqa: F401
-    from transformers import ViltConfig, ViltImageProcessorPil, ViltModel  # noqa: F401
-
-    import mmdiag.models.vilt  # noqa: F401
-    import mmdiag.report.html  # noqa: F401
-    import mmdiag.report.terminal  # noqa: F401
-    from mmdiag.data.synthetic import make_synthetic
-    from mmdiag.models.load import load_adapter
-    from mmdiag.record import record
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        record(load_adapter("random:tiny-vilt", "cpu"), make_synthetic(2, seed=0), 2, words=True, attentions=True)
-    finally:
-        torch.set_num_threads(threads)
-
-
-_warm_imports()
-
-from mmdiag.data.synthetic import make_synthetic  # noqa: E402
-from mmdiag.metrics.attention import IMAGE, PAD, SPECIAL, TEXT, ShareAccumulator  # noqa: E402
-from mmdiag.models.load import load_adapter, save_preset  # noqa: E402
-from mmdiag.models.vilt import ViltAdapter  # noqa: E402
-from mmdiag.record import record  # noqa: E402
+from mmdiag.data.synthetic import make_synthetic
+from mmdiag.metrics.attention import IMAGE, PAD, SPECIAL, TEXT, ShareAccumulator
+from mmdiag.models.load import load_adapter, save_preset
+from mmdiag.models.vilt import ViltAdapter
+from mmdiag.record import record
 
 SPEC = "random:tiny-vilt"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models run fastest single-threaded (intra-op threads only add sync cost on a busy CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
