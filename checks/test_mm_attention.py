@@ -41,7 +41,7 @@ def _share_series(mm, stats):
     return mm.session.memo("attention.share", compute)
 
 
-@pytest.mark.mm("attention.share", over=("direction", "layer"), blocks=True)
+@pytest.mark.mm("attention.share", over=("direction", "layer"), blocks=True, needs_joint=True)
 def test_attention_share(mm, direction, layer):
     stats = _joint(mm)
     _share_series(mm, stats)
@@ -92,7 +92,7 @@ def test_attention_entropy(mm, modality, layer):
     mm.finish()
 
 
-@pytest.mark.mm("attention.grounding", over=("layer",), blocks=True)
+@pytest.mark.mm("attention.grounding", over=("layer",), blocks=True, needs_joint=True, cross_ok=True)
 def test_attention_grounding(mm, layer):
     """Share of a phrase's attention (from its words) that lands inside its own box, vs the box's area as chance."""
     grounding = mm.acts.grounding

@@ -23,7 +23,7 @@ import torch
 
 from mmdiag.record import Activations
 
-FORMAT = 2
+FORMAT = 3
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -49,7 +49,8 @@ def _flatten(acts: Activations) -> tuple[dict[str, torch.Tensor], dict[str, Any]
                             "truncated_captions": acts.truncated_captions,
                             "skipped_samples": acts.skipped_samples, "kept": acts.kept,
                             "nonfinite": [[m, k, v] for (m, k), v in acts.nonfinite.items()],
-                            "causal": acts.causal, "attention_keys": {}, "grounding_keys": {}}
+                            "causal": acts.causal, "attention_keys": {}, "grounding_keys": {},
+                            "attention_image": acts.attention_image}
     for m, layers in acts.pooled.items():
         for k, t in enumerate(layers):
             tensors[f"pooled.{m}.{k}"] = t
@@ -124,6 +125,7 @@ def load(path: Path, device: Optional[torch.device] = None) -> Optional[Activati
         acts.skipped_samples, acts.kept = meta["skipped_samples"], meta["kept"]
         acts.nonfinite = {(m, int(k)): int(v) for m, k, v in meta["nonfinite"]}
         acts.causal = meta["causal"]
+        acts.attention_image = meta.get("attention_image")
         return acts
     except Exception:  # anything unreadable is rebuilt, never trusted
         path.unlink(missing_ok=True)

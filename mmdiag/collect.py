@@ -79,8 +79,9 @@ def parametrize(metafunc: Any, session: Any) -> None:
     layout = dict(adapter.layer_counts()) if adapter is not None else None
     modalities = tuple(getattr(adapter, "modalities", MODALITIES)) if adapter is not None else MODALITIES
     modalities = tuple(m for m in MODALITIES if m in modalities) or modalities
-    if "direction" in over and adapter is not None and not getattr(adapter, "joint_attention", False):
-        layout = None  # dual encoders: one (skipping) item per direction, not per layer
+    joint = getattr(adapter, "joint_attention", False) or (marker.kwargs.get("cross_ok") and hasattr(adapter, "extractor"))
+    if marker.kwargs.get("needs_joint") and adapter is not None and not joint:
+        layout = None  # dual encoders: one (skipping) item instead of one per layer
     names, values, ids = expand(over, layout, modalities, blocks=bool(marker.kwargs.get("blocks", False)))
     metafunc.parametrize(names if len(names) > 1 else names[0], values, ids=ids)
 

@@ -35,6 +35,8 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
                                                    "rootdir); re-runs with other thresholds skip the model"),
     ("--mm-region-features", "string", None, "precomputed region features (.npz or .safetensors, one (1+P, D) "
                                               "array per sample uid) for LXMERT/VisualBERT"),
+    ("--mm-attention-head", "string", None, "also keep this head's attention-over-image maps in the report "
+                                             "(default: only the mean over heads)"),
     ("--mm-text-reference", "string", None, "text-only encoder (hub id, dir or random:PRESET) for probe.text_retention"),
 ]
 REPEATABLE: list[tuple[str, str]] = [
@@ -95,6 +97,7 @@ class RunConfig:
     skip_bad_samples: bool = False
     cache_dir: Optional[Path] = None
     region_features: Optional[Path] = None
+    attention_head: Optional[int] = None
     probe_regimen: str = "fast"
     probe_rank: Optional[int] = None
     text_reference: Optional[str] = None
@@ -198,6 +201,8 @@ def from_pytest(config: Any) -> RunConfig:
     if not (config.getoption("mm_no_cache") or config.getini("mm_no_cache")):
         cache = Path(str(_get(config, "mm_cache_dir") or ".mmdiag_cache")).expanduser()
         cfg.cache_dir = cache if cache.is_absolute() else Path(config.rootpath) / cache
+    if _get(config, "mm_attention_head") not in (None, ""):
+        cfg.attention_head = _int(config, "mm_attention_head", 0)
     region_features = _get(config, "mm_region_features")
     if region_features:
         cfg.region_features = Path(region_features).expanduser()

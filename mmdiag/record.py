@@ -49,6 +49,8 @@ class Activations:
     #: per attention stream ("joint", or a tower "image"/"text"): ShareAccumulator.result()
     attention: dict[str, dict] = field(default_factory=dict)
     causal: dict[str, bool] = field(default_factory=dict)
+    #: attention from caption words (or the CLS) to image patches for a few examples (report series)
+    attention_image: Optional[dict] = None
     #: per attention stream: GroundingAccumulator.result() (share of a phrase's attention inside its own box)
     grounding: dict[str, dict] = field(default_factory=dict)
 
@@ -187,7 +189,7 @@ def batches(samples: Sequence[Sample], size: int) -> Iterable[Sequence[Sample]]:
 
 def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool = False,
            attentions: bool = False, regions: bool = False, progress: Optional[Any] = None,
-           skip_bad: bool = False, hide: tuple[str, ...] = ()) -> Activations:
+           skip_bad: bool = False, hide: tuple[str, ...] = (), examples: Optional[Any] = None) -> Activations:
     """Run ``adapter`` over ``samples`` once, reducing every batch as it comes.
 
     ``attentions`` asks the adapter for attention maps (its ``output_attentions``),
@@ -223,6 +225,8 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
             batch["hide"] = tuple(hide)
         trace = adapter.forward(batch)
         recorder.add(trace)
+        if examples is not None and trace.attentions:
+            examples.update(trace, loaded)
         if regions and hasattr(adapter, "region_masks") and "image" in trace.hidden:
             recorder.add_regions(trace, adapter.region_masks(loaded, trace))
         elif regions and trace.patch_grid is not None and "image" in trace.hidden:
@@ -234,6 +238,8 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
         if progress is not None:
             progress(len(chunk))
     acts = recorder.finish()
+    if examples is not None:
+        acts.attention_image = examples.result()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     acts.forward_s = time.perf_counter() - start

@@ -122,10 +122,17 @@ class MMSession:
         def compute() -> Activations:
             if self.progress is not None and hasattr(self.progress, "start"):
                 self.progress.start(len(samples))
+            examples = None
+            if flags["attentions"]:
+                from mmdiag.analyses.attention_maps import ExampleMaps
+
+                examples = ExampleMaps.for_adapter(adapter, head=self.config.attention_head)
             return record(adapter, samples, self.config.batch_size, skip_bad=self.config.skip_bad_samples,
-                          progress=self.progress, **flags)
+                          progress=self.progress, examples=examples, **flags)
 
         acts = self._cached(adapter, samples, flags, compute)
+        if acts.attention_image and acts.attention_image.get("examples"):
+            self.series["attention_image"] = acts.attention_image
         if acts.skipped_samples:  # later analyses index samples in step with the activations
             self.samples = [samples[i] for i in acts.kept]
         self._activations[key] = acts

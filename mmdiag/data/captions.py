@@ -122,7 +122,8 @@ def read_coco(path: Path, limit: Optional[int] = None) -> list[Sample]:
                         path, exc.lineno) from None
     except ValueError as exc:
         raise DataError(f"malformed JSON ({exc}); expected {COCO_FORMAT}", path) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list) or not isinstance(doc.get("annotations"), list):
+    if not (isinstance(doc, dict) and isinstance(doc.get("images"), list)
+            and isinstance(doc.get("annotations"), list)):
         raise DataError(f"not a COCO captions file; expected {COCO_FORMAT}", path)
     files: dict = {}
     for img in doc["images"]:

@@ -71,7 +71,8 @@ def open_image(source: Union[Image.Image, Path, str]) -> Image.Image:
         return to_rgb(source)
     path = Path(source)
     if not path.is_file():
-        raise DataError("image file not found", path)
+        raise DataError("image file not found" if not path.exists() else "not a regular file (expected an image)",
+                        path)
     try:
         with warnings.catch_warnings():
             # the pixel limit below is mmdiag's own; Pillow's bomb warning would only repeat it

@@ -12,7 +12,7 @@ Usage::
 * ``shapes-clip-t1``, ``shapes-clip-t0.1``, ``shapes-clip-t0.01``: the same
   recipe with a *fixed* temperature τ (``logit_scale`` frozen at log(1/τ)),
   the temperature experiment of Liang et al., "Mind the Gap", NeurIPS 2022,
-  arXiv:2203.02053, §4.3 (the gap grows as τ falls).
+  arXiv:2203.02053 (the modality gap grows as τ falls).
 
 The models are Hugging Face ``CLIPModel`` instances of a small
 :func:`zoo_config`, with the offline word tokenizer of
