@@ -86,8 +86,11 @@ class CheckContext:
         value = None if value is None else float(value)
         status = evaluate(value, threshold)
         if value is not None and not math.isfinite(value):
-            message = message or (f"{check} is not finite ({value}): the activations overflowed or are degenerate; "
-                                  "try --mm-dtype=fp32 or bf16 instead of fp16")
+            recorded = self.session._activations.get("model")
+            where = {k: v for k, v in (recorded.nonfinite.items() if recorded is not None else []) if v}
+            located = ", ".join(f"{m} L{k:02d}" for m, k in sorted(where)) if where else "none recorded"
+            message = message or (f"{check} is not finite ({value}); non-finite activations at: {located}. The "
+                                  "model overflowed or is degenerate: try --mm-dtype=fp32 (or bf16 instead of fp16)")
         elif status in ("fail", "warn"):
             message = message or f"{check}={value:.4g} breaches {threshold.describe()}"
         result = Result(check, params, value, status, threshold, details or {}, message, self.nodeid)

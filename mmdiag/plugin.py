@@ -38,10 +38,28 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     parametrize(metafunc, _session(metafunc.config))
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     from mmdiag.runner import note_selected
 
     note_selected(items, _session(config))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Generator[None, Any, Any]:
+    """A user-caused error in a check body (a malformed treebank, activations that overflowed) fails it plainly."""
+    problem = None
+    try:
+        return (yield)
+    except (MMDiagError, ValueError) as exc:
+        if pyfuncitem.get_closest_marker("mm") is None:
+            raise
+        from mmdiag.runner import plain_problem
+
+        problem = plain_problem(exc, _session(pyfuncitem.config))
+        if problem is None:
+            raise
+    pytest.fail(problem, pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -182,6 +182,18 @@ class Recorder:
         )
 
 
+def check_layers(adapter: Any, trace: Trace) -> None:
+    """The trace must hold as many hidden-state entries per modality as ``layer_counts()`` promises."""
+    from mmdiag.errors import SpecError
+
+    expected = adapter.layer_counts()
+    for modality, states in trace.hidden.items():
+        if modality in expected and len(states) != expected[modality]:
+            raise SpecError(f"the {getattr(adapter, 'family', type(adapter).__name__)} adapter's layer_counts() "
+                            f"promises {expected[modality]} {modality} hidden-state entries but forward() returned "
+                            f"{len(states)}; make them agree (entry 0 = embedding output, then one per block)")
+
+
 def batches(samples: Sequence[Sample], size: int) -> Iterable[Sequence[Sample]]:
     for start in range(0, len(samples), size):
         yield samples[start:start + size]
@@ -205,6 +217,7 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
         except AttributeError:
             pass
     recorder = Recorder(adapter.layer_counts(), words=words)
+    truncated_before = int(getattr(adapter, "truncated_captions", 0))
     start = time.perf_counter()
     skipped: list[str] = []
     kept: list[int] = []
@@ -224,6 +237,7 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
         if hide:
             batch["hide"] = tuple(hide)
         trace = adapter.forward(batch)
+        check_layers(adapter, trace)
         recorder.add(trace)
         if examples is not None and trace.attentions:
             examples.update(trace, loaded)
@@ -243,7 +257,7 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     acts.forward_s = time.perf_counter() - start
-    acts.truncated_captions = int(getattr(adapter, "truncated_captions", 0))
+    acts.truncated_captions = int(getattr(adapter, "truncated_captions", 0)) - truncated_before
     acts.skipped_samples = skipped
     acts.kept = kept
     if acts.n == 0:

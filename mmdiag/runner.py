@@ -62,11 +62,15 @@ def check_context(request: pytest.FixtureRequest, session: Optional[MMSession]) 
     params = {k: v for k, v in (callspec.params.items() if callspec else []) if k in CHECK_PARAMS and v is not None}
     ctx = CheckContext(session, adapter, marker.args[0], params, request.node.nodeid)
     request.node.stash[CONTEXT_KEY] = ctx
+    problem = None
     try:
         ctx.acts  # the shared forward pass runs in setup, so check timings measure the check alone
     except MMDiagError as exc:  # a user's data problem: say it plainly, no traceback
-        pytest.fail(f"mmdiag: {exc}", pytrace=False)
+        problem = str(exc)
+    if problem is not None:
+        pytest.fail(f"mmdiag: {problem}", pytrace=False)
     return ctx
+
 
 
 def record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport,
@@ -151,9 +155,31 @@ def _record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.Tes
         session.add(Result(check, params, None, "skip", session.thresholds.lookup(check, params), {}, reason,
                            item.nodeid))
     elif report.failed:
-        message = _error_message(call)
-        session.add(Result(check, params, None, "error", session.thresholds.lookup(check, params), {}, message,
+        message, status = _error_message(call), "error"
+        if _nonfinite_where(session) and "non-finite activations" in message:
+            status = "fail"
+        session.add(Result(check, params, None, status, session.thresholds.lookup(check, params), {}, message,
                            item.nodeid))
+
+
+def plain_problem(exc: BaseException, session: Optional[MMSession]) -> Optional[str]:
+    """The message for an error the user can act on (None: a bug, keep the traceback)."""
+    if isinstance(exc, MMDiagError):
+        return f"mmdiag: {exc}"
+    where = _nonfinite_where(session) if session is not None else ""
+    if where:
+        return (f"mmdiag: non-finite activations ({where}): {exc}. The model overflowed or produced NaN; "
+                "run with --mm-dtype=fp32 (or bf16 instead of fp16)")
+    return None
+
+
+def _nonfinite_where(session: MMSession) -> str:
+    """Where the forward pass produced non-finite values, e.g. ``image L03 (12 values)``."""
+    acts = session._activations.get("model")
+    if acts is None:
+        return ""
+    bad = [f"{m} L{k:02d} ({n} values)" for (m, k), n in sorted(acts.nonfinite.items()) if n]
+    return ", ".join(bad[:6]) + (" ..." if len(bad) > 6 else "")
 
 
 def _params_of(item: pytest.Item) -> dict:

@@ -43,6 +43,9 @@ class MMSession:
     #: series keys already sent to the xdist controller
     series_shipped: set = field(default_factory=set)
 
+    def __repr__(self) -> str:
+        return f"MMSession(model={self.config.model!r}, data={self.config.data!r}, results={len(self.results)})"
+
     def __post_init__(self) -> None:
         self.thresholds = Thresholds(self.config.threshold_layers)
         self._t0 = time.perf_counter()
@@ -277,7 +280,10 @@ class MMSession:
             if "hidden_2d" not in self.series and acts.pooled:
                 from mmdiag.analyses.geometry import hidden_maps
 
-                self.series["hidden_2d"] = hidden_maps(acts)
+                try:
+                    self.series["hidden_2d"] = hidden_maps(acts)
+                except Exception as exc:  # a map is a nicety: never lose the report for it
+                    self.series["hidden_2d"] = {"error": f"{type(exc).__name__}: {exc}"}
         timings = dict(self.timings)
         timings["total_s"] = time.perf_counter() - self._t0
         timings["checks_s"] = {k: round(v, 4) for k, v in sorted(self.family_seconds.items())}

@@ -17,20 +17,36 @@ WARM_PRESETS = ("random:tiny-clip", "random:tiny-siglip", "random:tiny-bert", "r
 
 
 def _warm_imports() -> None:
-    import sklearn.linear_model  # noqa: F401
-    import sklearn.model_selection  # noqa: F401
-    from transformers import ViTConfig, ViTModel  # noqa: F401
+    import importlib
+    import pkgutil
 
-    import mmdiag.cache  # noqa: F401
-    import mmdiag.report.html  # noqa: F401
-    import mmdiag.report.terminal  # noqa: F401
+    import hypothesis.strategies  # noqa: F401  (its pytest plugin imports it at the end of every run)
+    import numpy as np
+    from PIL import Image
+
+    import mmdiag
+
+    Image.init()  # every image plugin (PNG, JPEG, TIFF...) is imported now, not inside a run
+    # every mmdiag module: the plugin's package is assertion-rewritten, so a module first imported inside a
+    # run would be dropped and rewritten again by the next run
+    for info in pkgutil.walk_packages(mmdiag.__path__, "mmdiag."):
+        if info.name.startswith("mmdiag.checks"):
+            continue
+        try:
+            importlib.import_module(info.name)
+        except Exception:  # an optional module may not import here
+            pass
     from mmdiag.data.synthetic import make_synthetic
-    from mmdiag.models.load import load_adapter, save_preset  # noqa: F401
+    from mmdiag.data.types import Sample
+    from mmdiag.models.load import load_adapter
     from mmdiag.record import record
 
     samples = make_synthetic(2, seed=0)
     for preset in WARM_PRESETS:
         record(load_adapter(preset, "cpu"), samples, 2, words=True, attentions=True, regions=True)
+    image = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
+    record(load_adapter("random:tiny-clip", "cpu"),
+           [Sample(uid="a", image=image, caption=""), Sample(uid="b", image=image, caption="a b")], 2)
 
 
 _warm_imports()

@@ -35,7 +35,10 @@ def cone_series(acts: Activations, modality: str, controls: dict[str, Optional[A
     n_layers = len(acts.pooled[modality])
     values, means, sources = [], [], []
     for k in range(n_layers):
-        v, m, s = layer_cone(acts, modality, k)
+        try:
+            v, m, s = layer_cone(acts, modality, k)
+        except ValueError as exc:  # non-finite states at this layer: its own check reports it
+            v, m, s = float("nan"), float("nan"), f"not computed: {exc}"
         values.append(v)
         means.append(m)
         sources.append(s)
@@ -83,6 +86,8 @@ def hidden_maps(acts: Activations, max_points: int = 120) -> dict[str, Any]:
     for k in layers:
         states = {m: torch.nn.functional.normalize(acts.pooled[m][k].double(), dim=1).cpu().numpy()[:max_points]
                   for m in modalities}
+        if not all(np.isfinite(s).all() for s in states.values()):
+            continue  # a layer with non-finite states has no map (its checks say why)
         widths = {s.shape[1] for s in states.values()}
         groups = [modalities] if len(widths) == 1 else [[m] for m in modalities]
         points[str(k)] = {}
@@ -92,4 +97,5 @@ def hidden_maps(acts: Activations, max_points: int = 120) -> dict[str, Any]:
             _, _, vt = np.linalg.svd(both - centre, full_matrices=False)
             for m in group:
                 points[str(k)][m] = ((states[m] - centre) @ vt[:2].T).tolist()
-    return {"layers": layers, "points": points, "method": "PCA of L2-normalised pooled states"}
+    return {"layers": [k for k in layers if str(k) in points], "points": points,
+            "method": "PCA of L2-normalised pooled states"}

@@ -64,7 +64,8 @@ def relative_modality_gap(img: Any, txt: Any) -> float:
     * d_m  = mean_i d(img_i, txt_i) over matched pairs,
     * d_ii = mean_{i≠j} d(img_i, img_j), d_tt = mean_{i≠j} d(txt_i, txt_j),
 
-    RMG = d_m / (d_m + (d_ii + d_tt)/2) ∈ [0, 1], with 0/0 defined as 0.
+    RMG = d_m / (d_m + (d_ii + d_tt)/2) ∈ [0, 1], with 0/0 defined as 0; a
+    denominator below 1e-12 (all rows identical, up to rounding) counts as 0.
     The within-modality means use the O(n·d) identity of
     :func:`mmdiag.metrics.cone.mean_pairwise_cosine` (zero rows have cosine 0).
     Requires matched pairs (same n) and n >= 2.
@@ -78,7 +79,7 @@ def relative_modality_gap(img: Any, txt: Any) -> float:
     d_tt = (1.0 - mean_pairwise_cosine(b)) / 2.0
     d_m = min(1.0, max(0.0, d_m))
     denom = d_m + (d_ii + d_tt) / 2.0
-    if denom <= 0.0:
+    if denom <= 1e-12:
         return 0.0
     return min(1.0, max(0.0, d_m / denom))
 

@@ -42,7 +42,7 @@ def tokenize_captions(tokenizer: Any, samples: Sequence[Sample], max_length: int
     if all(s.token_ids is not None for s in samples):
         return _raw_ids(samples, max_length, pad_to_max, bos_id, eos_id, pad_id)
     words = [caption_words(s) or [""] for s in samples]
-    full = tokenizer(words, is_split_into_words=True, add_special_tokens=True, truncation=False)
+    full = tokenizer(words, is_split_into_words=True, add_special_tokens=True, truncation=False, verbose=False)
     truncated = sum(len(ids) > max_length for ids in full["input_ids"])
     enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_length,
                     padding="max_length" if pad_to_max else "longest", return_tensors="pt")

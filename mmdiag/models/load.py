@@ -149,11 +149,19 @@ def load_pretrained(path_or_id: str) -> tuple[str, torch.nn.Module, Any, Any]:
     from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
     try:
-        config = AutoConfig.from_pretrained(path_or_id)
+        config = AutoConfig.from_pretrained(path_or_id, trust_remote_code=False)
     except (OSError, ValueError) as exc:
+        if "trust_remote_code" in str(exc) or "custom code" in str(exc):
+            raise SpecError(f"--mm-model={path_or_id!r} needs remote code (its config has an auto_map), which "
+                            "mmdiag never runs; load the model yourself and pass an adapter through an mm_model "
+                            "fixture override (see the README, 'Bring your own model')") from None
         where = "directory" if Path(path_or_id).exists() else "model id"
         raise SpecError(f"--mm-model={path_or_id!r}: cannot load a model config from this {where} "
                         f"({_first_line(exc)}); {accepted_specs()}") from None
+    if getattr(config, "auto_map", None):
+        raise SpecError(f"--mm-model={path_or_id!r} needs remote code (its config has an auto_map), which mmdiag "
+                        "never runs; load the model yourself and pass an adapter through an mm_model fixture "
+                        "override (see the README, 'Bring your own model')")
     family = family_of(config.model_type)
     if family is None:
         families = ", ".join(f"{k} ({'/'.join(v)})" for k, v in FAMILIES.items())
@@ -168,12 +176,14 @@ def load_pretrained(path_or_id: str) -> tuple[str, torch.nn.Module, Any, Any]:
             # generation class, whose key layout this loads without conversion.
             from transformers import LlavaForConditionalGeneration
 
-            model = LlavaForConditionalGeneration.from_pretrained(path_or_id, attn_implementation="eager")
+            model = LlavaForConditionalGeneration.from_pretrained(path_or_id, attn_implementation="eager",
+                                                                  trust_remote_code=False)
         else:
-            model = AutoModel.from_pretrained(path_or_id, attn_implementation="eager")
-        tokenizer = AutoTokenizer.from_pretrained(path_or_id)
+            model = AutoModel.from_pretrained(path_or_id, attn_implementation="eager", trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=False)
         needs_processor = family not in ("text", *REGION_FAMILIES)
-        processor = AutoImageProcessor.from_pretrained(path_or_id) if needs_processor else None
+        processor = (AutoImageProcessor.from_pretrained(path_or_id, trust_remote_code=False)
+                     if needs_processor else None)
     except (OSError, ValueError) as exc:
         raise SpecError(f"--mm-model={path_or_id!r}: the config loaded but the weights, tokenizer or image "
                         f"processor did not ({_first_line(exc)}). A directory needs the files written by "

@@ -66,6 +66,9 @@ def load_baseline(path: Path) -> dict[str, dict]:
         doc = read_json(path)
     except Exception as exc:  # DataError or an unexpected shape: either way the file is unusable
         raise SpecError(f"--mm-baseline={str(path)!r}: {exc}") from None
+    if not isinstance(doc.get("results"), list):
+        raise SpecError(f"--mm-baseline={str(path)!r}: \"results\" must be a list of results (is the file a "
+                        "results.json written by mmdiag?)")
     schema = doc.get("schema")
     if schema != SCHEMA:
         raise SpecError(f"--mm-baseline={str(path)!r} has schema {schema!r}; this mmdiag reads {SCHEMA!r} "

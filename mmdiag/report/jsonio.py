@@ -19,11 +19,15 @@ def _clean(value: Any) -> Any:
         return {str(k): _clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((_clean(v) for v in value), key=str)
     if hasattr(value, "tolist"):
         return _clean(value.tolist())
     if hasattr(value, "item"):
         return _clean(value.item())
-    return value
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    return str(value)
 
 
 def atomic_write_text(path: Path, text: str) -> Path:
@@ -34,6 +38,8 @@ def atomic_write_text(path: Path, text: str) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:

@@ -45,6 +45,8 @@ __all__ = [
     "ZOO_MODELS", "TRAIN_DATA_SEED", "EVAL_DATA_SEED", "TrainConfig", "TrainResult",
     "zoo_config", "zoo_tokenizer", "build_model", "encode", "embed", "contrastive_loss",
     "retrieval_recall", "train", "save", "main",
+    "LLAVA_ZOO_MODELS", "LlavaTrainConfig", "LlavaTrainResult", "llava_config", "llava_tokenizer",
+    "build_llava", "encode_captions", "caption_loss", "held_out_caption_loss", "train_llava",
 ]
 
 #: name -> fixed temperature τ (None: learned temperature, CLIP's recipe)
@@ -323,9 +325,262 @@ def save(result: TrainResult, out: str | Path) -> Path:
     return path
 
 
+
+# ---------------------------------------------------------------------------
+# shapes-llava: a LLaVA-style captioner (CLIP vision tower + Llama decoder)
+# ---------------------------------------------------------------------------
+
+#: name -> description of the LLaVA-style zoo models (trained by :func:`train_llava`)
+LLAVA_ZOO_MODELS: dict[str, str] = {
+    "shapes-llava": "LlavaForConditionalGeneration captioning the synthetic scenes (next-token cross-entropy)",
+}
+#: the decoder's context: BOS + 64 image tokens + caption (<= 33 words, 43 tokens in practice) + EOS
+LLAVA_CONTEXT = 128
+
+
+@dataclass(frozen=True)
+class LlavaTrainConfig:
+    """Everything the LLaVA captioner's training depends on."""
+
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.05
+    warmup: int = 50
+    n_train: int = 3000
+    n_eval: int = 128
+    seed: int = 0
+    log_every: int = 100
+    threads: int = 1
+    lm_hidden: int = 64
+    lm_layers: int = 3
+
+
+@dataclass
+class LlavaTrainResult:
+    """A trained captioner with its tokenizer, processor and training record."""
+
+    model: Any
+    tokenizer: Any
+    processor: Any
+    config: LlavaTrainConfig
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    eval_loss: float = float("nan")
+    eval_loss_random: float = float("nan")
+    n_eval: int = 0
+
+
+def _llava_special_ids() -> dict[str, int]:
+    """bos, eos, pad, image and unk ids just after the base vocabulary, and the vocabulary size."""
+    from mmdiag.models.offline import _base_vocab
+
+    n = len(_base_vocab())
+    return {"bos": n, "eos": n + 1, "pad": n + 2, "image": n + 3, "unk": n + 4, "vocab": n + 5}
+
+
+def llava_config(lm_hidden: int = 64, lm_layers: int = 3) -> Any:
+    """The zoo's small LLaVA-1.5-style architecture (a ``transformers.LlavaConfig``).
+
+    CLIP vision tower (hidden 64, 2 layers, 64 px, patch 8: 64 patch features,
+    CLS dropped), 2-layer GELU projector, Llama decoder over the grammar's word
+    vocabulary with ``<image>`` inside it. Features come from the tower's last
+    layer (``vision_feature_layer=-1``; with 2 layers LLaVA's -2 would leave one unused).
+    """
+    from transformers import LlavaConfig
+
+    sp = _llava_special_ids()
+    vision = {"model_type": "clip_vision_model", "hidden_act": "quick_gelu", "hidden_size": 64,
+              "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "image_size": IMAGE_SIZE, "patch_size": 8}
+    text = {"model_type": "llama", "vocab_size": sp["vocab"], "hidden_size": lm_hidden,
+            "intermediate_size": 4 * lm_hidden, "num_hidden_layers": lm_layers, "num_attention_heads": 4,
+            "num_key_value_heads": 4, "max_position_embeddings": LLAVA_CONTEXT, "hidden_act": "silu",
+            "rms_norm_eps": 1e-5, "bos_token_id": sp["bos"], "eos_token_id": sp["eos"],
+            "pad_token_id": sp["pad"], "tie_word_embeddings": False}
+    side = IMAGE_SIZE // 8
+    return LlavaConfig(vision_config=vision, text_config=text, image_token_index=sp["image"],
+                       image_seq_length=side * side, vision_feature_select_strategy="default",
+                       vision_feature_layer=-1, projector_hidden_act="gelu")
+
+
+def llava_tokenizer() -> Any:
+    """Llama-style word tokenizer (``<s> words``) with ``<image>`` in the vocabulary."""
+    from mmdiag.models.offline import llama_tokenizer
+
+    sp = _llava_special_ids()
+    return llama_tokenizer(sp["vocab"], sp["bos"], sp["eos"], sp["pad"], sp["image"], LLAVA_CONTEXT)
+
+
+def build_llava(seed: int, cfg: Optional[LlavaTrainConfig] = None) -> tuple[Any, Any, Any]:
+    """(LlavaForConditionalGeneration, tokenizer, image processor) with seeded random weights."""
+    from transformers import LlavaForConditionalGeneration
+
+    from mmdiag.models.offline import clip_image_processor
+
+    cfg = cfg or LlavaTrainConfig()
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration._from_config(llava_config(cfg.lm_hidden, cfg.lm_layers),
+                                                       attn_implementation="eager")
+    return model, llava_tokenizer(), clip_image_processor(IMAGE_SIZE)
+
+
+def _llava_adapter(model: Any, tokenizer: Any, processor: Any) -> Any:
+    from mmdiag.models.base import ModelInfo
+    from mmdiag.models.llava import LlavaAdapter
+
+    info = ModelInfo(spec="zoo-training", family="llava", n_params=0, fingerprint="")
+    return LlavaAdapter(model, tokenizer, processor, info, torch.device("cpu"), torch.float32)
+
+
+def encode_captions(samples: Sequence[Any], model: Any, tokenizer: Any, processor: Any) -> dict[str, torch.Tensor]:
+    """Decoder inputs exactly as mmdiag's LLaVA adapter builds them, plus EOS and labels.
+
+    ``ids``: ``<s> <image>*N caption </s> <pad>...``; ``mask``: 1 on real tokens;
+    ``labels``: the token ids at the caption and EOS positions, -100 elsewhere
+    (BOS, image tokens, padding), so the loss scores only the caption given the image.
+    """
+    adapter = _llava_adapter(model, tokenizer, processor)
+    eos = int(model.config.text_config.eos_token_id)
+    _, pad_id, _ = adapter.special_ids()
+    ids_parts, mask_parts, label_parts, pixel_parts = [], [], [], []
+    for start in range(0, len(samples), 256):
+        batch = adapter.prepare(samples[start:start + 256])
+        ids, real = batch["input_ids"], batch["real"]
+        ids = F.pad(ids, (0, 1), value=pad_id)   # room for EOS after the longest caption
+        real = torch.cat([real, torch.zeros((real.shape[0], 1), dtype=torch.bool)], dim=1)
+        lengths = real.sum(dim=1)
+        rows = torch.arange(ids.shape[0])
+        ids[rows, lengths] = eos
+        real[rows, lengths] = True
+        labels = torch.where(real, ids, torch.full_like(ids, -100))
+        labels[:, :int(batch["text_start"])] = -100
+        ids_parts.append(ids)
+        mask_parts.append(real.long())
+        label_parts.append(labels)
+        pixel_parts.append(batch["pixel_values"])
+    width = max(t.shape[1] for t in ids_parts)
+
+    def widen(parts: list[torch.Tensor], fill: int) -> torch.Tensor:
+        return torch.cat([F.pad(t, (0, width - t.shape[1]), value=fill) for t in parts])
+
+    return {"ids": widen(ids_parts, pad_id), "mask": widen(mask_parts, 0), "labels": widen(label_parts, -100),
+            "pixels": torch.cat(pixel_parts)}
+
+
+def caption_loss(model: Any, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor,
+                 labels: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Next-token cross-entropy −(1/T) Σ_t log p(x_t | x_<t, image) over the labelled positions.
+
+    The causal LM objective of LLaVA's captioning/instruction stages (Liu et al.
+    2023, arXiv:2304.08485): logits at position t−1 predict the token at t.
+    ``reduction="sum"`` returns the summed negative log-likelihood instead.
+    """
+    width = int(mask.sum(dim=1).max())
+    out = model(input_ids=ids[:, :width], pixel_values=pixels, attention_mask=mask[:, :width])
+    logits = out.logits[:, :-1].float()
+    target = labels[:, 1:width]
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
+                           reduction=reduction)
+
+
+@torch.no_grad()
+def held_out_caption_loss(model: Any, data: dict[str, torch.Tensor], batch_size: int = 64) -> float:
+    """Mean per-token caption cross-entropy (nats) on held-out data; exp of it is the perplexity."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, data["ids"].shape[0], batch_size):
+        sl = slice(start, start + batch_size)
+        total += float(caption_loss(model, data["pixels"][sl], data["ids"][sl], data["mask"][sl],
+                                    data["labels"][sl], reduction="sum"))
+        count += int((data["labels"][sl, 1:] != -100).sum())
+    model.train(was_training)
+    return total / max(1, count)
+
+
+def train_llava(cfg: LlavaTrainConfig, log: Optional[Callable[[str], None]] = print,
+                train_samples: Optional[Sequence[Any]] = None,
+                eval_samples: Optional[Sequence[Any]] = None) -> LlavaTrainResult:
+    """Train the LLaVA-style captioner; deterministic in ``cfg`` (for a fixed thread count).
+
+    Data defaults as in :func:`train`: ``make_synthetic(cfg.n_train,
+    TRAIN_DATA_SEED + cfg.seed)`` and held-out ``make_synthetic(cfg.n_eval, EVAL_DATA_SEED)``.
+    The held-out loss is also reported for the random-init model of the same seed.
+    """
+    if cfg.seed < 0:
+        raise ValueError(f"seed must be >= 0 (training data seed {TRAIN_DATA_SEED} + seed), got {cfg.seed}")
+    if cfg.steps < 1 or cfg.batch_size < 1:
+        raise ValueError("steps and batch_size must be >= 1")
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        return _train_llava(cfg, log or (lambda _msg: None), train_samples, eval_samples)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train_llava(cfg: LlavaTrainConfig, say: Callable[[str], None], train_samples: Optional[Sequence[Any]],
+                 eval_samples: Optional[Sequence[Any]]) -> LlavaTrainResult:
+    from mmdiag.data.synthetic import make_synthetic
+
+    started = time.perf_counter()
+    model, tok, proc = build_llava(cfg.seed, cfg)
+    if train_samples is None:
+        train_samples = make_synthetic(cfg.n_train, seed=TRAIN_DATA_SEED + cfg.seed, image_size=SCENE_SIZE)
+    data = encode_captions(train_samples, model, tok, proc)
+    n = data["ids"].shape[0]
+    if n < cfg.batch_size:
+        raise ValueError(f"batch_size {cfg.batch_size} exceeds the {n} training samples")
+    if eval_samples is None and cfg.n_eval > 0:
+        eval_samples = make_synthetic(cfg.n_eval, seed=EVAL_DATA_SEED, image_size=SCENE_SIZE)
+    held_out = encode_captions(eval_samples, model, tok, proc) if eval_samples else None
+    result = LlavaTrainResult(model, tok, proc, cfg)
+    if held_out is not None:
+        result.eval_loss_random = held_out_caption_loss(model, held_out)
+        result.n_eval = len(eval_samples)
+        say(f"random init: held-out caption loss {result.eval_loss_random:.4f}")
+    say(f"{n} training scenes encoded in {time.perf_counter() - started:.1f} s")
+    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(n, generator=gen)
+    cursor = 0
+    model.train()
+    for step in range(cfg.steps):
+        if cursor + cfg.batch_size > n:
+            order, cursor = torch.randperm(n, generator=gen), 0
+        idx = order[cursor:cursor + cfg.batch_size]
+        cursor += cfg.batch_size
+        loss = caption_loss(model, data["pixels"][idx], data["ids"][idx], data["mask"][idx], data["labels"][idx])
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        result.losses.append(float(loss.detach()))
+        if cfg.log_every and (step % cfg.log_every == 0 or step == cfg.steps - 1):
+            say(f"step {step:5d}  loss {result.losses[-1]:.4f}  {time.perf_counter() - started:.0f} s")
+    model.eval()
+    result.seconds = time.perf_counter() - started
+    if held_out is not None:
+        result.eval_loss = held_out_caption_loss(model, held_out)
+        say(f"held-out caption loss (n={result.n_eval}, data seed {EVAL_DATA_SEED}): trained "
+            f"{result.eval_loss:.4f} (perplexity {math.exp(result.eval_loss):.2f}), random init "
+            f"{result.eval_loss_random:.4f} (perplexity {math.exp(result.eval_loss_random):.1f})")
+    say(f"trained in {result.seconds:.1f} s")
+    return result
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in LLAVA_ZOO_MODELS:
+        return _main_llava(argv)
     parser = argparse.ArgumentParser(prog="python -m mmdiag.zoo.train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("name", choices=sorted(ZOO_MODELS), help="zoo model to train")
+    parser.add_argument("name", choices=sorted(ZOO_MODELS) + sorted(LLAVA_ZOO_MODELS), help="zoo model to train")
     parser.add_argument("--out", default=None, help="output folder (default: the zoo folder of the package)")
     parser.add_argument("--steps", type=int, default=TrainConfig.steps)
     parser.add_argument("--seed", type=int, default=TrainConfig.seed)
@@ -340,6 +595,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                   batch_size=args.batch_size, n_train=args.n_train, n_eval=args.n_eval,
                   log_every=args.log_every, threads=args.threads)
     result = train(cfg)
+    out = Path(args.out) if args.out else Path(__file__).parent / args.name
+    save(result, out)
+    print(f"saved {args.name} to {out}")
+    return 0
+
+
+def _main_llava(argv: Sequence[str]) -> int:
+    """``python -m mmdiag.zoo.train shapes-llava [...]``: the captioning decoder."""
+    d = LlavaTrainConfig()
+    parser = argparse.ArgumentParser(prog="python -m mmdiag.zoo.train",
+                                     description="train the zoo's LLaVA-style captioner")
+    parser.add_argument("name", choices=sorted(LLAVA_ZOO_MODELS))
+    parser.add_argument("--out", default=None, help="output folder (default: the zoo folder of the package)")
+    parser.add_argument("--steps", type=int, default=d.steps)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--n-train", type=int, default=d.n_train)
+    parser.add_argument("--n-eval", type=int, default=d.n_eval)
+    parser.add_argument("--log-every", type=int, default=d.log_every)
+    parser.add_argument("--threads", type=int, default=d.threads)
+    args = parser.parse_args(argv)
+    cfg = replace(d, steps=args.steps, seed=args.seed, batch_size=args.batch_size, n_train=args.n_train,
+                  n_eval=args.n_eval, log_every=args.log_every, threads=args.threads)
+    result = train_llava(cfg)
     out = Path(args.out) if args.out else Path(__file__).parent / args.name
     save(result, out)
     print(f"saved {args.name} to {out}")

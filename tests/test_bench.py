@@ -1,0 +1,85 @@
+"""``python -m mmdiag.bench`` on a tiny model: it runs, and its figures are complete and sane.
+
+Timings are only checked for positivity and internal consistency (never
+against a budget: this is a command that prints figures, not a timed test).
+"""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from mmdiag import bench
+
+
+def test_bench_tiny_writes_figures(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = bench.main(["--model", "random:tiny-clip", "-n", "8", "--batch-size", "4", "--families", "cone,gap",
+                       "--device", "cpu", "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "forward_s" in printed and "suite_s" in printed and f"wrote {out}" in printed
+
+    fig = json.loads(out.read_text())
+    for key in ("forward_s", "suite_s", "ratio", "peak_rss_mb", "n", "model", "device", "load_s",
+                "mm_forward_s", "checks_s", "checks_pct", "suite_peak_rss_mb", "floor_peak_rss_mb"):
+        assert key in fig, key
+    assert fig["model"] == "random:tiny-clip" and fig["n"] == 8 and fig["device"] == "cpu"
+    assert fig["forward_s"] > 0 and fig["suite_s"] > 0 and fig["load_s"] > 0
+    assert math.isclose(fig["ratio"], fig["suite_s"] / fig["forward_s"])
+    assert fig["ratio"] > 0
+    # the suite ran only the selected families, and its own timings add up to less than its wall time
+    assert set(fig["checks_s"]) == {"cone", "gap"}
+    assert fig["families"] == ["cone", "gap"]
+    assert 0 < fig["mm_forward_s"] < fig["suite_s"]
+    assert fig["suite_load_s"] + fig["mm_forward_s"] + sum(fig["checks_s"].values()) < fig["suite_s"]
+    assert all(0 <= pct <= 100 for pct in fig["checks_pct"].values())
+    assert fig["suite_exit_code"] in (0, 1)  # 1: a check failed (tiny random models do), the bench still reports
+    assert fig["statuses"] and set(fig["statuses"]) <= {"pass", "warn", "fail", "skip", "error"}
+    # memory: MB of a Python process with torch loaded (well above 50 MB, well below 1 TB)
+    for key in ("peak_rss_mb", "suite_peak_rss_mb", "floor_peak_rss_mb"):
+        assert 50 < fig[key] < 1e6, (key, fig[key])
+    assert fig["peak_rss_mb"] >= max(fig["suite_peak_rss_mb"], fig["floor_peak_rss_mb"]) - 1e-6
+
+
+def test_family_selection_arguments():
+    checks = bench.family_args(None, "k")
+    assert len(checks) == 1 and checks[0].endswith("checks")
+    assert bench.family_args(("cone", "gap"), "k")[:2] == ["-k", "cone or gap"]
+    files = bench.family_args(("probe",), "files")
+    assert len(files) == 1 and files[0].endswith("test_mm_probe.py")
+    assert bench.parse_families("cone, gap,cone") == ("cone", "gap")
+    assert bench.parse_families("all") is None
+    with pytest.raises(Exception, match="unknown families"):
+        bench.parse_families("cone,cones")
+
+
+def test_suite_args_isolate_project_config(tmp_path):
+    cfg = bench.BenchConfig(model="random:tiny-clip", samples=5, batch_size=2, families=("geometry",))
+    args = bench.suite_args(cfg, tmp_path / "r.json", tmp_path / "pytest.ini")
+    assert "--mm-samples=5" in args and "--mm-batch-size=2" in args and f"--mm-json={tmp_path / 'r.json'}" in args
+    assert args[args.index("-c") + 1] == str(tmp_path / "pytest.ini")
+    assert args[args.index("--rootdir") + 1] == str(tmp_path)
+
+
+def test_bad_options_are_refused(capsys):
+    assert bench.main(["-n", "0"]) == 2
+    assert "at least 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--families", "nope"])
+
+
+def test_peak_tracker_sees_an_allocation():
+    import numpy as np
+
+    peaks = bench.PeakTracker()
+    peaks.start()
+    block = np.ones(40 * 2**20 // 8)  # 40 MB, touched
+    block[::512] = 2.0
+    before_free = bench.maxrss_mb()
+    del block
+    phase = peaks.stop()
+    assert phase["peak_rss_mb"] >= before_free - 1 and phase["lifetime_peak_rss_mb"] >= phase["peak_rss_mb"]
+    if peaks.resettable:  # Linux: the phase peak starts from the RSS at start(), so it includes the 40 MB
+        assert phase["peak_rss_mb"] - (bench._status_mb("VmRSS") or 0) > 30
