@@ -18,7 +18,10 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--mm-data", "string", "synthetic", "data: synthetic (default), noise, captions .jsonl or dir, COCO captions .json"),
     ("--mm-treebank", "string", None, "CoNLL-U treebank for the text structural probes"),
     ("--mm-samples", "string", "128", "number of samples (default 128)"),
-    ("--mm-batch-size", "string", "32", "batch size of the forward pass (default 32)"),
+    ("--mm-batch-size", "string", "32", "batch size of the forward pass (default 32), or auto: start at 256 on "
+                                        "CUDA (32 on CPU) and halve on out-of-memory"),
+    ("--mm-device-map", "string", None, "auto: spread a large hub/local model over the GPUs with accelerate "
+                                        "(device_map='auto'); --mm-device then names the input device"),
     ("--mm-seed", "string", "0", "seed for data, random weights and probes (default 0)"),
     ("--mm-device", "string", "auto", "auto, cpu, cuda or cuda:N"),
     ("--mm-dtype", "string", "fp32", "fp32 or bf16"),
@@ -98,6 +101,7 @@ class RunConfig:
     cache_dir: Optional[Path] = None
     region_features: Optional[Path] = None
     attention_head: Optional[int] = None
+    device_map: Optional[str] = None
     probe_regimen: str = "fast"
     probe_rank: Optional[int] = None
     text_reference: Optional[str] = None
@@ -167,10 +171,16 @@ def from_pytest(config: Any) -> RunConfig:
         if not cfg.treebank.is_file():
             raise SpecError(f"--mm-treebank={treebank!r}: no such file (expected a CoNLL-U .conllu file)")
     cfg.samples = _int(config, "mm_samples", 2)
-    cfg.batch_size = _int(config, "mm_batch_size", 1)
+    if str(_get(config, "mm_batch_size")).strip() == "auto":
+        cfg.batch_size = 0  # record() starts large and halves on out-of-memory
+    else:
+        cfg.batch_size = _int(config, "mm_batch_size", 1)
     cfg.seed = _int(config, "mm_seed", 0)
     cfg.device = str(_get(config, "mm_device") or "auto")
     cfg.dtype = str(_get(config, "mm_dtype") or "fp32")
+    cfg.device_map = _get(config, "mm_device_map") or None
+    if cfg.device_map not in (None, "auto"):
+        raise SpecError(f"--mm-device-map={cfg.device_map!r}: accepted: auto")
     report_dir = _get(config, "mm_report_dir")
     json_path, html_path = _get(config, "mm_json"), _get(config, "mm_html")
     if report_dir:

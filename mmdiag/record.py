@@ -42,6 +42,8 @@ class Activations:
     nonfinite: dict[tuple[str, int], int] = field(default_factory=dict)
     forward_s: float = 0.0
     truncated_captions: int = 0
+    #: the batch size the pass ended with (``--mm-batch-size=auto`` halves it on out-of-memory)
+    batch_size: int = 0
     #: samples dropped by --mm-skip-bad-samples, as "uid: reason"
     skipped_samples: list[str] = field(default_factory=list)
     #: indices (into the samples given to record) of the samples that were recorded
@@ -182,6 +184,30 @@ class Recorder:
         )
 
 
+#: first batch size tried by --mm-batch-size=auto
+AUTO_START_CPU = 32
+AUTO_START_CUDA = 256
+
+
+def _on_cuda(adapter: Any) -> bool:
+    return getattr(getattr(adapter, "device", None), "type", None) == "cuda"
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """An out-of-memory error of the accelerator (or the CPU allocator)."""
+    oom_type = getattr(torch.cuda, "OutOfMemoryError", ())
+    return (oom_type and isinstance(exc, oom_type)) or "out of memory" in str(exc).lower()
+
+
+def _forward(adapter: Any, loaded: list, hide: tuple) -> Trace:
+    batch = adapter.prepare(loaded)
+    if hide:
+        batch["hide"] = tuple(hide)
+    trace = adapter.forward(batch)
+    check_layers(adapter, trace)
+    return trace
+
+
 def check_layers(adapter: Any, trace: Trace) -> None:
     """The trace must hold as many hidden-state entries per modality as ``layer_counts()`` promises."""
     from mmdiag.errors import SpecError
@@ -204,6 +230,7 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
            skip_bad: bool = False, hide: tuple[str, ...] = (), examples: Optional[Any] = None) -> Activations:
     """Run ``adapter`` over ``samples`` once, reducing every batch as it comes.
 
+    ``batch_size <= 0`` means auto: start large and halve on out-of-memory.
     ``attentions`` asks the adapter for attention maps (its ``output_attentions``),
     reduced per batch to modality shares and entropies. ``hide`` masks the
     given modalities out of a single-stream model's attention (adapters whose
@@ -221,36 +248,50 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
     start = time.perf_counter()
     skipped: list[str] = []
     kept: list[int] = []
-    for first, chunk in zip(range(0, len(samples), batch_size), batches(samples, batch_size)):
-        loaded = []
+    auto = batch_size <= 0
+    size = AUTO_START_CUDA if auto and _on_cuda(adapter) else (AUTO_START_CPU if auto else batch_size)
+    first = 0
+    while first < len(samples):
+        chunk = samples[first:first + size]
+        loaded, loaded_idx = [], []
         for offset, sample in enumerate(chunk):
             try:
                 loaded.append(_with_image(sample, open_image))
-                kept.append(first + offset)
+                loaded_idx.append(first + offset)
             except DataError as exc:
                 if not skip_bad:
                     raise
                 skipped.append(f"{sample.uid}: {exc}")
-        if not loaded:
-            continue
-        batch = adapter.prepare(loaded)
-        if hide:
-            batch["hide"] = tuple(hide)
-        trace = adapter.forward(batch)
-        check_layers(adapter, trace)
-        recorder.add(trace)
-        if examples is not None and trace.attentions:
-            examples.update(trace, loaded)
-        if regions and hasattr(adapter, "region_masks") and "image" in trace.hidden:
-            recorder.add_regions(trace, adapter.region_masks(loaded, trace))
-        elif regions and trace.patch_grid is not None and "image" in trace.hidden:
-            from mmdiag.regions import preprocess_geometry, region_masks
+        if loaded:
+            truncated_so_far = getattr(adapter, "truncated_captions", None)
+            try:
+                trace = _forward(adapter, loaded, hide)
+            except Exception as exc:
+                if not (auto and size > 1 and _is_oom(exc)):
+                    raise
+                if truncated_so_far is not None:
+                    adapter.truncated_captions = truncated_so_far
+                skipped = [s for s in skipped if not any(s.startswith(f"{c.uid}: ") for c in chunk)]
+                size = max(1, size // 2)  # back off and retry the same samples
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                continue
+            kept.extend(loaded_idx)
+            recorder.add(trace)
+            if examples is not None and trace.attentions:
+                examples.update(trace, loaded)
+            if regions and hasattr(adapter, "region_masks") and "image" in trace.hidden:
+                recorder.add_regions(trace, adapter.region_masks(loaded, trace))
+            elif regions and trace.patch_grid is not None and "image" in trace.hidden:
+                from mmdiag.regions import preprocess_geometry, region_masks
 
-            geometry = preprocess_geometry(getattr(adapter, "image_processor", None))
-            masks = region_masks(loaded, trace.patch_grid, trace.image_size or geometry[1], geometry)
-            recorder.add_regions(trace, masks)
+                geometry = preprocess_geometry(getattr(adapter, "image_processor", None))
+                masks = region_masks(loaded, trace.patch_grid, trace.image_size or geometry[1], geometry)
+                recorder.add_regions(trace, masks)
         if progress is not None:
             progress(len(chunk))
+        first += len(chunk)
+    batch_used = size
     acts = recorder.finish()
     if examples is not None:
         acts.attention_image = examples.result()
@@ -260,6 +301,7 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
     acts.truncated_captions = int(getattr(adapter, "truncated_captions", 0)) - truncated_before
     acts.skipped_samples = skipped
     acts.kept = kept
+    acts.batch_size = batch_used
     if acts.n == 0:
         raise DataError(f"no usable sample: all {len(samples)} were skipped (first: {skipped[0] if skipped else '-'})")
     return acts

@@ -62,7 +62,8 @@ class MMSession:
             from mmdiag.models.load import load_adapter
 
             start = time.perf_counter()
-            self.adapter = load_adapter(self.config.model, self.config.device, self.config.dtype, self.config.seed)
+            self.adapter = load_adapter(self.config.model, self.config.device, self.config.dtype, self.config.seed,
+                                        self.config.device_map)
             if self.config.region_features is not None:
                 if not hasattr(self.adapter, "extractor"):
                     from mmdiag.errors import SpecError
@@ -290,6 +291,7 @@ class MMSession:
         run = {"mmdiag": mmdiag.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
                "python": platform.python_version(), "seed": self.config.seed,
                "device": str(getattr(adapter, "device", self.config.device)), "dtype": self.config.dtype,
-               "batch_size": self.config.batch_size, "started": self.started, "timings": timings}
+               "batch_size": (acts.batch_size if acts is not None and self.config.batch_size <= 0
+                           else self.config.batch_size), "started": self.started, "timings": timings}
         return {"schema": SCHEMA, "model": model, "data": data, "run": run,
                 "results": [r.to_json() for r in self.results], "series": self.series}

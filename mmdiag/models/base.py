@@ -93,7 +93,11 @@ class ModelAdapter:
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, info: "ModelInfo", device: torch.device,
                  dtype: torch.dtype, image_processor: Any = None) -> None:
-        self.model = model.eval().to(device=device, dtype=dtype)
+        if getattr(model, "hf_device_map", None):  # spread over devices by accelerate: leave it where it is
+            self.model = model.eval()
+            device = next(model.parameters()).device
+        else:
+            self.model = model.eval().to(device=device, dtype=dtype)
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.info = info

@@ -144,8 +144,12 @@ def build_random(preset: Preset, seed: int) -> tuple[torch.nn.Module, Any, Any]:
     return model, tok, proc
 
 
-def load_pretrained(path_or_id: str) -> tuple[str, torch.nn.Module, Any, Any]:
-    """Load model, tokenizer and image processor from a local dir or hub id."""
+def load_pretrained(path_or_id: str, device_map: Optional[str] = None,
+                    dtype: Optional[torch.dtype] = None) -> tuple[str, torch.nn.Module, Any, Any]:
+    """Load model, tokenizer and image processor from a local dir or hub id.
+
+    ``device_map="auto"`` lets accelerate place a model too large for one device.
+    """
     from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
     try:
@@ -170,6 +174,13 @@ def load_pretrained(path_or_id: str) -> tuple[str, torch.nn.Module, Any, Any]:
             f"(families: {families}). "
             "Wrap it in an adapter object and override the `mm_model` fixture in your conftest.py "
             "(see the README, 'Bring your own model').")
+    placement: dict[str, Any] = {}
+    if device_map is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("accelerate") is None:
+            raise SpecError("--mm-device-map=auto needs accelerate: pip install accelerate")
+        placement = {"device_map": device_map, "dtype": dtype}
     try:
         if family == "llava":
             # AutoModel gives the headless LlavaModel; the checkpoints are saved from the
@@ -177,9 +188,10 @@ def load_pretrained(path_or_id: str) -> tuple[str, torch.nn.Module, Any, Any]:
             from transformers import LlavaForConditionalGeneration
 
             model = LlavaForConditionalGeneration.from_pretrained(path_or_id, attn_implementation="eager",
-                                                                  trust_remote_code=False)
+                                                                  trust_remote_code=False, **placement)
         else:
-            model = AutoModel.from_pretrained(path_or_id, attn_implementation="eager", trust_remote_code=False)
+            model = AutoModel.from_pretrained(path_or_id, attn_implementation="eager", trust_remote_code=False,
+                                              **placement)
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=False)
         needs_processor = family not in ("text", *REGION_FAMILIES)
         processor = (AutoImageProcessor.from_pretrained(path_or_id, trust_remote_code=False)
@@ -222,8 +234,11 @@ def make_adapter(family: str, model: torch.nn.Module, tokenizer: Any, processor:
     return TextEncoderAdapter(model, tokenizer, info, device, dtype)
 
 
-def load_parts(spec: str, seed: int = 0) -> tuple[str, torch.nn.Module, Any, Any, str]:
+def load_parts(spec: str, seed: int = 0, device_map: Optional[str] = None,
+               dtype: Optional[torch.dtype] = None) -> tuple[str, torch.nn.Module, Any, Any, str]:
     """(family, model, tokenizer, processor, description) for any accepted spec."""
+    if device_map is not None and spec.startswith(("random:", "zoo:")):
+        raise SpecError(f"--mm-device-map applies to hub ids and local directories, not {spec!r}")
     if spec.startswith("random:"):
         name = spec[len("random:"):]
         preset = PRESETS.get(name)
@@ -247,14 +262,15 @@ def load_parts(spec: str, seed: int = 0) -> tuple[str, torch.nn.Module, Any, Any
     if path.is_dir() and not (path / "config.json").exists():
         raise SpecError(f"--mm-model={spec!r}: the directory has no config.json (write it with "
                         f"model.save_pretrained); {accepted_specs()}")
-    family, model, tok, proc = load_pretrained(str(path) if path.is_dir() else spec)
+    family, model, tok, proc = load_pretrained(str(path) if path.is_dir() else spec, device_map, dtype)
     return family, model, tok, proc, "pretrained weights"
 
 
-def load_adapter(spec: str, device: str = "auto", dtype: str = "fp32", seed: int = 0):
+def load_adapter(spec: str, device: str = "auto", dtype: str = "fp32", seed: int = 0,
+                 device_map: Optional[str] = None):
     """Load any accepted ``--mm-model`` spec and wrap it in its adapter."""
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
-    family, model, tok, proc, description = load_parts(spec, seed)
+    family, model, tok, proc, description = load_parts(spec, seed, device_map, torch_dtype)
     info = ModelInfo(spec=spec, family=family, n_params=count_params(model), fingerprint=fingerprint(model),
                      extra={"weights": description, "model_type": model.config.model_type})
     return make_adapter(family, model, tok, proc, info, torch_device, torch_dtype)

@@ -354,6 +354,8 @@ class LlavaTrainConfig:
     threads: int = 1
     lm_hidden: int = 64
     lm_layers: int = 3
+    image_size: int = IMAGE_SIZE
+    vision_lr_scale: float = 1.0   # learning-rate multiplier for the vision tower and projector
 
 
 @dataclass
@@ -379,7 +381,7 @@ def _llava_special_ids() -> dict[str, int]:
     return {"bos": n, "eos": n + 1, "pad": n + 2, "image": n + 3, "unk": n + 4, "vocab": n + 5}
 
 
-def llava_config(lm_hidden: int = 64, lm_layers: int = 3) -> Any:
+def llava_config(lm_hidden: int = 64, lm_layers: int = 3, image_size: int = IMAGE_SIZE) -> Any:
     """The zoo's small LLaVA-1.5-style architecture (a ``transformers.LlavaConfig``).
 
     CLIP vision tower (hidden 64, 2 layers, 64 px, patch 8: 64 patch features,
@@ -392,13 +394,13 @@ def llava_config(lm_hidden: int = 64, lm_layers: int = 3) -> Any:
     sp = _llava_special_ids()
     vision = {"model_type": "clip_vision_model", "hidden_act": "quick_gelu", "hidden_size": 64,
               "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "image_size": IMAGE_SIZE, "patch_size": 8}
+              "image_size": image_size, "patch_size": 8}
     text = {"model_type": "llama", "vocab_size": sp["vocab"], "hidden_size": lm_hidden,
             "intermediate_size": 4 * lm_hidden, "num_hidden_layers": lm_layers, "num_attention_heads": 4,
             "num_key_value_heads": 4, "max_position_embeddings": LLAVA_CONTEXT, "hidden_act": "silu",
             "rms_norm_eps": 1e-5, "bos_token_id": sp["bos"], "eos_token_id": sp["eos"],
             "pad_token_id": sp["pad"], "tie_word_embeddings": False}
-    side = IMAGE_SIZE // 8
+    side = image_size // 8
     return LlavaConfig(vision_config=vision, text_config=text, image_token_index=sp["image"],
                        image_seq_length=side * side, vision_feature_select_strategy="default",
                        vision_feature_layer=-1, projector_hidden_act="gelu")
@@ -420,9 +422,9 @@ def build_llava(seed: int, cfg: Optional[LlavaTrainConfig] = None) -> tuple[Any,
 
     cfg = cfg or LlavaTrainConfig()
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration._from_config(llava_config(cfg.lm_hidden, cfg.lm_layers),
+    model = LlavaForConditionalGeneration._from_config(llava_config(cfg.lm_hidden, cfg.lm_layers, cfg.image_size),
                                                        attn_implementation="eager")
-    return model, llava_tokenizer(), clip_image_processor(IMAGE_SIZE)
+    return model, llava_tokenizer(), clip_image_processor(cfg.image_size)
 
 
 def _llava_adapter(model: Any, tokenizer: Any, processor: Any) -> Any:
