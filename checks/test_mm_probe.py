@@ -10,10 +10,12 @@ import math
 
 import pytest
 
+from mmdiag.data.flickr30k import SPACY_MISSING, is_flickr30k_root
 from mmdiag.analyses.probes import MIN_SENTENCES, best, image_probe_set, probe_scores, text_probe_set
 
 WHAT = {"text": "captions with gold dependency trees (--mm-data=synthetic, or --mm-treebank=FILE.conllu)",
-        "image": "images with grounded phrases and scene trees (--mm-data=synthetic)"}
+        "image": "images with grounded phrases and scene trees (--mm-data=synthetic, or a Flickr30k Entities root "
+                 "with spaCy installed)"}
 
 
 def _probe_set(mm, modality, acts=None, samples=None):
@@ -26,6 +28,8 @@ def _probe_set(mm, modality, acts=None, samples=None):
     else:
         pset = image_probe_set(acts or mm.acts, samples or mm.samples)
     n = 0 if pset is None else pset.data.n_sentences
+    if n == 0 and is_flickr30k_root(mm.session.config.data) and all(s.tree is None for s in mm.samples):
+        mm.skip(SPACY_MISSING)
     if n < MIN_SENTENCES:
         mm.skip(f"{mm.check} needs at least {MIN_SENTENCES} {WHAT[modality]}; the run has {n}")
     return pset

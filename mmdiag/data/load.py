@@ -9,7 +9,8 @@ from mmdiag.data.types import Sample
 from mmdiag.errors import SpecError
 
 ACCEPTED = ("accepted: synthetic (built-in scenes with gold trees), noise (random pixels and token ids), "
-            "a captions .jsonl file, a directory holding captions.jsonl, or a COCO captions .json file")
+            "a captions .jsonl file, a directory holding captions.jsonl, a COCO captions .json file, or a Flickr30k "
+            "Entities root (Sentences/ and Annotations/)")
 
 
 def load_samples(spec: str, n: int, seed: int = 0, vocab_size: int = 1000,
@@ -25,6 +26,10 @@ def load_samples(spec: str, n: int, seed: int = 0, vocab_size: int = 1000,
         return make_noise(n, seed=seed, vocab_size=vocab_size, exclude_ids=special_ids)
     path = Path(spec).expanduser()
     if path.is_dir():
+        from mmdiag.data.flickr30k import is_flickr30k_root, read_flickr30k
+
+        if is_flickr30k_root(path):
+            return read_flickr30k(path, limit=n)
         path = path / "captions.jsonl"
         if not path.is_file():
             raise SpecError(f"--mm-data={spec!r}: the directory has no captions.jsonl; {ACCEPTED}")
