@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch  # noqa: F401  (the toy adapters written into pytester conftests by source use it)
 
 
 
@@ -104,6 +105,7 @@ def rel():
 TOY_CONFTEST = '''
 import numpy as np
 import pytest
+import torch  # noqa: F401  (the toy adapters written into pytester conftests by source use it)
 
 from mmdiag.models.base import Trace
 
