@@ -15,7 +15,8 @@ from mmdiag.thresholds import Threshold, parse_override, parse_table
 #: (option, ini type, default, help); the ini name is the option's with ``mm_`` and underscores.
 OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--mm-model", "string", None, "model to diagnose: HF hub id or local dir, random:PRESET, zoo:NAME"),
-    ("--mm-data", "string", "synthetic", "data: synthetic (default), noise, captions .jsonl or dir, COCO captions .json"),
+    ("--mm-data", "string", "synthetic", "data: synthetic (default), noise, captions .jsonl or dir, COCO captions .json, "
+                                                "Flickr30k Entities root"),
     ("--mm-treebank", "string", None, "CoNLL-U treebank for the text structural probes"),
     ("--mm-samples", "string", "128", "number of samples (default 128)"),
     ("--mm-batch-size", "string", "32", "batch size of the forward pass (default 32), or auto: start at 256 on "
@@ -150,7 +151,9 @@ def _validate_data_spec(spec: str) -> None:
         return
     path = Path(spec).expanduser()
     if path.is_dir():
-        if not (path / "captions.jsonl").is_file():
+        from mmdiag.data.flickr30k import is_flickr30k_root
+
+        if not (path / "captions.jsonl").is_file() and not is_flickr30k_root(path):
             raise SpecError(f"--mm-data={spec!r}: the directory has no captions.jsonl; {ACCEPTED}")
         return
     if not path.is_file():
