@@ -14,6 +14,12 @@ Usage::
   the temperature experiment of Liang et al., "Mind the Gap", NeurIPS 2022,
   arXiv:2203.02053 (the modality gap grows as τ falls).
 
+``NAME`` may also be ``shapes-llava`` (:data:`LLAVA_ZOO_MODELS`): a LLaVA-style
+``LlavaForConditionalGeneration`` whose frozen vision tower is ``shapes-clip``'s
+vision encoder and whose projector and Llama decoder learn to caption the scenes
+with next-token cross-entropy (:func:`train_llava`; Liu et al. 2023,
+arXiv:2304.08485). The shapes-clip folder must exist before it is trained.
+
 The models are Hugging Face ``CLIPModel`` instances of a small
 :func:`zoo_config`, with the offline word tokenizer of
 :mod:`mmdiag.models.offline` over a small vocabulary (:func:`zoo_tokenizer`).
@@ -354,8 +360,9 @@ class LlavaTrainConfig:
     threads: int = 1
     lm_hidden: int = 64
     lm_layers: int = 3
-    image_size: int = IMAGE_SIZE
-    vision_lr_scale: float = 1.0   # learning-rate multiplier for the vision tower and projector
+    vision_layers: int = 4
+    vision_init: str = "shapes-clip"   # zoo CLIP whose vision encoder starts the tower ("": random)
+    freeze_vision: bool = True          # LLaVA keeps its CLIP tower frozen
 
 
 @dataclass
@@ -369,7 +376,7 @@ class LlavaTrainResult:
     losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
     eval_loss: float = float("nan")
-    eval_loss_random: float = float("nan")
+    eval_loss_random: float = float("nan")   # before training (pretrained tower, random decoder)
     n_eval: int = 0
 
 
@@ -381,29 +388,29 @@ def _llava_special_ids() -> dict[str, int]:
     return {"bos": n, "eos": n + 1, "pad": n + 2, "image": n + 3, "unk": n + 4, "vocab": n + 5}
 
 
-def llava_config(lm_hidden: int = 64, lm_layers: int = 3, image_size: int = IMAGE_SIZE) -> Any:
+def llava_config(lm_hidden: int = 64, lm_layers: int = 3, vision_layers: int = 4) -> Any:
     """The zoo's small LLaVA-1.5-style architecture (a ``transformers.LlavaConfig``).
 
-    CLIP vision tower (hidden 64, 2 layers, 64 px, patch 8: 64 patch features,
-    CLS dropped), 2-layer GELU projector, Llama decoder over the grammar's word
-    vocabulary with ``<image>`` inside it. Features come from the tower's last
-    layer (``vision_feature_layer=-1``; with 2 layers LLaVA's -2 would leave one unused).
+    CLIP vision tower of the zoo CLIPs' shape (hidden 64, 4 layers, 64 px, patch 8:
+    64 patch features, CLS dropped), features from its penultimate layer as in
+    LLaVA-1.5 (``vision_feature_layer=-2``), 2-layer GELU projector, Llama decoder
+    over the grammar's word vocabulary with ``<image>`` inside it.
     """
     from transformers import LlavaConfig
 
     sp = _llava_special_ids()
     vision = {"model_type": "clip_vision_model", "hidden_act": "quick_gelu", "hidden_size": 64,
-              "intermediate_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "image_size": image_size, "patch_size": 8}
+              "intermediate_size": 256, "num_hidden_layers": vision_layers, "num_attention_heads": 4,
+              "image_size": IMAGE_SIZE, "patch_size": 8}
     text = {"model_type": "llama", "vocab_size": sp["vocab"], "hidden_size": lm_hidden,
             "intermediate_size": 4 * lm_hidden, "num_hidden_layers": lm_layers, "num_attention_heads": 4,
             "num_key_value_heads": 4, "max_position_embeddings": LLAVA_CONTEXT, "hidden_act": "silu",
             "rms_norm_eps": 1e-5, "bos_token_id": sp["bos"], "eos_token_id": sp["eos"],
             "pad_token_id": sp["pad"], "tie_word_embeddings": False}
-    side = image_size // 8
+    side = IMAGE_SIZE // 8
     return LlavaConfig(vision_config=vision, text_config=text, image_token_index=sp["image"],
                        image_seq_length=side * side, vision_feature_select_strategy="default",
-                       vision_feature_layer=-1, projector_hidden_act="gelu")
+                       vision_feature_layer=-2, projector_hidden_act="gelu")
 
 
 def llava_tokenizer() -> Any:
@@ -415,16 +422,26 @@ def llava_tokenizer() -> Any:
 
 
 def build_llava(seed: int, cfg: Optional[LlavaTrainConfig] = None) -> tuple[Any, Any, Any]:
-    """(LlavaForConditionalGeneration, tokenizer, image processor) with seeded random weights."""
-    from transformers import LlavaForConditionalGeneration
+    """(LlavaForConditionalGeneration, tokenizer, image processor) with seeded random weights.
+
+    With ``cfg.vision_init`` set, the vision tower is then overwritten by that zoo
+    CLIP's vision encoder (LLaVA starts from a contrastively trained CLIP tower)
+    and, with ``cfg.freeze_vision``, frozen.
+    """
+    from transformers import CLIPModel, LlavaForConditionalGeneration
 
     from mmdiag.models.offline import clip_image_processor
 
     cfg = cfg or LlavaTrainConfig()
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration._from_config(llava_config(cfg.lm_hidden, cfg.lm_layers, cfg.image_size),
-                                                       attn_implementation="eager")
-    return model, llava_tokenizer(), clip_image_processor(cfg.image_size)
+    model = LlavaForConditionalGeneration._from_config(
+        llava_config(cfg.lm_hidden, cfg.lm_layers, cfg.vision_layers), attn_implementation="eager")
+    if cfg.vision_init:
+        clip = CLIPModel.from_pretrained(Path(__file__).parent / cfg.vision_init, attn_implementation="eager")
+        model.model.vision_tower.load_state_dict(clip.vision_model.state_dict(), strict=True)
+    if cfg.freeze_vision:
+        model.model.vision_tower.requires_grad_(False)
+    return model, llava_tokenizer(), clip_image_processor(IMAGE_SIZE)
 
 
 def _llava_adapter(model: Any, tokenizer: Any, processor: Any) -> Any:
@@ -544,7 +561,7 @@ def _train_llava(cfg: LlavaTrainConfig, say: Callable[[str], None], train_sample
     if held_out is not None:
         result.eval_loss_random = held_out_caption_loss(model, held_out)
         result.n_eval = len(eval_samples)
-        say(f"random init: held-out caption loss {result.eval_loss_random:.4f}")
+        say(f"before training: held-out caption loss {result.eval_loss_random:.4f}")
     say(f"{n} training scenes encoded in {time.perf_counter() - started:.1f} s")
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -571,7 +588,7 @@ def _train_llava(cfg: LlavaTrainConfig, say: Callable[[str], None], train_sample
     if held_out is not None:
         result.eval_loss = held_out_caption_loss(model, held_out)
         say(f"held-out caption loss (n={result.n_eval}, data seed {EVAL_DATA_SEED}): trained "
-            f"{result.eval_loss:.4f} (perplexity {math.exp(result.eval_loss):.2f}), random init "
+            f"{result.eval_loss:.4f} (perplexity {math.exp(result.eval_loss):.2f}), before training "
             f"{result.eval_loss_random:.4f} (perplexity {math.exp(result.eval_loss_random):.1f})")
     say(f"trained in {result.seconds:.1f} s")
     return result
