@@ -53,7 +53,11 @@ def test_attention_share(mm, direction, layer):
         if math.isnan(value):
             mm.skip(f"no {direction.split('->')[0]} query could attend to {direction.split('->')[1]} tokens "
                     "(the data or the model has none of them)")
-        details = {"per_head": per_head.tolist(),
+        controls = {}
+        for name, acts in mm.controls().items():
+            if acts is not None and JOINT in acts.attention:
+                controls[name] = float(acts.attention[JOINT]["share_mean"][k - 1, a, b])
+        details = {"per_head": per_head.tolist(), "controls": controls,
                    "without_sinks": float(stats["share_mean_nosink"][k - 1, a, b]),
                    "all_queries": float(np.nanmean(stats["share_total"][k - 1, :, a, b])),
                    "sinks_per_sample": float(np.mean(stats["sinks_per_sample"][k - 1]))}
@@ -70,7 +74,11 @@ def test_attention_image_use(mm):
     if np.all(np.isnan(shares)):
         mm.skip("no text query could see an image token")
     best = int(np.nanargmax(shares))
-    mm.report(float(shares[best]), details={"layer": best + 1, "per_layer": shares.tolist()})
+    controls = {}
+    for name, acts in mm.controls().items():
+        if acts is not None and JOINT in acts.attention:
+            controls[name] = float(np.nanmax(acts.attention[JOINT]["share_mean"][:, a, b]))
+    mm.report(float(shares[best]), details={"layer": best + 1, "per_layer": shares.tolist(), "controls": controls})
 
 
 @pytest.mark.mm("attention.entropy", over=("modality", "layer"), blocks=True)

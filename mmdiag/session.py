@@ -201,7 +201,8 @@ class MMSession:
             self._activations[key] = record(
                 control_adapter, samples, self.config.batch_size,
                 words=structure and any(s.tree is not None for s in samples),
-                regions=structure and any(s.phrases for s in samples))
+                regions=structure and any(s.phrases for s in samples),
+                attentions=name == "random-init" and self.wants("attention."))
             self.timings[f"control_{name}_s"] = time.perf_counter() - start
         return self._activations[key]
 
