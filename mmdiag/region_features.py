@@ -399,3 +399,31 @@ class RegionModelAdapter(ModelAdapter):
     def region_masks(self, samples: Sequence[Sample], trace: Any = None) -> list[Optional[torch.Tensor]]:
         """Scene-tree region masks for :meth:`mmdiag.record.Recorder.add_regions` (see :func:`region_token_masks`)."""
         return region_token_masks([1 + len(s.phrases) for s in samples])
+
+
+def build_region_parts(model_class: Any, preset: Any, seed: int) -> tuple[torch.nn.Module, Any, None]:
+    """``(model, tokenizer, None)`` for a region-model preset: seeded random weights + offline BERT tokenizer."""
+    from mmdiag.models import offline
+
+    config = preset.make_config()
+    torch.manual_seed(seed)
+    model = model_class._from_config(config, attn_implementation="eager")
+    return model, offline.bert_tokenizer(config.vocab_size, config.max_position_embeddings), None
+
+
+def build_region_adapter(adapter_class: Any, model_class: Any, presets: dict, model_type: str, preset_name: str,
+                         seed: int, device: Any, dtype: torch.dtype, extractor: Optional[Any]) -> Any:
+    """A ready adapter for ``random:<preset_name>`` of a region-model family."""
+    from mmdiag.errors import SpecError
+    from mmdiag.models.base import ModelInfo, count_params
+    from mmdiag.models.load import fingerprint
+
+    preset = presets.get(preset_name)
+    if preset is None:
+        raise SpecError(f"unknown {adapter_class.family} preset {preset_name!r} (accepted: {', '.join(presets)})")
+    model, tok, _ = build_region_parts(model_class, preset, seed)
+    info = ModelInfo(spec=f"random:{preset_name}", family=adapter_class.family, n_params=count_params(model),
+                     fingerprint=fingerprint(model),
+                     extra={"weights": f"random weights (seed {seed}), architecture of {preset.source}",
+                            "model_type": model_type})
+    return adapter_class(model, tok, info, torch.device(device), dtype, extractor=extractor)

@@ -38,9 +38,10 @@ from typing import Any, Optional, Sequence
 import torch
 
 from mmdiag.data.types import Sample
-from mmdiag.models.base import IMAGE, TEXT, ModelInfo, Trace, count_params
+from mmdiag.models.base import IMAGE, TEXT, ModelInfo, Trace
 from mmdiag.models.presets import PRESETS as ALL_PRESETS, Preset
-from mmdiag.region_features import RegionModelAdapter, masked_token_mean
+from mmdiag.region_features import (RegionModelAdapter, build_region_adapter, build_region_parts,
+                                     masked_token_mean)
 
 JOINT = "joint"
 
@@ -142,13 +143,7 @@ def build_parts(preset: Preset, seed: int) -> tuple[torch.nn.Module, Any, None]:
     """``(model, tokenizer, None)`` for a preset: seeded random ``VisualBertModel`` + offline BERT tokenizer."""
     from transformers import VisualBertModel
 
-    from mmdiag.models import offline
-
-    config = preset.make_config()
-    torch.manual_seed(seed)
-    model = VisualBertModel._from_config(config, attn_implementation="eager")
-    tok = offline.bert_tokenizer(config.vocab_size, config.max_position_embeddings)
-    return model, tok, None
+    return build_region_parts(VisualBertModel, preset, seed)
 
 
 def adapter_from_pretrained(model: torch.nn.Module, tokenizer: Any, info: ModelInfo, device: torch.device,
@@ -160,15 +155,6 @@ def adapter_from_pretrained(model: torch.nn.Module, tokenizer: Any, info: ModelI
 def build_adapter(preset_name: str, seed: int = 0, device: Any = "cpu", dtype: torch.dtype = torch.float32,
                   extractor: Optional[Any] = None) -> VisualBertAdapter:
     """A ready adapter for ``random:<preset_name>`` (seeded random weights, offline tokenizer)."""
-    from mmdiag.errors import SpecError
-    from mmdiag.models.load import fingerprint
+    from transformers import VisualBertModel
 
-    preset = PRESETS.get(preset_name)
-    if preset is None:
-        raise SpecError(f"unknown VisualBERT preset {preset_name!r} (accepted: {', '.join(PRESETS)})")
-    model, tok, _ = build_parts(preset, seed)
-    info = ModelInfo(spec=f"random:{preset_name}", family="visualbert", n_params=count_params(model),
-                     fingerprint=fingerprint(model),
-                     extra={"weights": f"random weights (seed {seed}), architecture of {preset.source}",
-                            "model_type": "visual_bert"})
-    return VisualBertAdapter(model, tok, info, torch.device(device), dtype, extractor=extractor)
+    return build_region_adapter(VisualBertAdapter, VisualBertModel, PRESETS, "visual_bert", preset_name, seed, device, dtype, extractor)

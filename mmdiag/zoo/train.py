@@ -37,12 +37,13 @@ generator).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -237,6 +238,20 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+@contextlib.contextmanager
+def _deterministic_torch(threads: int) -> Iterator[None]:
+    """Deterministic algorithms and a fixed thread count while training; the caller's settings are restored."""
+    before, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        torch.use_deterministic_algorithms(deterministic)
+
+
 def train(cfg: TrainConfig, log: Optional[Callable[[str], None]] = print,
           train_samples: Optional[Sequence[Any]] = None,
           eval_samples: Optional[Sequence[Any]] = None) -> TrainResult:
@@ -252,15 +267,8 @@ def train(cfg: TrainConfig, log: Optional[Callable[[str], None]] = print,
         raise ValueError(f"seed must be >= 0 (training data seed {TRAIN_DATA_SEED} + seed), got {cfg.seed}")
     if cfg.steps < 1 or cfg.batch_size < 2:
         raise ValueError("steps must be >= 1 and batch_size >= 2")
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with _deterministic_torch(cfg.threads):
         return _train(cfg, log or (lambda _msg: None), train_samples, eval_samples)
-    finally:   # leave the caller's torch settings as they were
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
 
 
 def _train(cfg: TrainConfig, say: Callable[[str], None], train_samples: Optional[Sequence[Any]],
@@ -531,15 +539,8 @@ def train_llava(cfg: LlavaTrainConfig, log: Optional[Callable[[str], None]] = pr
         raise ValueError(f"seed must be >= 0 (training data seed {TRAIN_DATA_SEED} + seed), got {cfg.seed}")
     if cfg.steps < 1 or cfg.batch_size < 1:
         raise ValueError("steps and batch_size must be >= 1")
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with _deterministic_torch(cfg.threads):
         return _train_llava(cfg, log or (lambda _msg: None), train_samples, eval_samples)
-    finally:
-        torch.set_num_threads(threads)
-        torch.use_deterministic_algorithms(deterministic)
 
 
 def _train_llava(cfg: LlavaTrainConfig, say: Callable[[str], None], train_samples: Optional[Sequence[Any]],
