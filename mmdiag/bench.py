@@ -56,6 +56,7 @@ class BenchConfig:
     families: Optional[tuple[str, ...]] = None  # None: every family
     select: str = "k"  # "k": -k expression; "files": the families' check files as arguments
     floor_attentions: bool = False
+    floor_twice: bool = False  # time the floor again after the suite (a check on machine noise)
     show_pytest: bool = False
     profile: Optional[Path] = None  # cProfile the suite phase into this file (its timings are then inflated)
     no_cache: bool = False  # pass --mm-no-cache (default: a cold activation cache in a temporary rootdir)
@@ -160,16 +161,22 @@ def prepare_batches(adapter: Any, samples: Sequence, batch_size: int) -> list:
     return out
 
 
-def time_forward(adapter: Any, batches: Sequence[Any]) -> float:
-    """Seconds for ``adapter.forward`` over every batch (after one untimed warm-up batch)."""
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_forward(adapter: Any, batches: Sequence[Any]) -> tuple[float, float]:
+    """(wall, CPU) seconds for ``adapter.forward`` over every batch, after one untimed warm-up batch."""
     device = getattr(adapter, "device", None)
     adapter.forward(batches[0])  # warm-up: allocator, thread pools, kernel selection
     synchronize(device)
-    start = time.perf_counter()
+    cpu0, start = cpu_seconds(), time.perf_counter()
     for batch in batches:
         adapter.forward(batch)  # the trace is dropped at once, as the recorder does after reducing it
     synchronize(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, cpu_seconds() - cpu0
 
 
 def run_floor(cfg: BenchConfig, peaks: PeakTracker) -> dict[str, Any]:
@@ -184,13 +191,13 @@ def run_floor(cfg: BenchConfig, peaks: PeakTracker) -> dict[str, Any]:
     batches = prepare_batches(adapter, samples, cfg.batch_size)
     if hasattr(adapter, "output_attentions"):
         adapter.output_attentions = False
-    forward_s = time_forward(adapter, batches)
-    out: dict[str, Any] = {"load_s": load_s, "forward_s": forward_s, "n": len(samples),
-                           "device": str(getattr(adapter, "device", cfg.device)),
+    forward_s, forward_cpu_s = time_forward(adapter, batches)
+    out: dict[str, Any] = {"load_s": load_s, "forward_s": forward_s, "forward_cpu_s": forward_cpu_s,
+                           "n": len(samples), "device": str(getattr(adapter, "device", cfg.device)),
                            "n_params": getattr(getattr(adapter, "info", None), "n_params", None)}
     if cfg.floor_attentions and hasattr(adapter, "output_attentions"):
         adapter.output_attentions = True
-        out["forward_attn_s"] = time_forward(adapter, batches)
+        out["forward_attn_s"] = time_forward(adapter, batches)[0]
         adapter.output_attentions = False
     out["adapter"] = adapter  # reused for the suite's warm-up batch, then dropped
     out["warmup_batch"] = batches[0]
@@ -261,14 +268,16 @@ def run_suite(cfg: BenchConfig, peaks: PeakTracker, workdir: Path) -> dict[str, 
 
             profiler = cProfile.Profile()
             profiler.enable()
-        start = time.perf_counter()
+        cpu0, start = cpu_seconds(), time.perf_counter()
         code = pytest.main(args, plugins=[probe])
         suite_s = time.perf_counter() - start
+        suite_cpu_s = cpu_seconds() - cpu0
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(str(cfg.profile))
-    out: dict[str, Any] = {"suite_s": suite_s, "exit_code": int(code), "pytest_args": args,
-                           "items": probe.n_items, "log": None if cfg.show_pytest else str(log_path)}
+    out: dict[str, Any] = {"suite_s": suite_s, "suite_cpu_s": suite_cpu_s, "exit_code": int(code),
+                           "pytest_args": args, "items": probe.n_items,
+                           "log": None if cfg.show_pytest else str(log_path)}
     if probe.collected_at is not None:
         out["setup_s"] = probe.collected_at - start
         out["rss_after_collection_mb"] = probe.rss_at_collection_mb
@@ -277,6 +286,9 @@ def run_suite(cfg: BenchConfig, peaks: PeakTracker, workdir: Path) -> dict[str, 
         doc = json.loads(json_path.read_text(encoding="utf-8"))
         timings = doc.get("run", {}).get("timings", {})
         out["timings"] = timings
+        out["run_device"] = doc.get("run", {}).get("device")
+        out["run_n"] = doc.get("data", {}).get("n")
+        out["run_n_params"] = doc.get("model", {}).get("n_params")
         statuses: dict[str, int] = {}
         for result in doc.get("results", []):
             statuses[result.get("status", "?")] = statuses.get(result.get("status", "?"), 0) + 1
@@ -306,10 +318,12 @@ def figures(cfg: BenchConfig, floor: Optional[dict], suite: dict) -> dict[str, A
     mm_load = timings.get("load_s")
     accounted = sum(v for v in (mm_load, mm_forward) if v is not None) + sum(checks.values())
     fig: dict[str, Any] = {
-        "model": cfg.model, "n": floor["n"] if floor else cfg.samples, "batch_size": cfg.batch_size,
-        "device": floor["device"] if floor else cfg.device, "dtype": cfg.dtype, "data": cfg.data,
+        "model": cfg.model, "n": floor["n"] if floor else suite.get("run_n") or cfg.samples,
+        "batch_size": cfg.batch_size, "device": floor["device"] if floor else suite.get("run_device") or cfg.device,
+        "dtype": cfg.dtype, "data": cfg.data, "n_params": suite.get("run_n_params"),
         "families": list(cfg.families) if cfg.families else list(FAMILIES), "select": cfg.select,
-        "suite_s": suite_s, "suite_exit_code": suite["exit_code"], "suite_items": suite.get("items"),
+        "suite_s": suite_s, "suite_cpu_s": suite.get("suite_cpu_s"), "suite_exit_code": suite["exit_code"],
+        "suite_items": suite.get("items"),
         "statuses": suite.get("statuses", {}),
         "suite_load_s": mm_load, "mm_forward_s": mm_forward, "mm_total_s": timings.get("total_s"),
         "checks_s": checks,
@@ -326,7 +340,8 @@ def figures(cfg: BenchConfig, floor: Optional[dict], suite: dict) -> dict[str, A
                  "torch_threads": _torch_threads()},
     }
     if floor is not None:
-        fig.update({"forward_s": floor["forward_s"], "load_s": floor["load_s"], "n_params": floor.get("n_params"),
+        fig.update({"forward_s": floor["forward_s"], "forward_cpu_s": floor.get("forward_cpu_s"),
+                    "load_s": floor["load_s"], "n_params": floor.get("n_params"),
                     "forward_ms_per_sample": 1000.0 * floor["forward_s"] / max(floor["n"], 1),
                     "floor_peak_rss_mb": floor["peak_rss_mb"], "floor_peak_gpu_mb": floor["peak_gpu_mb"]})
         fig["ratio"] = suite_s / floor["forward_s"] if floor["forward_s"] > 0 else float("inf")
@@ -334,8 +349,13 @@ def figures(cfg: BenchConfig, floor: Optional[dict], suite: dict) -> dict[str, A
             fig["ratio_without_load"] = (suite_s - mm_load) / floor["forward_s"]
         if mm_forward is not None:
             fig["mm_forward_ratio"] = mm_forward / floor["forward_s"]
+        if floor.get("forward_cpu_s") and suite.get("suite_cpu_s") is not None:
+            fig["cpu_ratio"] = suite["suite_cpu_s"] / floor["forward_cpu_s"]
         if "forward_attn_s" in floor:
             fig["forward_attn_s"] = floor["forward_attn_s"]
+        if "forward_after_s" in floor:
+            fig["forward_after_s"] = floor["forward_after_s"]
+            fig["ratio_vs_floor_after"] = suite_s / floor["forward_after_s"]
     return fig
 
 
@@ -371,6 +391,10 @@ def render_rows(fig: dict[str, Any]) -> list[tuple[str, str, str]]:
         if "forward_attn_s" in fig:
             rows.append(("(a) forward + attentions", _fmt(fig["forward_attn_s"], " s", 3),
                          "the same with output_attentions=True"))
+    if "forward_after_s" in fig:
+        rows.append(("(a') floor again, after (b)", _fmt(fig["forward_after_s"], " s", 3),
+                     "differs from (a) by more than 20%: a noisy machine" if abs(
+                         fig["forward_after_s"] / fig["forward_s"] - 1) > 0.2 else "within 20% of (a)"))
     rows.append(("(b) suite_s", _fmt(suite_s, " s"), f"pytest.main wall time, exit code {fig['suite_exit_code']}"))
     if "ratio" in fig:
         ok = "meets" if fig["ratio"] <= RATIO_TARGET else "misses"
@@ -378,6 +402,10 @@ def render_rows(fig: dict[str, Any]) -> list[tuple[str, str, str]]:
         if "ratio_without_load" in fig:
             rows.append(("ratio without model load", _fmt(fig["ratio_without_load"], "x"),
                          "(suite_s - suite load_s) / forward_s"))
+        if "cpu_ratio" in fig:
+            rows.append(("CPU-time ratio", _fmt(fig["cpu_ratio"], "x"),
+                         f"suite {_fmt(fig['suite_cpu_s'], ' s', 1)} / floor {_fmt(fig['forward_cpu_s'], ' s', 1)} "
+                         "CPU seconds (less sensitive to other processes)"))
 
     def share(v: Optional[float]) -> str:
         return "-" if v is None or suite_s <= 0 else f"{100.0 * v / suite_s:.1f}% of suite_s"
@@ -508,10 +536,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pick families by a -k expression (default) or by passing their check files")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     p.add_argument("--memory-scaling", action="store_true",
-                   help=f"peak RSS of geometry+attention and of probe at N and {SCALING_FACTOR}N "
-                        "(separate processes) instead of the timing run")
+                   help=f"peak RSS of geometry+attention and of probe (or of --families) at N and "
+                        f"{SCALING_FACTOR}N, each in its own process, instead of the timing run")
     p.add_argument("--floor-attentions", action="store_true",
                    help="also time the floor with output_attentions=True")
+    p.add_argument("--floor-twice", action="store_true",
+                   help="time the floor again after the suite (shows how noisy the machine is)")
     p.add_argument("--suite-only", action="store_true", help="skip the floor (used by --memory-scaling)")
     p.add_argument("--show-pytest", action="store_true", help="let the suite's pytest output through")
     p.add_argument("--suite-arg", action="append", default=[], metavar="ARG",
@@ -539,6 +569,10 @@ def run(cfg: BenchConfig, suite_only: bool = False) -> dict[str, Any]:
         suite["rss_phase_reset"] = peaks.resettable
         log = suite.get("log")
         suite["log_tail"] = _last_line(Path(log)) if log else None
+    if floor is not None and cfg.floor_twice:
+        again = run_floor(BenchConfig(**{**cfg.__dict__, "floor_attentions": False}), PeakTracker())
+        floor["forward_after_s"] = again["forward_s"]
+        del again
     fig = figures(cfg, floor, suite)
     fig["suite_summary"] = suite.get("log_tail")
     return fig
@@ -551,21 +585,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     cfg = BenchConfig(model=args.model, samples=args.samples, batch_size=args.batch_size, device=args.device,
                       dtype=args.dtype, data=args.data, seed=args.seed, families=args.families,
-                      select=args.select, floor_attentions=args.floor_attentions, show_pytest=args.show_pytest,
+                      select=args.select, floor_attentions=args.floor_attentions, floor_twice=args.floor_twice,
+                      show_pytest=args.show_pytest,
                       profile=args.profile, no_cache=args.no_cache, suite_args=tuple(args.suite_arg))
     from mmdiag.errors import MMDiagError
 
     try:
         if args.memory_scaling:
-            scaling = memory_scaling(cfg)
+            scaling = memory_scaling(cfg, (cfg.families,) if cfg.families else SCALING_SETS)
             doc: dict[str, Any] = {"model": cfg.model, "n": cfg.samples, "factor": SCALING_FACTOR,
                                    "device": cfg.device, "batch_size": cfg.batch_size, "memory_scaling": scaling}
             if not args.quiet:
-                print_table(f"mmdiag bench --memory-scaling · {cfg.model} · peak RSS per process", scaling_rows(scaling))
+                print_table(f"mmdiag bench --memory-scaling · {cfg.model} · peak RSS per process",
+                            scaling_rows(scaling))
         else:
             doc = run(cfg, suite_only=args.suite_only)
             if not args.quiet:
                 print_table(f"mmdiag bench · {cfg.model} · n={doc['n']}", render_rows(doc))
+                if doc["suite_exit_code"] not in (0, 1):
+                    print(f"mmdiag.bench: the suite did not run to the end (pytest exit code {doc['suite_exit_code']}"
+                          f"{'; its output: ' + str(doc.get('suite_summary')) if doc.get('suite_summary') else ''})",
+                          file=sys.stderr)
                 if doc.get("suite_summary"):
                     print(f"suite: {doc['suite_summary']}")
                 if cfg.profile is not None:
@@ -576,12 +616,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except MMDiagError as exc:
         print(f"mmdiag.bench: {exc}", file=sys.stderr)
         return 2
+    failed = not args.memory_scaling and doc.get("suite_exit_code") not in (0, 1)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
         if not args.quiet:
             print(f"mmdiag.bench: wrote {args.json}")
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

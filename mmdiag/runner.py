@@ -137,7 +137,7 @@ def _record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.Tes
     if report.when == "call":
         family = marker.args[0].split(".", 1)[0]
         session.family_seconds[family] = session.family_seconds.get(family, 0.0) + report.duration
-        if item.config.pluginmanager.hasplugin("html"):
+        if item.config.pluginmanager.hasplugin("html") and item.config.getoption("htmlpath", None):
             from mmdiag.report.html_extras import attach
 
             attach(report, family, session)
