@@ -32,7 +32,12 @@ Regimens:
   states of width D, at most 8 epochs, stop a layer after 2 epochs without dev
   improvement.  The width scaling was added after lr 1e-2 diverged on
   768-wide ViT-B/32 region states with ~70 training sentences (image NSpr
-  -0.30, root accuracy 0; with it 0.76 and 1.0; ``python -m mmdiag.bench_probes``).  Measured on synthetic
+  -0.30, root accuracy 0; with it 0.76 and 1.0; ``python -m mmdiag.bench_probes``).
+  Unless a rank is given, ``fast`` fits rank-min(D, 128) probes (Hewitt & Manning
+  2019 found probe quality saturating well below full rank): on ViT-B/32 states of
+  256 synthetic scenes, rank 128 scored at least as well as full rank on every
+  metric (text DSpr 0.812 vs 0.806, image DSpr 0.693 vs 0.599) in a quarter of
+  the time (3.5 s vs 13.7 s).  Measured on synthetic
   BERT-like states (1,500 random trees of 3-30 words, 60/20/20 split,
   D = 256, 3 layers, anisotropic noise, an offset dimension; CPU, 1 thread;
   measured with lr 1e-2, before the width scaling below):
@@ -324,6 +329,8 @@ class Regimen:
     init_range: float = 0.05
     #: scale the learning rate by min(1, sqrt(64 / D)) for states of width D (wide states need smaller steps)
     width_scaled_lr: bool = False
+    #: default probe rank when none is asked for: min(D, max_rank); 0 = D (full rank, Hewitt's default)
+    max_rank: int = 0
 
     def batch_for(self, n_train: int) -> int:
         """Sentences per step: ``batch_size``, smaller when that would leave fewer
@@ -336,7 +343,7 @@ class Regimen:
 PAPER_REGIMEN = Regimen("paper", batch_size=20, lr=1e-3, max_epochs=40, stop_patience=5,
                         scaled_init=False)
 FAST_REGIMEN = Regimen("fast", batch_size=50, lr=1e-2, max_epochs=8, stop_patience=2,
-                       scaled_init=True, min_steps_per_epoch=10, width_scaled_lr=True)
+                       scaled_init=True, min_steps_per_epoch=10, width_scaled_lr=True, max_rank=128)
 _REGIMENS = {"paper": PAPER_REGIMEN, "fast": FAST_REGIMEN}
 
 _EVAL_BATCH = 100
@@ -526,7 +533,10 @@ def _fit(kind: str, train: ProbeData, dev: ProbeData, rank: Optional[int], regim
         raise ValueError("train and dev states differ in number of layers or width")
     dev_ = torch.device(device) if device is not None else train.states.device
     L, _, D = train.states.shape
-    r = D if rank is None else int(rank)
+    if rank is None:
+        r = min(D, cfg.max_rank) if cfg.max_rank else D
+    else:
+        r = int(rank)
     if r < 1:
         raise ValueError("rank must be >= 1")
     if train.n_sentences == 0 or dev.n_sentences == 0:
