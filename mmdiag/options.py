@@ -34,7 +34,8 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--mm-controls", "string", "", "controls to run beside the model: random-init, noise (comma-separated)"),
     ("--mm-probe-regimen", "string", "fast", "structural-probe training: fast (default) or paper "
                                               "(Hewitt & Manning: batch 20, Adam 1e-3, up to 40 epochs)"),
-    ("--mm-probe-rank", "string", "0", "rank of the probe matrix B (default 0: the hidden size)"),
+    ("--mm-probe-rank", "string", "0", "rank of the probe matrix B (default 0: min(hidden size, 128) for the fast "
+                                       "regimen, the hidden size for paper)"),
     ("--mm-cache-dir", "string", ".mmdiag_cache", "activation cache directory (default .mmdiag_cache in the "
                                                    "rootdir); re-runs with other thresholds skip the model"),
     ("--mm-region-features", "string", None, "precomputed region features (.npz or .safetensors, one (1+P, D) "
