@@ -139,19 +139,21 @@ class Recorder:
 
     def add_regions(self, trace: Trace, masks: list) -> None:
         """Reduce one batch's image tokens to scene-tree node states (see :mod:`mmdiag.regions`)."""
-        from mmdiag.regions import region_states
+        from mmdiag.regions import stack_region_masks, stacked_region_states
 
         states = trace.hidden["image"]
         if not self._regions:
             self._regions = [[] for _ in states]
+        stacked = stack_region_masks(masks, states[0].device)
+        if stacked is None:
+            self._region_counts.extend([0] * len(masks))
+            return
         index = trace.pool_index.get("image")
-        counts = None
         for k, h in enumerate(states):
             pooled = (masked_mean(h, trace.content["image"]) if index is None
                       else h[torch.arange(h.shape[0], device=h.device), index])
-            regions, counts = region_states(h, pooled, masks, trace.patch_offset)
-            self._regions[k].append(regions)
-        self._region_counts.extend(counts or [])
+            self._regions[k].append(stacked_region_states(h, pooled, stacked, trace.patch_offset))
+        self._region_counts.extend(stacked.counts)
 
     def _add_attention(self, stream: str, maps: Sequence[torch.Tensor], groups: torch.Tensor, causal: bool) -> None:
         """Reduce one batch of one stream's attention maps to per-layer, per-head sums."""

@@ -6,6 +6,7 @@ the (preprocessed) box, and the image root is the model's pooled image state.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
@@ -72,27 +73,55 @@ def region_masks(samples: Sequence[Any], grid: tuple[int, int], input_hw: tuple[
     return out
 
 
-def region_states(hidden: torch.Tensor, pooled: torch.Tensor, masks: list[Optional[torch.Tensor]],
-                  patch_offset: int) -> tuple[torch.Tensor, list[int]]:
-    """States of [image root, phrase regions...] per sample, concatenated: ``(sum R_i, D)`` and the R_i.
+@dataclass
+class RegionMasks:
+    """One batch's phrase→patch masks stacked for a batched matmul (built once, used for every layer)."""
+
+    weights: torch.Tensor      # (B, R, P) float: 1 on a phrase's patches (all patches for an empty box)
+    nodes: torch.Tensor        # (B, 1 + R) bool: which [root, phrase...] nodes exist
+    counts: list[int]          # nodes per sample (0 for a sample without phrases)
+    n_patches: int
+
+
+def stack_region_masks(masks: list[Optional[torch.Tensor]], device: torch.device) -> Optional[RegionMasks]:
+    """Pad the per-sample ``(n_phrases, P_i)`` masks into one ``(B, R, P)`` tensor; None when no sample has phrases.
 
     A phrase whose box covers no patch (a box outside the crop) gets the mean of
     all patches, so the region count stays aligned with the scene tree.
     """
-    parts, counts = [], []
-    n_patches = None
+    present = [m for m in masks if m is not None]
+    if not present:
+        return None
+    n_regions, n_patches = max(m.shape[0] for m in present), max(m.shape[1] for m in present)
+    weights = torch.zeros(len(masks), n_regions, n_patches)
+    nodes = torch.zeros(len(masks), 1 + n_regions, dtype=torch.bool)
     for b, mask in enumerate(masks):
-        if mask is None:
-            counts.append(0)
-            continue
-        n_patches = mask.shape[1]
-        patches = hidden[b, patch_offset:patch_offset + n_patches].float()
-        m = mask.to(patches.device, patches.dtype)
-        empty = m.sum(1) == 0
-        m[empty] = 1.0
-        regions = (m @ patches) / m.sum(1, keepdim=True)
-        parts.append(torch.cat([pooled[b:b + 1].float(), regions]))
-        counts.append(1 + mask.shape[0])
-    if not parts:
-        return hidden.new_zeros((0, hidden.shape[-1]), dtype=torch.float32), counts
-    return torch.cat(parts), counts
+        if mask is not None:
+            rows, cols = mask.shape
+            block = mask.float()
+            block[block.sum(-1) == 0] = 1.0  # this sample's own patches only
+            weights[b, :rows, :cols] = block
+            nodes[b, :1 + rows] = True
+    weights[~nodes[:, 1:]] = 1.0  # padding rows: any finite value, dropped by ``nodes``
+    counts = [0 if m is None else 1 + m.shape[0] for m in masks]
+    return RegionMasks(weights.to(device), nodes.to(device), counts, n_patches)
+
+
+def stacked_region_states(hidden: torch.Tensor, pooled: torch.Tensor, stacked: RegionMasks,
+                          patch_offset: int) -> torch.Tensor:
+    """``(sum R_i, D)``: per sample its pooled root then the mean of each phrase's patches, in one batched matmul."""
+    patches = hidden[:, patch_offset:patch_offset + stacked.n_patches].float()
+    regions = torch.bmm(stacked.weights, patches) / stacked.weights.sum(-1, keepdim=True)
+    return torch.cat([pooled.float().unsqueeze(1), regions], dim=1)[stacked.nodes]
+
+
+def region_states(hidden: torch.Tensor, pooled: torch.Tensor, masks: list[Optional[torch.Tensor]],
+                  patch_offset: int) -> tuple[torch.Tensor, list[int]]:
+    """States of [image root, phrase regions...] per sample, concatenated: ``(sum R_i, D)`` and the R_i.
+
+    A phrase whose box covers no patch gets the mean of all patches (see :func:`stack_region_masks`).
+    """
+    stacked = stack_region_masks(masks, hidden.device)
+    if stacked is None:
+        return hidden.new_zeros((0, hidden.shape[-1]), dtype=torch.float32), [0] * len(masks)
+    return stacked_region_states(hidden, pooled, stacked, patch_offset), stacked.counts

@@ -225,4 +225,5 @@ def build_adapter(preset_name: str, seed: int = 0, device: Any = "cpu", dtype: t
     """A ready adapter for ``random:<preset_name>`` (seeded random weights, offline tokenizer)."""
     from transformers import LxmertModel
 
-    return build_region_adapter(LxmertAdapter, LxmertModel, PRESETS, "lxmert", preset_name, seed, device, dtype, extractor)
+    return build_region_adapter(LxmertAdapter, LxmertModel, PRESETS, "lxmert", preset_name, seed, device, dtype,
+                                extractor)

@@ -157,4 +157,5 @@ def build_adapter(preset_name: str, seed: int = 0, device: Any = "cpu", dtype: t
     """A ready adapter for ``random:<preset_name>`` (seeded random weights, offline tokenizer)."""
     from transformers import VisualBertModel
 
-    return build_region_adapter(VisualBertAdapter, VisualBertModel, PRESETS, "visual_bert", preset_name, seed, device, dtype, extractor)
+    return build_region_adapter(VisualBertAdapter, VisualBertModel, PRESETS, "visual_bert", preset_name, seed, device, dtype,
+                                extractor)
