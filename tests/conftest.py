@@ -1,4 +1,4 @@
-"""Shared set-up of mmdiag's own tests.
+"""Shared set-up of mmdiag's own tests (done in ``pytest_configure``, for test runs only).
 
 - The tests use tiny models: torch's intra-op threads only add synchronisation
   there (and oversubscribe the 2-core CI machine), so the suite runs single-threaded.
@@ -9,8 +9,6 @@
 """
 import pytest
 import torch
-
-torch.set_num_threads(1)
 
 WARM_PRESETS = ("random:tiny-clip", "random:tiny-siglip", "random:tiny-bert", "random:tiny-vilt",
                 "random:tiny-llava", "random:tiny-lxmert", "random:tiny-visualbert")
@@ -49,7 +47,13 @@ def _warm_imports() -> None:
            [Sample(uid="a", image=image, caption=""), Sample(uid="b", image=image, caption="a b")], 2)
 
 
-_warm_imports()
+def pytest_configure(config: pytest.Config) -> None:
+    """Set up for the project's own tests only: a diagnostic run (`pytest --mm-model=...` in this repository,
+    whose testpaths still make pytest load this file) keeps torch's threads and needs no test dependencies."""
+    if config.getoption("mm_model", default=None) or config.getoption("mm_checks", default=False):
+        return
+    torch.set_num_threads(1)
+    _warm_imports()
 
 
 @pytest.fixture(autouse=True)
