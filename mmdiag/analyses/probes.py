@@ -14,8 +14,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from mmdiag.metrics.probe_fit import (ProbeData, control_depths, control_distances, fit_depth_probes,
-                                      fit_distance_probes, split_indices)
+from mmdiag.metrics.probe_fit import ProbeData, ProbeTask, control_distances, fit_probes, split_indices
 from mmdiag.metrics.probe_scores import mst_edges, nspr_details, root_accuracy, dspr_details, uuas
 from mmdiag.record import Activations
 
@@ -79,46 +78,48 @@ def image_probe_set(acts: Activations, samples: Sequence[Any]) -> Optional[Probe
 
 
 def _with_targets(data: ProbeData, depths: Optional[list] = None, distances: Optional[list] = None) -> ProbeData:
+    """The same states (the same tensor) with other gold targets."""
     return ProbeData(states=data.states, lengths=data.lengths, heads=data.heads, upos=data.upos,
                      depths=None if depths is None else torch.as_tensor(np.concatenate(depths)),
                      distances=distances)
 
 
 def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optional[int] = None,
-                 control: bool = False, kinds: Sequence[str] = ("depth", "distance")) -> dict[str, Any]:
-    """Fit and score depth and distance probes for every layer; optionally on the control task.
+                 kinds: Sequence[str] = ("depth", "distance"), control: bool = False) -> dict[str, Any]:
+    """Fit and score depth and distance probes for every layer, all in one batched program.
 
     Returns per-layer lists ``nspr``, ``root_acc`` (depth) and ``dspr``, ``uuas``
     (distance) on the test split, the split sizes, fit seconds, and an example
-    of predicted vs gold edges at the best distance layer.
+    of predicted vs gold edges at the best distance layer.  ``control``: also
+    fit a distance probe on the control task (Hewitt & Liang 2019) in the same
+    program and return its test DSpr per layer as ``control_dspr``.
     """
     data = pset.data
-    if control:
-        data = _with_targets(data, control_depths(pset.words, seed), control_distances(pset.words, seed))
     train_idx, dev_idx, test_idx = split_indices(data.n_sentences, seed)
     train, dev, test = data.subset(train_idx), data.subset(dev_idx), data.subset(test_idx)
+    tasks = {kind: ProbeTask(kind, train, dev) for kind in kinds}
+    if control:
+        words = lambda idx: [pset.words[i] for i in idx]  # noqa: E731
+        tasks["control"] = ProbeTask("distance", _with_targets(train, distances=control_distances(words(train_idx), seed)),
+                                     _with_targets(dev, distances=control_distances(words(dev_idx), seed)))
+    fits = dict(zip(tasks, fit_probes(list(tasks.values()), rank=rank, regimen=regimen, seed=seed)))
     out: dict[str, Any] = {"layers": list(range(data.states.shape[0])), "n_train": len(train_idx),
-                           "n_dev": len(dev_idx), "n_test": len(test_idx), "fit_s": 0.0, "regimen": regimen}
-    if "depth" in kinds:
-        fit = fit_depth_probes(train, dev, rank=rank, regimen=regimen, seed=seed)
-        out["fit_s"] += fit.seconds
-        preds = fit.predict_depths(test)
-        gold = test.gold_depths() if control else [np.asarray(d, dtype=float) for d in _depths(test)]
+                           "n_dev": len(dev_idx), "n_test": len(test_idx), "regimen": regimen,
+                           "fit_s": next(iter(fits.values())).seconds if fits else 0.0}
+    if "depth" in fits:
+        preds, gold = fits["depth"].predict_depths(test), test.gold_depths()
         details = [nspr_details(p, gold) for p in preds]
         out["nspr"] = [d["value"] for d in details]
         out["nspr_lengths"] = details[0].get("lengths_used") if details else None
         out["nspr_fallback"] = bool(details[0].get("fallback")) if details else False
-        if not control and test.heads is not None:
+        if test.heads is not None:
             out["root_acc"] = [root_accuracy(p, test.heads, test.upos) for p in preds]
-    if "distance" in kinds:
-        fit = fit_distance_probes(train, dev, rank=rank, regimen=regimen, seed=seed)
-        out["fit_s"] += fit.seconds
-        preds = fit.predict_distances(test)
-        gold = test.gold_distances()
+    if "distance" in fits:
+        preds, gold = fits["distance"].predict_distances(test), test.gold_distances()
         details = [dspr_details(p, gold) for p in preds]
         out["dspr"] = [d["value"] for d in details]
         out["dspr_fallback"] = bool(details[0].get("fallback")) if details else False
-        if not control and test.heads is not None:
+        if test.heads is not None:
             out["uuas"] = [uuas(p, test.heads, test.upos) for p in preds]
             best = int(np.nanargmax(out["uuas"])) if out["uuas"] else 0
             example = int(np.argmax(test.lengths))
@@ -126,13 +127,10 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
             out["example"] = {"layer": best, "words": list(test_words[example]),
                               "gold_heads": list(test.heads[example]),
                               "pred_edges": sorted([list(e) for e in mst_edges(preds[best][example])])}
+    if "control" in fits:
+        gold = control_distances([pset.words[i] for i in test_idx], seed)
+        out["control_dspr"] = [dspr_details(p, gold)["value"] for p in fits["control"].predict_distances(test)]
     return out
-
-
-def _depths(data: ProbeData) -> list[np.ndarray]:
-    from mmdiag.metrics.probe_scores import tree_depths
-
-    return [tree_depths(h) for h in data.heads]
 
 
 def best(values: Sequence[float]) -> tuple[int, float]:

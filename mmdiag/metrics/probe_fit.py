@@ -15,7 +15,10 @@ Here one tensor program trains one probe per layer for all L layers together:
 ``B`` has shape (L, rank, D); a minibatch of sentences is padded to
 (L, S, Tmax, D) with a mask; each layer has its own Adam moments, learning rate,
 plateau schedule, early stopping and best-dev snapshot (Adam is elementwise,
-so summing the per-layer losses keeps the layers independent).
+so summing the per-layer losses keeps the layers independent).  Several
+probes on the same states (a modality's depth probe, distance probe and
+control-task probe) train side by side in the same way (:func:`fit_probes`):
+one gather of the states and one matrix product per minibatch serve them all.
 
 Regimens:
 
@@ -83,6 +86,8 @@ __all__ = [
     "FAST_REGIMEN",
     "fit_depth_probes",
     "fit_distance_probes",
+    "fit_probes",
+    "ProbeTask",
     "split_indices",
     "control_depths",
     "control_heads",
@@ -347,6 +352,7 @@ FAST_REGIMEN = Regimen("fast", batch_size=50, lr=1e-2, max_epochs=8, stop_patien
 _REGIMENS = {"paper": PAPER_REGIMEN, "fast": FAST_REGIMEN}
 
 _EVAL_BATCH = 100
+_KINDS = ("depth", "distance")
 
 
 @dataclass
@@ -358,8 +364,9 @@ class ProbeFit:
     of the kept weights (Hewitt's loss, mean over dev sentences);
     ``best_epoch``: (L,) the 0-based epoch they come from; ``epochs``: (L,)
     epochs each layer trained before it stopped; ``seconds``: wall time of
-    the fit; ``regimen``: its name; ``history``: per epoch, the (L,) dev
-    losses (NaN for layers already stopped).
+    the fit (of the whole joint program when several probes were fitted
+    together by :func:`fit_probes`); ``regimen``: its name; ``history``: per
+    epoch, the (L,) dev losses (NaN for layers already stopped).
     """
 
     B: torch.Tensor
@@ -376,22 +383,20 @@ class ProbeFit:
         return int(self.B.shape[0])
 
     def _projections(self, data: ProbeData):
-        """Yield (sentence indices, P (L, b, T, rank) on the device, lengths) batches."""
-        dev = self.B.device
-        prep = _Prepared(data, None, dev)
+        """Yield (sentence indices, P (L, b, T, rank) on the device) batches."""
+        words = _Words(data, self.B.device)
         S = data.n_sentences
         for start in range(0, S, _EVAL_BATCH):
-            sel = torch.arange(start, min(S, start + _EVAL_BATCH), device=dev)
-            X, _, n = prep.batch_states(sel, None)
+            batch = words.batch(torch.arange(start, min(S, start + _EVAL_BATCH), device=self.B.device))
             with torch.no_grad():
-                P = _project(self.B.float(), X)
-            yield range(start, min(S, start + _EVAL_BATCH)), P, n
+                P = words.project(self.B.float(), batch, None)
+            yield range(start, min(S, start + _EVAL_BATCH)), P
 
     def predict_depths(self, data: ProbeData) -> list[list[np.ndarray]]:
         """``||B_l h_i||^2`` per layer l, per sentence: ``out[l][s]`` has shape (n_s,)."""
         _check_dim(self, data)
         out: list[list[np.ndarray]] = [[] for _ in range(self.n_layers)]
-        for sents, P, n in self._projections(data):
+        for sents, P in self._projections(data):
             d = (P * P).sum(-1).double().cpu().numpy()
             for k, s in enumerate(sents):
                 for l in range(self.n_layers):
@@ -406,7 +411,7 @@ class ProbeFit:
         """
         _check_dim(self, data)
         out: list[list[np.ndarray]] = [[] for _ in range(self.n_layers)]
-        for sents, P, n in self._projections(data):
+        for sents, P in self._projections(data):
             with torch.no_grad():
                 dist = torch.cdist(P, P, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
             dist = dist.double().cpu().numpy()
@@ -426,52 +431,78 @@ def _check_dim(fit: ProbeFit, data: ProbeData) -> None:
                          f"do not fit probes of shape {tuple(fit.B.shape)}")
 
 
-class _Prepared:
-    """Padded indices and targets of a :class:`ProbeData` on a device."""
+@dataclass
+class _Batch:
+    """A minibatch of sentences: ``sel`` (b,), lengths ``n`` (b,), word ``mask`` (b, T),
+    the flat indices of its ``words`` (sum n,) and their positions ``slots`` in the (b * T) padding."""
 
-    def __init__(self, data: ProbeData, kind: Optional[str], device: torch.device) -> None:
+    sel: torch.Tensor
+    n: torch.Tensor
+    mask: torch.Tensor
+    words: torch.Tensor
+    slots: torch.Tensor
+
+
+class _Words:
+    """The states of a :class:`ProbeData` on a device, cut into padded minibatches."""
+
+    def __init__(self, data: ProbeData, device: torch.device) -> None:
         self.data = data
-        self.device = device
         self.states = data.states.to(device)
         lengths = np.asarray(data.lengths, dtype=np.int64)
-        off = data.offsets
         self.n = torch.as_tensor(lengths, device=device)
-        self.off = torch.as_tensor(off[:-1], device=device)
+        self.off = torch.as_tensor(data.offsets[:-1], device=device)
         self.ar = torch.arange(int(lengths.max()) if lengths.size else 0, device=device)
-        self.target = None
+
+    def batch(self, sel: torch.Tensor) -> _Batch:
+        n = self.n[sel]
+        T = int(n.max())
+        mask = self.ar[None, :T] < n[:, None]
+        words = (self.off[sel][:, None] + self.ar[None, :T])[mask]
+        return _Batch(sel, n, mask, words, mask.reshape(-1).nonzero().squeeze(1))
+
+    def project(self, Bm: torch.Tensor, batch: _Batch, layers: Optional[torch.Tensor]) -> torch.Tensor:
+        """``P[l, s, t] = B_l h_{l, s, t}``: (La, R, D) probes -> (La, b, T, R), zero at padding.
+
+        Only the batch's words are multiplied (no work on padding); the result is
+        scattered into the padded layout, which the distance loss needs.
+        """
+        if layers is None:
+            X = self.states.index_select(1, batch.words)
+        else:
+            X = self.states[layers[:, None], batch.words[None, :]]
+        P = torch.bmm(X.float(), Bm.transpose(1, 2))
+        b, T = batch.mask.shape
+        padded = P.new_zeros(P.shape[0], b * T, P.shape[2]).index_copy(1, batch.slots, P)
+        return padded.reshape(P.shape[0], b, T, P.shape[2])
+
+
+class _Targets:
+    """Gold depths or distances of one probe task, cut to minibatches of :class:`_Words`."""
+
+    def __init__(self, data: ProbeData, kind: str, words: _Words) -> None:
+        self.kind = kind
+        self.words = words
+        device = words.n.device
         if kind == "depth":
             if data.depths is None:
                 raise ValueError("depth probe: ProbeData has neither heads nor depths")
             self.target = data.depths.to(device)
-        elif kind == "distance":
+        else:
             mats = data.gold_distances()
-            self.target = torch.as_tensor(np.concatenate([m.ravel() for m in mats]),
-                                          dtype=torch.float32, device=device)
-            sq = lengths ** 2
+            self.target = torch.as_tensor(np.concatenate([m.ravel() for m in mats]), dtype=torch.float32,
+                                          device=device)
+            sq = np.asarray(data.lengths, dtype=np.int64) ** 2
             self.doff = torch.as_tensor(np.concatenate([[0], np.cumsum(sq)[:-1]]), device=device)
 
-    def batch_states(self, sel: torch.Tensor, layers: Optional[torch.Tensor]):
-        """States (La, b, T, D) float32, word mask (b, T), lengths (b,)."""
-        n = self.n[sel]
-        T = int(n.max())
-        ar = self.ar[:T]
-        mask = ar[None, :] < n[:, None]
-        idx = torch.where(mask, self.off[sel][:, None] + ar[None, :], torch.zeros_like(mask,
-                                                                                     dtype=torch.long))
-        if layers is None:
-            X = self.states[:, idx]
-        else:
-            X = self.states[layers[:, None, None], idx[None]]
-        X = X.float()
-        return X, mask, n
-
-    def batch_targets(self, sel: torch.Tensor, kind: str, mask: torch.Tensor, n: torch.Tensor):
+    def batch(self, batch: _Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Padded targets and their 0/1 weights: (b, T) for depths, (b, T, T) for distances."""
+        mask, n, sel = batch.mask, batch.n, batch.sel
         T = mask.shape[1]
-        if kind == "depth":
-            idx = torch.where(mask, self.off[sel][:, None] + self.ar[None, :T],
-                              torch.zeros_like(mask, dtype=torch.long))
+        ar = self.words.ar[:T]
+        if self.kind == "depth":
+            idx = torch.where(mask, self.words.off[sel][:, None] + ar[None, :], torch.zeros_like(mask, dtype=torch.long))
             return self.target[idx] * mask, mask.float()
-        ar = self.ar[:T]
         m2 = mask[:, :, None] & mask[:, None, :]
         idx = self.doff[sel][:, None, None] + ar[None, :, None] * n[:, None, None] + ar[None, None, :]
         idx = torch.where(m2, idx, torch.zeros_like(idx))
@@ -479,19 +510,12 @@ class _Prepared:
         return self.target[idx] * m2, m2.float()
 
 
-def _project(Bm: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-    """``P[l, s, t] = B_l x[l, s, t]``: (La, rank, D) x (La, b, T, D) -> (La, b, T, rank)."""
-    La, b, T, D = X.shape
-    return torch.bmm(X.reshape(La, b * T, D), Bm.transpose(1, 2)).reshape(La, b, T, -1)
-
-
-def _predictions(Bm: torch.Tensor, X: torch.Tensor, kind: str) -> torch.Tensor:
-    """Probe predictions of a padded batch: (La, b, T) depths or (La, b, T, T) distances.
+def _predictions(P: torch.Tensor, kind: str) -> torch.Tensor:
+    """Probe predictions from projections P (La, b, T, rank): (La, b, T) depths or (La, b, T, T) distances.
 
     Distances use ``||p_i||^2 + ||p_j||^2 - 2 p_i.p_j`` (clamped at 0) so that no
     (La, b, T, T, rank) difference tensor is built.
     """
-    P = _project(Bm, X)
     sq = (P * P).sum(-1)
     if kind == "depth":
         return sq
@@ -499,126 +523,183 @@ def _predictions(Bm: torch.Tensor, X: torch.Tensor, kind: str) -> torch.Tensor:
     return (sq[..., :, None] + sq[..., None, :] - 2.0 * G).clamp_min(0.0)
 
 
-def _per_sentence_loss(Bm: torch.Tensor, X: torch.Tensor, y: torch.Tensor, m: torch.Tensor,
-                       n: torch.Tensor, kind: str) -> torch.Tensor:
+def _sentence_loss(P: torch.Tensor, y: torch.Tensor, m: torch.Tensor, n: torch.Tensor, kind: str) -> torch.Tensor:
     """Hewitt's normalised L1 loss of each sentence for each layer: (La, b)."""
-    err = (_predictions(Bm, X, kind) - y).abs() * m
+    err = (_predictions(P, kind) - y).abs() * m
     if kind == "depth":
         return err.sum(-1) / n
     return err.sum((-1, -2)) / (n * n)
 
 
-def _dev_loss(B: torch.Tensor, prep: _Prepared, kind: str,
-              layers: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Mean over dev sentences of the per-sentence loss, per layer: (La,)."""
-    S = prep.data.n_sentences
+@dataclass(frozen=True)
+class ProbeTask:
+    """One probe to fit for every layer: its ``kind`` (``"depth"`` or ``"distance"``)
+    and its ``train``/``dev`` data (gold targets from their heads, depths or distances)."""
+
+    kind: str
+    train: ProbeData
+    dev: ProbeData
+
+
+def _same_words(a: ProbeData, b: ProbeData) -> bool:
+    return a.lengths == b.lengths and (a.states is b.states or (
+        a.states.shape == b.states.shape and torch.equal(a.states, b.states)))
+
+
+def _rank_for(cfg: Regimen, D: int, rank: Optional[int]) -> int:
+    r = (min(D, cfg.max_rank) if cfg.max_rank else D) if rank is None else int(rank)
+    if r < 1:
+        raise ValueError("rank must be >= 1")
+    return r
+
+
+def _init_scale(B: torch.Tensor, words: _Words, targets: _Targets, n_train: int) -> torch.Tensor:
+    """Per-layer factor for B so that the mean prediction equals the mean gold value
+    on the first training sentences (the fast regimen's init); 1 where undefined."""
+    batch = words.batch(torch.arange(min(n_train, _EVAL_BATCH), device=B.device))
+    with torch.no_grad():
+        y, m = targets.batch(batch)
+        pred = _predictions(words.project(B, batch, None), targets.kind)
+        pred_sum = (pred * m).sum(tuple(range(1, pred.ndim)))
+        scale = torch.sqrt((y * m).sum() / pred_sum)
+    ok = torch.isfinite(scale) & (scale > 0)
+    return torch.where(ok, scale, torch.ones_like(scale))
+
+
+def _dev_losses(B: torch.Tensor, words: _Words, targets: Sequence[_Targets], rank: int,
+                layers: Optional[torch.Tensor]) -> torch.Tensor:
+    """Mean over dev sentences of each task's per-sentence loss, per layer: (K, La) float64."""
+    S = words.data.n_sentences
     Bm = B if layers is None else B.index_select(0, layers)
-    total = torch.zeros(Bm.shape[0], device=B.device, dtype=torch.float64)
+    total = torch.zeros(len(targets), Bm.shape[0], device=B.device, dtype=torch.float64)
     with torch.no_grad():
         for start in range(0, S, _EVAL_BATCH):
-            sel = torch.arange(start, min(S, start + _EVAL_BATCH), device=B.device)
-            X, mask, n = prep.batch_states(sel, layers)
-            y, m = prep.batch_targets(sel, kind, mask, n)
-            total += _per_sentence_loss(Bm, X, y, m, n.float(), kind).sum(1).double()
+            batch = words.batch(torch.arange(start, min(S, start + _EVAL_BATCH), device=B.device))
+            P = words.project(Bm, batch, layers)
+            for k, t in enumerate(targets):
+                y, m = t.batch(batch)
+                Pk = P[..., k * rank:(k + 1) * rank]
+                total[k] += _sentence_loss(Pk, y, m, batch.n.float(), t.kind).sum(1).double()
     return total / S
 
 
-def _fit(kind: str, train: ProbeData, dev: ProbeData, rank: Optional[int], regimen: str,
-         seed: int, device) -> ProbeFit:
+def fit_probes(tasks: Sequence[ProbeTask], rank: Optional[int] = None, regimen: str = "fast", seed: int = 0,
+               device: Optional[Union[str, torch.device]] = None) -> list[ProbeFit]:
+    """Fit several probes on the same word states in one batched program: one :class:`ProbeFit` per task.
+
+    The tasks must share their words (same states and lengths in train, and in
+    dev); they differ in kind and gold targets, e.g. the depth probe, the
+    distance probe and the control task's distance probe of one modality.  Each
+    task's result is that of fitting it alone with the same arguments (same init
+    draw, same minibatches, its own per-layer Adam moments, plateau schedule,
+    early stopping and best-dev snapshot): the probes of all tasks sit side by
+    side in one ``(L, K * rank, D)`` tensor, so the states are gathered once per
+    minibatch and projected by one matrix product, and the summed loss keeps the
+    tasks' gradients apart.  A probe that has stopped early keeps its weights
+    (learning rate 0) while the others train on.
+    """
     t0 = time.perf_counter()
     if regimen not in _REGIMENS:
         raise ValueError(f"regimen must be one of {sorted(_REGIMENS)}, got {regimen!r}")
+    if not tasks:
+        raise ValueError("fit_probes: no tasks")
+    for t in tasks:
+        if t.kind not in _KINDS:
+            raise ValueError(f"probe kind must be one of {_KINDS}, got {t.kind!r}")
     cfg = _REGIMENS[regimen]
+    train, dev = tasks[0].train, tasks[0].dev
     if train.states.shape[0] != dev.states.shape[0] or train.states.shape[2] != dev.states.shape[2]:
         raise ValueError("train and dev states differ in number of layers or width")
-    dev_ = torch.device(device) if device is not None else train.states.device
-    L, _, D = train.states.shape
-    if rank is None:
-        r = min(D, cfg.max_rank) if cfg.max_rank else D
-    else:
-        r = int(rank)
-    if r < 1:
-        raise ValueError("rank must be >= 1")
+    if any(not _same_words(t.train, train) or not _same_words(t.dev, dev) for t in tasks[1:]):
+        raise ValueError("fit_probes: the tasks must share their train and dev states (they differ only in targets)")
     if train.n_sentences == 0 or dev.n_sentences == 0:
         raise ValueError("probe fitting needs at least one train and one dev sentence")
-    ptrain = _Prepared(train, kind, dev_)
-    pdev = _Prepared(dev, kind, dev_)
+    dev_ = torch.device(device) if device is not None else train.states.device
+    L, _, D = train.states.shape
+    r, K = _rank_for(cfg, D, rank), len(tasks)
+    wtrain, wdev = _Words(train, dev_), _Words(dev, dev_)
+    ytrain = [_Targets(t.train, t.kind, wtrain) for t in tasks]
+    ydev = [_Targets(t.dev, t.kind, wdev) for t in tasks]
 
     gen = torch.Generator().manual_seed(int(seed))
-    B = ((torch.rand(L, r, D, generator=gen) * 2 - 1) * cfg.init_range).to(dev_)
-    if cfg.scaled_init:
-        # one scale per layer: mean prediction = mean gold over the first sentences
-        sel = torch.arange(min(train.n_sentences, _EVAL_BATCH), device=dev_)
-        with torch.no_grad():
-            X, mask, n = ptrain.batch_states(sel, None)
-            y, m = ptrain.batch_targets(sel, kind, mask, n)
-            axes = (1, 2) if kind == "depth" else (1, 2, 3)
-            pred_sum = (_predictions(B, X, kind) * m).sum(axes)
-            scale = torch.sqrt((y * m).sum() / pred_sum)
-            ok = torch.isfinite(scale) & (scale > 0)
-            B = B * torch.where(ok, scale, torch.ones_like(scale))[:, None, None]
+    B0 = ((torch.rand(L, r, D, generator=gen) * 2 - 1) * cfg.init_range).to(dev_)
+    blocks = [B0 * _init_scale(B0, wtrain, y, train.n_sentences)[:, None, None] if cfg.scaled_init else B0
+              for y in ytrain]
+    B = torch.cat(blocks, 1).contiguous()  # task k's probes are rows k*r .. (k+1)*r - 1
 
     base_lr = cfg.lr * min(1.0, math.sqrt(64.0 / D)) if cfg.width_scaled_lr else cfg.lr
-    lr = torch.full((L,), base_lr, device=dev_)
-    m1 = torch.zeros_like(B)
-    m2 = torch.zeros_like(B)
+    lr = np.full((K, L), base_lr)
+    m1, m2 = torch.zeros_like(B), torch.zeros_like(B)
     steps = torch.zeros(L, device=dev_)
     beta1, beta2, eps = 0.9, 0.999, 1e-8
 
-    best = torch.full((L,), float("inf"), dtype=torch.float64, device=dev_)
-    sched_best = torch.full((L,), float("inf"), dtype=torch.float64, device=dev_)
+    best = np.full((K, L), np.inf)
+    sched_best = np.full((K, L), np.inf)
     best_B = B.clone()
-    best_epoch = np.full(L, -1, dtype=np.int64)
-    epochs = np.zeros(L, dtype=np.int64)
-    active = np.ones(L, dtype=bool)
-    history: list[np.ndarray] = []
+    best_epoch = np.full((K, L), -1, dtype=np.int64)
+    epochs = np.zeros((K, L), dtype=np.int64)
+    active = np.ones((K, L), dtype=bool)
+    history: list[list[np.ndarray]] = [[] for _ in range(K)]
     S = train.n_sentences
-    batch = cfg.batch_for(S)
+    batch_size = cfg.batch_for(S)
 
     for epoch in range(cfg.max_epochs):
-        act = torch.as_tensor(np.flatnonzero(active), device=dev_)
+        on = active.any(0)
+        everyone = bool(on.all())
+        act = None if everyone else torch.as_tensor(np.flatnonzero(on), device=dev_)
+        weight = torch.as_tensor(active[:, on].T, dtype=torch.float32, device=dev_)          # (La, K)
+        step_lr = torch.as_tensor((lr * active)[:, on].T, dtype=torch.float32, device=dev_)  # (La, K)
+        step_lr = step_lr.repeat_interleave(r, dim=1)[:, :, None]                            # (La, K*r, 1)
         perm = torch.randperm(S, generator=gen).to(dev_)
-        for start in range(0, S, batch):
-            sel = perm[start:start + batch]
-            X, mask, n = ptrain.batch_states(sel, act)
-            y, m = ptrain.batch_targets(sel, kind, mask, n)
-            Bm = B.index_select(0, act).detach().requires_grad_(True)
-            loss = _per_sentence_loss(Bm, X, y, m, n.float(), kind).mean(1).sum()
+        for start in range(0, S, batch_size):
+            batch = wtrain.batch(perm[start:start + batch_size])
+            Bm = (B if everyone else B.index_select(0, act)).detach().requires_grad_(True)
+            P = wtrain.project(Bm, batch, act)
+            n = batch.n.float()
+            loss = sum((_sentence_loss(P[..., k * r:(k + 1) * r], *y.batch(batch), n, y.kind).mean(1)
+                        * weight[:, k]).sum() for k, y in enumerate(ytrain) if active[k].any())
             (g,) = torch.autograd.grad(loss, Bm)
             with torch.no_grad():
-                steps[act] += 1
-                t = steps[act][:, None, None]
-                ma = m1[act] * beta1 + (1 - beta1) * g
-                va = m2[act] * beta2 + (1 - beta2) * g * g
-                m1[act] = ma
-                m2[act] = va
-                upd = (ma / (1 - beta1 ** t)) / ((va / (1 - beta2 ** t)).sqrt() + eps)
-                B[act] = Bm.detach() - lr[act][:, None, None] * upd
+                if everyone:  # Adam in place on the whole tensor
+                    steps += 1
+                    m1.mul_(beta1).add_(g, alpha=1 - beta1)
+                    m2.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                    bc1, bc2 = 1 - beta1 ** steps, 1 - beta2 ** steps
+                    denom = (m2 / bc2[:, None, None]).sqrt_().add_(eps)
+                    B.addcdiv_(m1 * (step_lr / bc1[:, None, None]), denom, value=-1.0)
+                else:
+                    steps[act] += 1
+                    t = steps[act][:, None, None]
+                    ma = m1[act] * beta1 + (1 - beta1) * g
+                    va = m2[act] * beta2 + (1 - beta2) * g * g
+                    m1[act], m2[act] = ma, va
+                    B[act] = Bm.detach() - step_lr * ((ma / (1 - beta1 ** t)) / ((va / (1 - beta2 ** t)).sqrt() + eps))
         epochs[active] += 1
-        dl = _dev_loss(B, pdev, kind, act)
-        full = torch.full((L,), float("nan"), dtype=torch.float64, device=dev_)
-        full[act] = dl
-        history.append(full.cpu().numpy())
-        for k, l in enumerate(act.tolist()):
-            v = float(dl[k])
-            # ReduceLROnPlateau(mode="min", factor=0.1, patience=0, threshold=1e-4 rel)
-            if v < float(sched_best[l]) * (1 - 1e-4):
-                sched_best[l] = v
-            else:
-                lr[l] = lr[l] * cfg.plateau_factor
-            # Hewitt's checkpointing and early stopping
-            if v < float(best[l]) - 1e-4:
-                best[l] = v
-                best_B[l] = B[l]
-                best_epoch[l] = epoch
-            elif best_epoch[l] < epoch - (cfg.stop_patience - 1):
-                active[l] = False
+        losses = np.full((K, L), np.nan)
+        losses[:, on] = _dev_losses(B, wdev, ydev, r, act).cpu().numpy()
+        for k in range(K):
+            history[k].append(np.where(active[k], losses[k], np.nan))
+            for l in np.flatnonzero(active[k]):
+                v = float(losses[k, l])
+                # ReduceLROnPlateau(mode="min", factor=0.1, patience=0, threshold=1e-4 rel)
+                if v < sched_best[k, l] * (1 - 1e-4):
+                    sched_best[k, l] = v
+                else:
+                    lr[k, l] *= cfg.plateau_factor
+                # Hewitt's checkpointing and early stopping
+                if v < best[k, l] - 1e-4:
+                    best[k, l] = v
+                    best_B[l, k * r:(k + 1) * r] = B[l, k * r:(k + 1) * r]
+                    best_epoch[k, l] = epoch
+                elif best_epoch[k, l] < epoch - (cfg.stop_patience - 1):
+                    active[k, l] = False
         if not active.any():
             break
 
-    return ProbeFit(B=best_B, kind=kind, best_dev_loss=best.cpu().numpy(),
-                    best_epoch=best_epoch, epochs=epochs,
-                    seconds=time.perf_counter() - t0, regimen=cfg.name, history=history)
+    seconds = time.perf_counter() - t0
+    return [ProbeFit(B=best_B[:, k * r:(k + 1) * r].contiguous(), kind=t.kind, best_dev_loss=best[k].copy(),
+                     best_epoch=best_epoch[k].copy(), epochs=epochs[k].copy(), seconds=seconds, regimen=cfg.name,
+                     history=[h.copy() for h in history[k]]) for k, t in enumerate(tasks)]
 
 
 def fit_depth_probes(train: ProbeData, dev: ProbeData, rank: Optional[int] = None,
@@ -626,12 +707,13 @@ def fit_depth_probes(train: ProbeData, dev: ProbeData, rank: Optional[int] = Non
                      device: Optional[Union[str, torch.device]] = None) -> ProbeFit:
     """Fit a depth probe ``d_i = ||B_l h_i||^2`` for every layer l (Hewitt & Manning 2019).
 
-    Loss per sentence ``sum_i |d_i - depth_i| / n``; ``rank`` defaults to D;
-    ``regimen`` is ``"fast"`` or ``"paper"`` (see the module docstring);
-    ``device`` defaults to the device of ``train.states``.  Deterministic for a
-    given ``seed`` on a given device.
+    Loss per sentence ``sum_i |d_i - depth_i| / n``; ``rank`` defaults to the
+    regimen's (D for ``paper``, min(D, 128) for ``fast``); ``regimen`` is
+    ``"fast"`` or ``"paper"`` (see the module docstring); ``device`` defaults to
+    the device of ``train.states``.  Deterministic for a given ``seed`` on a
+    given device.
     """
-    return _fit("depth", train, dev, rank, regimen, seed, device)
+    return fit_probes([ProbeTask("depth", train, dev)], rank, regimen, seed, device)[0]
 
 
 def fit_distance_probes(train: ProbeData, dev: ProbeData, rank: Optional[int] = None,
@@ -642,4 +724,4 @@ def fit_distance_probes(train: ProbeData, dev: ProbeData, rank: Optional[int] = 
     Loss per sentence ``sum_ij |d_ij - dist_ij| / n^2`` (Hewitt & Manning 2019);
     other arguments as :func:`fit_depth_probes`.
     """
-    return _fit("distance", train, dev, rank, regimen, seed, device)
+    return fit_probes([ProbeTask("distance", train, dev)], rank, regimen, seed, device)[0]

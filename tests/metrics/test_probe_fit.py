@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 from mmdiag.data.types import DepTree
 from mmdiag.metrics.probe_fit import (
     FAST_REGIMEN, PAPER_REGIMEN, ProbeData, control_depths, control_distances,
-    control_heads, fit_depth_probes, fit_distance_probes, split_indices,
+    ProbeTask, control_heads, fit_depth_probes, fit_distance_probes, fit_probes, split_indices,
 )
 from mmdiag.metrics.probe_scores import (
     dspr, nspr, root_accuracy, tree_depths, tree_distances, uuas,
@@ -331,3 +331,41 @@ def test_control_task_selectivity_on_planted_data(planted_splits):
     print(f"\nplanted layer 0: DSpr real {real:.3f}, control {ctrl:.3f}, "
           f"selectivity {real - ctrl:.3f}")
     assert real - ctrl > 0.2
+
+
+def test_joint_fit_equals_separate_fits(planted_splits):
+    """fit_probes fits depth, distance and a control task together exactly as one by one."""
+    train, dev, test = planted_splits
+
+    def with_control(d: ProbeData) -> ProbeData:
+        words = [[f"w{i % 3}" for i in range(n)] for n in d.lengths]
+        return ProbeData(states=d.states, lengths=d.lengths, distances=control_distances(words, seed=0))
+
+    for regimen in ("fast", "paper"):
+        joint = fit_probes([ProbeTask("depth", train, dev), ProbeTask("distance", train, dev),
+                            ProbeTask("distance", with_control(train), with_control(dev))],
+                           rank=8, regimen=regimen, seed=3)
+        alone = [fit_depth_probes(train, dev, rank=8, regimen=regimen, seed=3),
+                 fit_distance_probes(train, dev, rank=8, regimen=regimen, seed=3),
+                 fit_distance_probes(with_control(train), with_control(dev), rank=8, regimen=regimen, seed=3)]
+        for a, b in zip(joint, alone):
+            assert a.kind == b.kind and a.B.shape == b.B.shape == (3, 8, 16)
+            torch.testing.assert_close(a.B, b.B, rtol=1e-4, atol=1e-5)
+            np.testing.assert_array_equal(a.epochs, b.epochs)
+            np.testing.assert_array_equal(a.best_epoch, b.best_epoch)
+            np.testing.assert_allclose(a.best_dev_loss, b.best_dev_loss, rtol=1e-5)
+            np.testing.assert_allclose(np.array(a.history), np.array(b.history), rtol=1e-5)
+        # the paper regimen stops layers at different epochs: stopped probes must stay frozen
+        if regimen == "paper":
+            assert len(set(np.concatenate([f.epochs for f in joint]).tolist())) > 1
+
+
+def test_joint_fit_rejects_tasks_on_other_words(planted_splits):
+    train, dev, _ = planted_splits
+    other = ProbeData(states=train.states + 1, lengths=train.lengths, heads=train.heads)
+    with pytest.raises(ValueError, match="share their train and dev states"):
+        fit_probes([ProbeTask("depth", train, dev), ProbeTask("distance", other, dev)])
+    with pytest.raises(ValueError, match="probe kind"):
+        fit_probes([ProbeTask("depths", train, dev)])
+    with pytest.raises(ValueError, match="no tasks"):
+        fit_probes([])
