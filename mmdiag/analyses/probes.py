@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from mmdiag.metrics.probe_fit import ProbeData, ProbeTask, control_distances, fit_probes, split_indices
-from mmdiag.metrics.probe_scores import mst_edges, nspr_details, root_accuracy, dspr_details, uuas
+from mmdiag.metrics.probe_scores import (dspr_details_by_layer, mst_edges, nspr_details_by_layer, root_accuracy,
+                                         uuas_by_layer)
 from mmdiag.record import Activations
 
 #: fewer annotated sentences than this cannot be split into useful train/dev/test parts
@@ -108,7 +109,7 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
                            "fit_s": next(iter(fits.values())).seconds if fits else 0.0}
     if "depth" in fits:
         preds, gold = fits["depth"].predict_depths(test), test.gold_depths()
-        details = [nspr_details(p, gold) for p in preds]
+        details = nspr_details_by_layer(preds, gold)
         out["nspr"] = [d["value"] for d in details]
         out["nspr_lengths"] = details[0].get("lengths_used") if details else None
         out["nspr_fallback"] = bool(details[0].get("fallback")) if details else False
@@ -116,11 +117,11 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
             out["root_acc"] = [root_accuracy(p, test.heads, test.upos) for p in preds]
     if "distance" in fits:
         preds, gold = fits["distance"].predict_distances(test), test.gold_distances()
-        details = [dspr_details(p, gold) for p in preds]
+        details = dspr_details_by_layer(preds, gold)
         out["dspr"] = [d["value"] for d in details]
         out["dspr_fallback"] = bool(details[0].get("fallback")) if details else False
         if test.heads is not None:
-            out["uuas"] = [uuas(p, test.heads, test.upos) for p in preds]
+            out["uuas"] = uuas_by_layer(preds, test.heads, test.upos)
             best = int(np.nanargmax(out["uuas"])) if out["uuas"] else 0
             example = int(np.argmax(test.lengths))
             test_words = [pset.words[i] for i in test_idx]
@@ -129,7 +130,7 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
                               "pred_edges": sorted([list(e) for e in mst_edges(preds[best][example])])}
     if "control" in fits:
         gold = control_distances([pset.words[i] for i in test_idx], seed)
-        out["control_dspr"] = [dspr_details(p, gold)["value"] for p in fits["control"].predict_distances(test)]
+        out["control_dspr"] = [d["value"] for d in dspr_details_by_layer(fits["control"].predict_distances(test), gold)]
     return out
 
 

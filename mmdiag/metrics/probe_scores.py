@@ -49,6 +49,10 @@ __all__ = [
     "dspr_details",
     "root_accuracy",
     "uuas",
+    "nspr_details_by_layer",
+    "dspr_details_by_layer",
+    "mst_edges_by_layer",
+    "uuas_by_layer",
 ]
 
 #: UPOS tag of the words excluded from root accuracy and UUAS.
@@ -378,3 +382,132 @@ def uuas(pred_dist: Sequence[np.ndarray], heads_list: Sequence[Sequence[int]],
         hit += len(pred & gold)
         total += len(gold)
     return hit / total if total else float("nan")
+
+
+# --------------------------------------------------------------------------
+# every layer at once
+# --------------------------------------------------------------------------
+# A probe run scores L layers against the same gold trees.  These functions
+# return exactly ``[f(p, gold) for p in preds_by_layer]`` for the metric f
+# named, but rank the gold once per sentence and every layer's predictions of a
+# sentence in one call (about L times fewer calls than layer by layer).
+
+def _by_sentence(preds_by_layer: Sequence[Sequence[np.ndarray]], gold: Sequence, name: str) -> int:
+    for k, preds in enumerate(preds_by_layer):
+        if len(preds) != len(gold):
+            raise ValueError(f"{name}: layer {k}: {len(preds)} predictions but {len(gold)} gold sentences")
+    return len(preds_by_layer)
+
+
+def _stacked(preds_by_layer: Sequence[Sequence[np.ndarray]], s: int, shape: tuple, ndim: int,
+             name: str) -> np.ndarray:
+    P = np.stack([np.asarray(preds[s], dtype=np.float64) for preds in preds_by_layer])
+    if P.shape[1:] != shape or len(shape) != ndim or (ndim == 2 and shape[0] != shape[1]):
+        raise ValueError(f"{name}: sentence {s}: prediction shape {P.shape[1:]} does not match gold shape {shape} "
+                         f"(expected {ndim}-D{', square' if ndim == 2 else ''})")
+    return P
+
+
+def nspr_details_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]], gold_depths: Sequence[np.ndarray],
+                          min_len: int = 5, max_len: int = 50) -> list[dict]:
+    """:func:`nspr_details` of each layer's predicted depths against the same gold depths."""
+    L = _by_sentence(preds_by_layer, gold_depths, "nspr")
+    scores: list[list[tuple[int, float]]] = [[] for _ in range(L)]
+    skipped = np.zeros(L, dtype=np.int64)
+    for s, g in enumerate(gold_depths):
+        g = np.asarray(g, dtype=np.float64)
+        P = _stacked(preds_by_layer, s, g.shape, 1, "nspr")
+        rho = spearman_rows(P, np.broadcast_to(g, P.shape)) if g.size else np.full(L, np.nan)
+        for k in range(L):
+            if np.isnan(rho[k]):
+                skipped[k] += 1
+            else:
+                scores[k].append((g.size, float(rho[k])))
+    return [_length_average(scores[k], int(skipped[k]), min_len, max_len) for k in range(L)]
+
+
+def dspr_details_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]], gold_dist: Sequence[np.ndarray],
+                          min_len: int = 5, max_len: int = 50) -> list[dict]:
+    """:func:`dspr_details` of each layer's predicted distances against the same gold distances."""
+    L = _by_sentence(preds_by_layer, gold_dist, "dspr")
+    scores: list[list[tuple[int, float]]] = [[] for _ in range(L)]
+    skipped = np.zeros(L, dtype=np.int64)
+    for s, g in enumerate(gold_dist):
+        g = np.asarray(g, dtype=np.float64)
+        P = _stacked(preds_by_layer, s, g.shape, 2, "dspr")
+        n = g.shape[0]
+        if n < 2:
+            skipped += 1
+            continue
+        rho = spearman_rows(P.reshape(L * n, n), np.broadcast_to(g, P.shape).reshape(L * n, n)).reshape(L, n)
+        ok = ~np.isnan(rho)
+        for k in range(L):
+            if not ok[k].any():
+                skipped[k] += 1
+            else:
+                scores[k].append((n, float(rho[k][ok[k]].mean())))
+    return [_length_average(scores[k], int(skipped[k]), min_len, max_len) for k in range(L)]
+
+
+def mst_edges_by_layer(dist: np.ndarray) -> list[set[tuple[int, int]]]:
+    """:func:`mst_edges` of each ``dist[k]`` of an (L, n, n) stack, by Prim's algorithm on all L at once.
+
+    Weights are read from the upper triangle as in :func:`mst_edges`.  Where
+    several minimum spanning trees exist, the tree may differ from
+    :func:`mst_edges`'s; its total weight does not.
+    """
+    d = np.asarray(dist, dtype=np.float64)
+    if d.ndim != 3 or d.shape[1] != d.shape[2]:
+        raise ValueError(f"mst_edges_by_layer: expected an (L, n, n) stack, got shape {d.shape}")
+    L, n, _ = d.shape
+    if n < 2:
+        return [set() for _ in range(L)]
+    upper = np.triu(d, 1)
+    if not np.all(np.isfinite(upper)):
+        raise ValueError("mst_edges_by_layer: distances must be finite")
+    w = upper + upper.transpose(0, 2, 1)
+    rows = np.arange(L)
+    in_tree = np.zeros((L, n), dtype=bool)
+    in_tree[:, 0] = True
+    best = w[:, 0, :].copy()          # cheapest known edge from the tree to each node
+    parent = np.zeros((L, n), dtype=np.int64)
+    edges: list[set[tuple[int, int]]] = [set() for _ in range(L)]
+    for _ in range(n - 1):
+        j = np.argmin(np.where(in_tree, np.inf, best), axis=1)
+        in_tree[rows, j] = True
+        for k in range(L):
+            a, b = int(parent[k, j[k]]), int(j[k])
+            edges[k].add((min(a, b), max(a, b)))
+        closer = w[rows, j, :] < best
+        best = np.where(closer, w[rows, j, :], best)
+        parent = np.where(closer, j[:, None], parent)
+    return edges
+
+
+def uuas_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]], heads_list: Sequence[Sequence[int]],
+                  upos_list: Optional[Sequence[Sequence[str]]] = None) -> list[float]:
+    """:func:`uuas` of each layer's predicted distances against the same gold trees."""
+    L = _by_sentence(preds_by_layer, heads_list, "uuas")
+    if upos_list is not None and len(upos_list) != len(heads_list):
+        raise ValueError("uuas: upos_list and heads_list differ in length")
+    hit = np.zeros(L, dtype=np.int64)
+    total = 0
+    for s, heads in enumerate(heads_list):
+        h = _check_heads(heads)
+        n = h.size
+        P = _stacked(preds_by_layer, s, (n, n), 2, "uuas")
+        keep = _keep_mask(n, None if upos_list is None else upos_list[s], s, "uuas")
+        idx = np.flatnonzero(keep)
+        pos = {int(w): j for j, w in enumerate(idx)}
+        gold = set()
+        for i in idx:
+            hd = int(h[i]) - 1
+            if hd >= 0 and hd in pos:
+                a, b = pos[int(i)], pos[hd]
+                gold.add((min(a, b), max(a, b)))
+        if not gold:
+            continue
+        for k, pred in enumerate(mst_edges_by_layer(P[:, idx][:, :, idx])):
+            hit[k] += len(pred & gold)
+        total += len(gold)
+    return [h / total if total else float("nan") for h in hit.tolist()]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -11,8 +12,8 @@ from scipy.sparse.csgraph import shortest_path
 from scipy.stats import spearmanr
 
 from mmdiag.metrics.probe_scores import (
-    dspr, dspr_details, mst_edges, nspr, nspr_details, root_accuracy, spearman_rows,
-    tree_depths, tree_distances, uuas,
+    dspr, dspr_details, dspr_details_by_layer, mst_edges, mst_edges_by_layer, nspr, nspr_details,
+    nspr_details_by_layer, root_accuracy, spearman_rows, tree_depths, tree_distances, uuas, uuas_by_layer,
 )
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -310,3 +311,60 @@ def test_shape_errors():
         uuas([np.zeros((2, 2))], [[0, 1, 1]])
     with pytest.raises(ValueError):
         root_accuracy([np.zeros(2)], [[0, 1]], [["X"]])
+
+
+# ---------------------------------------------------------------- every layer at once
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 6), st.integers(0, 2**31 - 1), st.booleans(), st.integers(1, 4))
+def test_mst_by_layer_matches_brute_force(n, seed, ties, layers):
+    rng = np.random.default_rng(seed)
+    d = rng.integers(0, 3, size=(layers, n, n)).astype(float) if ties else rng.random((layers, n, n))
+    d = np.triu(d, 1)
+    d = d + d.transpose(0, 2, 1)
+    all_trees = list(prufer_trees(n))
+    for k, got in enumerate(mst_edges_by_layer(d)):
+        assert got in all_trees
+        assert weight(d[k], got) == pytest.approx(min(weight(d[k], t) for t in all_trees))
+        if not ties:
+            assert got == mst_edges(d[k])
+
+
+@SETTINGS
+@given(st.lists(ud_sentences(), min_size=1, max_size=6), st.integers(1, 4), st.integers(0, 2**31 - 1),
+       st.booleans())
+def test_by_layer_scores_equal_layer_by_layer(sents, layers, seed, coarse):
+    """The batched functions return exactly what the per-layer functions return, ties included."""
+    rng = np.random.default_rng(seed)
+    heads = [h for h, _ in sents]
+    upos = [u for _, u in sents]
+
+    def draw(shape):  # coarse values make tied and constant rows (undefined Spearman)
+        return rng.integers(0, 2, size=shape).astype(float) if coarse else rng.random(shape)
+
+    depths = [[draw(len(h)) for h in heads] for _ in range(layers)]
+    dists = []
+    for _ in range(layers):
+        mats = []
+        for h in heads:
+            m = np.triu(draw((len(h), len(h))), 1)
+            mats.append(m + m.T)
+        dists.append(mats)
+    gold_d = [tree_depths(h) for h in heads]
+    gold_m = [tree_distances(h) for h in heads]
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731 (NaN == NaN)
+    assert same(nspr_details_by_layer(depths, gold_d), [nspr_details(p, gold_d) for p in depths])
+    assert same(dspr_details_by_layer(dists, gold_m), [dspr_details(p, gold_m) for p in dists])
+    if not coarse:  # with tied distances the two MSTs may differ (equal weight, other edges)
+        assert same(uuas_by_layer(dists, heads, upos), [uuas(p, heads, upos) for p in dists])
+
+
+def test_by_layer_shape_errors():
+    with pytest.raises(ValueError, match="layer 1: 1 predictions but 2 gold"):
+        dspr_details_by_layer([[np.zeros((2, 2))] * 2, [np.zeros((2, 2))]], [np.zeros((2, 2))] * 2)
+    with pytest.raises(ValueError, match="sentence 0"):
+        nspr_details_by_layer([[np.zeros(3)]], [np.zeros(4)])
+    with pytest.raises(ValueError, match="sentence 0"):
+        uuas_by_layer([[np.zeros((3, 3))]], [[0, 1]])
+    with pytest.raises(ValueError, match=r"\(L, n, n\)"):
+        mst_edges_by_layer(np.zeros((3, 3)))
