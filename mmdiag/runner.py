@@ -21,6 +21,10 @@ def configure(config: pytest.Config) -> Optional[MMSession]:
     if config.getoption("help", default=False) or config.getoption("version", default=False):
         return None
     cfg = from_pytest(config)
+    from mmdiag import heap
+
+    # registered before pytest's own unraisable-exception cleanup, so it runs after its five gc passes
+    config.add_cleanup(heap.thaw)
     session = MMSession(cfg)
     session.adapter_from_fixture = False
     from mmdiag.report.progress import Progress
@@ -40,6 +44,10 @@ def note_selected(items: list, session: Optional[MMSession]) -> None:
     if session is None:
         return
     session.selected = {m.args[0] for item in items for m in [item.get_closest_marker("mm")] if m and m.args}
+    if session.selected:
+        from mmdiag import heap
+
+        heap.freeze()
 
 
 def _explicit_args(config: pytest.Config) -> bool:

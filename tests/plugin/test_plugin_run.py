@@ -119,3 +119,21 @@ def test_other_families_run(pytester, preset, present, absent):
 def test_text_only_model_skips_image_checks_with_reason(pytester):
     result = pytester.runpytest("--mm-model=random:tiny-bert", *FAST, "-rs", "-k", "gap_norm or cone_final")
     result.stdout.fnmatch_lines(["*SKIPPED*needs final embeddings of both modalities*"])
+
+
+def test_long_lived_objects_are_frozen_during_the_run_and_thawed_after(pytester):
+    """mmdiag.heap: the checks run with the startup objects out of the collector's way; an in-process run
+    leaves the collector as it found it."""
+    import gc
+
+    seen = {}
+
+    class Spy:
+        def pytest_runtest_call(self, item):
+            seen["during"] = gc.get_freeze_count()
+
+    assert gc.get_freeze_count() == 0
+    result = pytester.runpytest_inprocess("--mm-model=random:tiny-clip", *FAST, "-k", "gap_norm", plugins=[Spy()])
+    result.assert_outcomes(passed=1)
+    assert seen["during"] > 10_000
+    assert gc.get_freeze_count() == 0
