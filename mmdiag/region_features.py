@@ -404,10 +404,11 @@ class RegionModelAdapter(ModelAdapter):
 def build_region_parts(model_class: Any, preset: Any, seed: int) -> tuple[torch.nn.Module, Any, None]:
     """``(model, tokenizer, None)`` for a region-model preset: seeded random weights + offline BERT tokenizer."""
     from mmdiag.models import offline
+    from mmdiag.models.load import fresh_model
 
     config = preset.make_config()
     torch.manual_seed(seed)
-    model = model_class._from_config(config, attn_implementation="eager")
+    model = fresh_model(model_class, config)
     return model, offline.bert_tokenizer(config.vocab_size, config.max_position_embeddings), None
 
 
