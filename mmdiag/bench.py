@@ -338,6 +338,7 @@ def figures(cfg: BenchConfig, floor: Optional[dict], suite: dict) -> dict[str, A
         "peak_rss_mb": suite["lifetime_peak_rss_mb"], "rss_phase_reset": bool(suite.get("rss_phase_reset")),
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
                  "torch_threads": _torch_threads()},
+        "allocator_tuned": _allocator_tuned(),
     }
     if floor is not None:
         fig.update({"forward_s": floor["forward_s"], "forward_cpu_s": floor.get("forward_cpu_s"),
@@ -374,6 +375,12 @@ def _fmt(value: Any, unit: str = "", digits: int = 2) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}{unit}"
     return f"{value}{unit}"
+
+
+def _allocator_tuned() -> bool:
+    from mmdiag import heap
+
+    return heap.allocator_tuned()
 
 
 def render_rows(fig: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -556,6 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(cfg: BenchConfig, suite_only: bool = False) -> dict[str, Any]:
     """Phases (a) then (b) in this process; returns the figures."""
+    from mmdiag import heap
+
+    heap.tune_allocator()  # what a run does at collection; here before (a), so both phases share the allocator
     peaks = PeakTracker()
     floor = None
     if not suite_only:

@@ -44,9 +44,10 @@ def note_selected(items: list, session: Optional[MMSession]) -> None:
     if session is None:
         return
     session.selected = {m.args[0] for item in items for m in [item.get_closest_marker("mm")] if m and m.args}
-    if session.selected:
+    if session.selected:  # a diagnostic run: settle the process for the forward pass and the checks
         from mmdiag import heap
 
+        heap.tune_allocator()
         heap.freeze()
 
 
