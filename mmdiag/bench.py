@@ -30,7 +30,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 #: check families of the built-in suite (one checks/test_mm_<family>.py each)
 FAMILIES = ("cone", "gap", "geometry", "probe", "attention")
@@ -61,6 +61,7 @@ class BenchConfig:
     profile: Optional[Path] = None  # cProfile the suite phase into this file (its timings are then inflated)
     no_cache: bool = False  # pass --mm-no-cache (default: a cold activation cache in a temporary rootdir)
     suite_args: tuple[str, ...] = ()  # extra pytest arguments of the suite, e.g. --mm-probe-rank=128
+    all_plugins: bool = False  # load every installed pytest plugin in the suite (default: mmdiag's only)
 
 
 # -- memory -------------------------------------------------------------------
@@ -224,13 +225,31 @@ def suite_args(cfg: BenchConfig, json_path: Path, ini_path: Path) -> list[str]:
     ``-c`` points at an empty ini in a temporary directory so that no project
     configuration (tox.ini addopts, conftest.py, pyproject thresholds) of the
     current directory changes what is measured; the activation cache, relative
-    to that rootdir, is therefore always cold (a miss, then written).
+    to that rootdir, is therefore always cold (a miss, then written). Unless
+    ``all_plugins``, plugin autoloading is off (:func:`run_suite`) and mmdiag's
+    plugin is loaded with ``-p``: the other pytest plugins installed here (hypothesis,
+    anyio, pytest-html, xdist: ~0.7 s of imports on this machine) are not mmdiag's cost.
     """
     return [f"--mm-model={cfg.model}", f"--mm-samples={cfg.samples}", f"--mm-batch-size={cfg.batch_size}",
             f"--mm-device={cfg.device}", f"--mm-dtype={cfg.dtype}", f"--mm-data={cfg.data}",
             f"--mm-seed={cfg.seed}", f"--mm-json={json_path}", "-q", "-p", "no:cacheprovider",
             "-c", str(ini_path), "--rootdir", str(ini_path.parent), *(["--mm-no-cache"] if cfg.no_cache else []),
+            *([] if cfg.all_plugins else ["-p", "mmdiag.plugin"]),
             *cfg.suite_args, *family_args(cfg.families, cfg.select)]
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    """Set an environment variable for the duration of a block."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 class _Probe:
@@ -259,6 +278,8 @@ def run_suite(cfg: BenchConfig, peaks: PeakTracker, workdir: Path) -> dict[str, 
     probe = _Probe()
     args = suite_args(cfg, json_path, ini)
     with contextlib.ExitStack() as stack:
+        if not cfg.all_plugins:
+            stack.enter_context(_env("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1"))
         if not cfg.show_pytest:
             log = stack.enter_context(open(log_path, "w", encoding="utf-8"))
             stack.enter_context(contextlib.redirect_stdout(log))
@@ -339,6 +360,7 @@ def figures(cfg: BenchConfig, floor: Optional[dict], suite: dict) -> dict[str, A
         "host": {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
                  "torch_threads": _torch_threads()},
         "allocator_tuned": _allocator_tuned(),
+        "plugins": "all installed" if cfg.all_plugins else "mmdiag only",
     }
     if floor is not None:
         fig.update({"forward_s": floor["forward_s"], "forward_cpu_s": floor.get("forward_cpu_s"),
@@ -390,7 +412,8 @@ def render_rows(fig: dict[str, Any]) -> list[tuple[str, str, str]]:
             ("samples / batch", f"{fig['n']} / {fig['batch_size']}",
              f"data {fig['data']}, {fig['device']}, {fig['dtype']}"),
             ("families", ",".join(fig["families"]), f"selected by {'-k' if fig['select'] == 'k' else 'files'}; "
-                                                      f"{fig.get('suite_items')} items")]
+                                                      f"{fig.get('suite_items')} items; "
+                                                      f"pytest plugins: {fig.get('plugins')}")]
     if "forward_s" in fig:
         rows += [("(a) load", _fmt(fig["load_s"], " s"), "load_adapter, floor phase"),
                  ("(a) forward_s (floor)", _fmt(fig["forward_s"], " s", 3),
@@ -494,7 +517,8 @@ def memory_scaling(cfg: BenchConfig, sets: Sequence[Sequence[str]] = SCALING_SET
                        "--batch-size", str(cfg.batch_size), "--device", cfg.device, "--dtype", cfg.dtype,
                        "--data", cfg.data, "--seed", str(cfg.seed), "--families", ",".join(families),
                        "--select", cfg.select, "--json", str(path), "--quiet",
-                       *(["--no-cache"] if cfg.no_cache else []), *(f"--suite-arg={a}" for a in cfg.suite_args)]
+                       *(["--no-cache"] if cfg.no_cache else []), *(["--all-plugins"] if cfg.all_plugins else []),
+                       *(f"--suite-arg={a}" for a in cfg.suite_args)]
                 proc = subprocess.run(cmd, capture_output=True, text=True)
                 if proc.returncode != 0 or not path.is_file():
                     raise RuntimeError(f"memory-scaling run failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
@@ -557,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the suite with --mm-no-cache (default: cold activation cache, written)")
     p.add_argument("--profile", type=Path, default=None, metavar="FILE",
                    help="cProfile the suite phase into FILE and print its top functions (inflates timings)")
+    p.add_argument("--all-plugins", action="store_true",
+                   help="load every installed pytest plugin in the suite, as a plain pytest run in this environment "
+                        "does (default: mmdiag's plugin only)")
     p.add_argument("--quiet", action="store_true", help="print nothing (with --json)")
     return p
 
@@ -597,7 +624,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       dtype=args.dtype, data=args.data, seed=args.seed, families=args.families,
                       select=args.select, floor_attentions=args.floor_attentions, floor_twice=args.floor_twice,
                       show_pytest=args.show_pytest,
-                      profile=args.profile, no_cache=args.no_cache, suite_args=tuple(args.suite_arg))
+                      profile=args.profile, no_cache=args.no_cache, suite_args=tuple(args.suite_arg), all_plugins=args.all_plugins)
     from mmdiag.errors import MMDiagError
 
     try:

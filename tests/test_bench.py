@@ -6,6 +6,7 @@ against a budget: this is a command that prints figures, not a timed test).
 from __future__ import annotations
 
 import json
+import os
 import math
 
 import pytest
@@ -61,6 +62,28 @@ def test_suite_args_isolate_project_config(tmp_path):
     assert "--mm-samples=5" in args and "--mm-batch-size=2" in args and f"--mm-json={tmp_path / 'r.json'}" in args
     assert args[args.index("-c") + 1] == str(tmp_path / "pytest.ini")
     assert args[args.index("--rootdir") + 1] == str(tmp_path)
+    # other installed pytest plugins are not loaded (run_suite turns autoloading off), mmdiag's is named
+    assert args[args.index("-p", args.index("no:cacheprovider")) + 1] == "mmdiag.plugin"
+    everything = bench.suite_args(bench.BenchConfig(all_plugins=True), tmp_path / "r.json", tmp_path / "pytest.ini")
+    assert "mmdiag.plugin" not in everything
+
+
+def test_suite_runs_without_other_plugins_unless_asked(tmp_path, monkeypatch):
+    import pytest as pytest_module
+
+    seen = {}
+
+    def fake_main(args, plugins=()):
+        seen["autoload_off"] = os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")
+        return 0
+
+    monkeypatch.setattr(pytest_module, "main", fake_main)
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
+    cfg = bench.BenchConfig(model="random:tiny-clip", samples=2, batch_size=2)
+    bench.run_suite(cfg, bench.PeakTracker(), tmp_path)
+    assert seen["autoload_off"] == "1" and "PYTEST_DISABLE_PLUGIN_AUTOLOAD" not in os.environ
+    bench.run_suite(bench.BenchConfig(all_plugins=True), bench.PeakTracker(), tmp_path)
+    assert seen["autoload_off"] is None
 
 
 def test_bad_options_are_refused(capsys):
