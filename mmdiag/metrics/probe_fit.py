@@ -467,11 +467,19 @@ class _Words:
         Only the batch's words are multiplied (no work on padding); the result is
         scattered into the padded layout, which the distance loss needs.
         """
+        return self.pad(torch.bmm(self.gather(batch, layers), Bm.transpose(1, 2)), batch)
+
+    def gather(self, batch: _Batch, layers: Optional[torch.Tensor]) -> torch.Tensor:
+        """The states of the batch's words, (La, sum n, D) float32."""
         if layers is None:
             X = self.states.index_select(1, batch.words)
         else:
             X = self.states[layers[:, None], batch.words[None, :]]
-        P = torch.bmm(X.float(), Bm.transpose(1, 2))
+        return X.float()
+
+    @staticmethod
+    def pad(P: torch.Tensor, batch: _Batch) -> torch.Tensor:
+        """Per-word projections (La, sum n, R) -> (La, b, T, R), zero at padding."""
         b, T = batch.mask.shape
         padded = P.new_zeros(P.shape[0], b * T, P.shape[2]).index_copy(1, batch.slots, P)
         return padded.reshape(P.shape[0], b, T, P.shape[2])
@@ -653,12 +661,18 @@ def fit_probes(tasks: Sequence[ProbeTask], rank: Optional[int] = None, regimen: 
         perm = torch.randperm(S, generator=gen).to(dev_)
         for start in range(0, S, batch_size):
             batch = wtrain.batch(perm[start:start + batch_size])
-            Bm = (B if everyone else B.index_select(0, act)).detach().requires_grad_(True)
-            P = wtrain.project(Bm, batch, act)
+            X = wtrain.gather(batch, act)
+            Bm = B if everyone else B.index_select(0, act)
+            with torch.no_grad():
+                flat = torch.bmm(X, Bm.transpose(1, 2)).requires_grad_(True)  # (La, words, K*r)
+            P = wtrain.pad(flat, batch)
             n = batch.n.float()
             loss = sum((_sentence_loss(P[..., k * r:(k + 1) * r], *y.batch(batch), n, y.kind).mean(1)
                         * weight[:, k]).sum() for k, y in enumerate(ytrain) if active[k].any())
-            (g,) = torch.autograd.grad(loss, Bm)
+            # autograd as far as the projections; the gradient of B, dP^T X, by hand so that it comes out
+            # contiguous in B's layout (autograd's is a transposed view, which slows every Adam operation)
+            (dflat,) = torch.autograd.grad(loss, flat)
+            g = torch.bmm(dflat.transpose(1, 2), X)
             with torch.no_grad():
                 if everyone:  # Adam in place on the whole tensor
                     steps += 1
