@@ -163,7 +163,10 @@ class Recorder:
             return
         acc = self._attention.get(stream)
         if acc is None:
-            acc = self._attention[stream] = ShareAccumulator(n_layers=len(maps), n_heads=maps[0].shape[1])
+            # a tower of one modality (a dual encoder's, LXMERT's single-modality streams) has no shares between
+            # modalities, only entropies; "joint" and cross streams have both
+            acc = self._attention[stream] = ShareAccumulator(n_layers=len(maps), n_heads=maps[0].shape[1],
+                                                             shares=stream not in ("text", "image"))
         acc.update_layers(maps, groups, causal=causal)
         self._causal[stream] = causal
 

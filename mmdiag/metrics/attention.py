@@ -315,11 +315,17 @@ class ShareAccumulator:
     * ``entropy[L, H, A]`` — sum of row entropies (nats) of the valid rows
       (divide by ``n_queries``);
     * ``n_sinks[L, H]`` — number of sink keys found, ``n_samples[L]`` — samples seen.
+
+    ``shares=False`` keeps only the entropy sums (and ``n_queries``, ``n_samples``):
+    for a stream of one modality's tokens (a dual encoder's tower), where shares
+    between modalities do not exist; the share fields then read NaN. It skips
+    most of the work per map (~3x faster on a ViT-B/32 vision tower).
     """
 
     n_layers: int
     n_heads: int
     sink_threshold: float = DEFAULT_SINK_THRESHOLD
+    shares: bool = True
     mass: Optional[torch.Tensor] = field(default=None, repr=False)
     count: Optional[torch.Tensor] = field(default=None, repr=False)
     n_queries: Optional[torch.Tensor] = field(default=None, repr=False)
@@ -358,6 +364,9 @@ class ShareAccumulator:
             raise ValueError(f"attn has {a.shape[1]} heads, accumulator expects {self.n_heads}")
         if self.empty:
             self._alloc(a.device)
+        if not self.shares:
+            self._update_entropy(int(layer), a, groups)
+            return
         dev = self.mass.device
         acc = self.mass.dtype
         a, rowmass, rowok = _valid_row_mass(a, groups)
@@ -380,6 +389,29 @@ class ShareAccumulator:
         self.n_sinks[li] += sinks.sum((0, 2)).to(device=dev, dtype=acc)
         self.n_samples[li] += a.shape[0]
 
+    def _update_entropy(self, layer: int, a: torch.Tensor, groups: torch.Tensor) -> None:
+        """The ``shares=False`` update: row entropies over valid keys, per query group and head."""
+        qvalid = groups != PAD  # (B, T)
+        keys = qvalid.to(a.dtype)[:, None, :, None]  # (B, 1, T, 1)
+        s = (a @ keys).squeeze(-1)  # (B, H, T): mass on valid keys
+        rows = qvalid.unsqueeze(1).expand_as(s)
+        finite = torch.isfinite(s)
+        if not bool(finite.all()):
+            if bool((~finite & rows).any()):
+                raise ValueError("attn: non-finite attention weights in a valid query row")
+            a = a.masked_fill(~rows.unsqueeze(-1), 0.0)  # e.g. NaN rows of fully masked (PAD) queries
+            s = (a @ keys).squeeze(-1)
+        rowok = rows & (s > 0)
+        s_safe = torch.where(rowok, s, torch.ones_like(s))
+        a_log_a = torch.log(a.clamp_min(torch.finfo(a.dtype).tiny)).mul_(a)
+        h = torch.log(s_safe) - (a_log_a @ keys).squeeze(-1) / s_safe
+        h = torch.where(rowok, h, torch.zeros_like(h))
+        acc = self.entropy.dtype
+        q = _onehot(groups, acc)
+        self.entropy[layer] += torch.einsum("bta,bht->ha", q, h.to(acc)).to(self.entropy.device)
+        self.n_queries[layer] += torch.einsum("bta,bht->ha", q, rowok.to(acc)).to(self.n_queries.device)
+        self.n_samples[layer] += a.shape[0]
+
     def update_layers(self, attentions: Sequence[torch.Tensor], groups: torch.Tensor,
                       causal: bool = False, first_layer: int = 0) -> None:
         """Update layers ``first_layer, first_layer+1, ...`` from a sequence of maps."""
@@ -392,6 +424,8 @@ class ShareAccumulator:
             raise ValueError("cannot merge accumulators of different (layers, heads)")
         if float(other.sink_threshold) != float(self.sink_threshold):
             raise ValueError("cannot merge accumulators with different sink_threshold")
+        if other.shares != self.shares:
+            raise ValueError("cannot merge an accumulator of shares with an entropy-only one")
         if other.empty:
             return self
         if self.empty:

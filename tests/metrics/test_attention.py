@@ -403,6 +403,38 @@ def test_accumulator_dtypes_and_errors():
     assert np.isnan(ShareAccumulator(n_layers=1, n_heads=1).result()["share"]).all()
 
 
+@settings(max_examples=30, deadline=None)
+@given(batches())
+def test_entropy_only_accumulator_matches_the_full_one(batch):
+    """shares=False (a single-modality tower) keeps the entropies and row counts of the full accumulator."""
+    scores, groups = batch
+    attn = torch.softmax(scores, -1)
+    attn = attn.masked_fill((groups == P)[:, None, None, :], 0.0)  # no mass on PAD keys, as a padded softmax
+    full, ent = ShareAccumulator(n_layers=1, n_heads=attn.shape[1]), ShareAccumulator(1, attn.shape[1], shares=False)
+    full.update(0, attn, groups)
+    ent.update(0, attn, groups)
+    a, b = full.result(), ent.result()
+    np.testing.assert_allclose(b["entropy"], a["entropy"], rtol=1e-9, atol=1e-12, equal_nan=True)
+    np.testing.assert_array_equal(b["n_queries"], a["n_queries"])
+    assert np.isnan(b["share"]).all() and np.isnan(b["share_mean_nosink"]).all()
+
+
+def test_entropy_only_accumulator_errors():
+    groups = torch.tensor([[S, I, I, P]])
+    attn = uniform_attn(groups, H=1)
+    acc = ShareAccumulator(n_layers=1, n_heads=1, shares=False)
+    with_nan_pad_row = attn.clone()
+    with_nan_pad_row[0, 0, 3] = float("nan")  # a fully masked PAD query: ignored
+    acc.update(0, with_nan_pad_row, groups)
+    np.testing.assert_allclose(acc.result()["entropy"][0, 0, IMAGE], math.log(3))
+    bad = attn.clone()
+    bad[0, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        acc.update(0, bad, groups)
+    with pytest.raises(ValueError, match="entropy-only"):
+        acc.merge(ShareAccumulator(n_layers=1, n_heads=1))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_stays_on_gpu():
     groups = torch.tensor([[S, X, X, I, I, P]], device="cuda")
