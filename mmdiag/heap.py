@@ -59,11 +59,17 @@ def allocator_tuned() -> bool:
 
 
 def freeze() -> None:
-    """Collect once, then exclude every surviving object from later collections."""
+    """Exclude every object alive now from later collections.
+
+    The young generations are collected first; cyclic garbage that already
+    reached the oldest generation (startup leftovers: ~1,800 objects and no
+    measurable RSS with ViT-B/32 loaded) is then kept until :func:`thaw`
+    instead of costing a full pass (0.22 s) here.
+    """
     global _frozen
     if _frozen:
         return
-    gc.collect()  # garbage alive now would otherwise stay until thaw()
+    gc.collect(1)
     gc.freeze()
     _frozen = True
 
