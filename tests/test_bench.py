@@ -110,3 +110,18 @@ def test_peak_tracker_sees_an_allocation():
     assert phase["peak_rss_mb"] >= before_free - 1 and phase["lifetime_peak_rss_mb"] >= phase["peak_rss_mb"]
     if peaks.resettable:  # Linux: the phase peak starts from the RSS at start(), so it includes the 40 MB
         assert phase["peak_rss_mb"] - (bench._status_mb("VmRSS") or 0) > 30
+
+
+@pytest.mark.slow
+def test_repeat_reports_the_median_run(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = bench.main(["--model", "random:tiny-clip", "-n", "4", "--batch-size", "4", "--families", "cone",
+                       "--device", "cpu", "--repeat", "2", "--json", str(out)])
+    assert code == 0
+    fig = json.loads(out.read_text())
+    assert len(fig["repeats"]) == 2
+    ratios = sorted(r["ratio"] for r in fig["repeats"])
+    assert fig["ratio"] == ratios[0] and (fig["ratio_min"], fig["ratio_max"]) == (ratios[0], ratios[1])  # lower median
+    assert math.isclose(fig["ratio"], fig["suite_s"] / fig["forward_s"])
+    assert "median of 2 runs" in capsys.readouterr().out
+    assert bench.main(["--repeat", "2", "--memory-scaling"]) == 2
