@@ -16,8 +16,8 @@ Here one tensor program trains one probe per layer for all L layers together:
 (L, S, Tmax, D) with a mask; each layer has its own Adam moments, learning rate,
 plateau schedule, early stopping and best-dev snapshot (Adam is elementwise,
 so summing the per-layer losses keeps the layers independent).  Several
-probes on the same states (a modality's depth probe, distance probe and
-control-task probe) train side by side in the same way (:func:`fit_probes`):
+probes on the same states (a modality's depth and distance probes, or a
+control task's) train side by side in the same way (:func:`fit_probes`):
 one gather of the states and one matrix product per minibatch serve them all.
 
 Regimens:
