@@ -411,6 +411,9 @@ def render_rows(fig: dict[str, Any]) -> list[tuple[str, str, str]]:
     rows = [("model", fig["model"], f"{_fmt(fig.get('n_params'))} parameters"),
             ("samples / batch", f"{fig['n']} / {fig['batch_size']}",
              f"data {fig['data']}, {fig['device']}, {fig['dtype']}"),
+            ("allocator", "tuned" if fig.get("allocator_tuned") else "default",
+             "mmdiag.heap.tune_allocator, in effect for both phases" if fig.get("allocator_tuned")
+             else "glibc defaults (not glibc, or MALLOC_*_ / MMDIAG_DEFAULT_MALLOC set)"),
             ("families", ",".join(fig["families"]), f"selected by {'-k' if fig['select'] == 'k' else 'files'}; "
                                                       f"{fig.get('suite_items')} items; "
                                                       f"pytest plugins: {fig.get('plugins')}")]

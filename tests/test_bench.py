@@ -21,12 +21,14 @@ def test_bench_tiny_writes_figures(tmp_path, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "forward_s" in printed and "suite_s" in printed and f"wrote {out}" in printed
+    assert "allocator" in printed and "pytest plugins: mmdiag only" in printed
 
     fig = json.loads(out.read_text())
     for key in ("forward_s", "suite_s", "ratio", "peak_rss_mb", "n", "model", "device", "load_s",
                 "mm_forward_s", "checks_s", "checks_pct", "suite_peak_rss_mb", "floor_peak_rss_mb"):
         assert key in fig, key
     assert fig["model"] == "random:tiny-clip" and fig["n"] == 8 and fig["device"] == "cpu"
+    assert fig["plugins"] == "mmdiag only" and isinstance(fig["allocator_tuned"], bool)
     assert fig["forward_s"] > 0 and fig["suite_s"] > 0 and fig["load_s"] > 0
     assert math.isclose(fig["ratio"], fig["suite_s"] / fig["forward_s"])
     assert fig["ratio"] > 0
