@@ -331,6 +331,19 @@ def root_accuracy(pred_depths: Sequence[np.ndarray], heads_list: Sequence[Sequen
     return correct / total if total else float("nan")
 
 
+def _kept_gold_edges(h: np.ndarray, upos: Optional[Sequence[str]], k: int) -> tuple[np.ndarray, set]:
+    """The words UUAS keeps (not PUNCT) and the gold edges between them, as pairs of positions among the kept."""
+    idx = np.flatnonzero(_keep_mask(h.size, upos, k, "uuas"))
+    pos = {int(w): j for j, w in enumerate(idx)}
+    gold = set()
+    for i in idx:
+        hd = int(h[i]) - 1
+        if hd >= 0 and hd in pos:
+            a, b = pos[int(i)], pos[hd]
+            gold.add((min(a, b), max(a, b)))
+    return idx, gold
+
+
 def uuas(pred_dist: Sequence[np.ndarray], heads_list: Sequence[Sequence[int]],
          upos_list: Optional[Sequence[Sequence[str]]] = None) -> float:
     """Undirected unlabelled attachment score (Hewitt & Manning 2019, §4.1).
@@ -367,15 +380,7 @@ def uuas(pred_dist: Sequence[np.ndarray], heads_list: Sequence[Sequence[int]],
         n = h.size
         if p.shape != (n, n):
             raise ValueError(f"uuas: sentence {k}: distance matrix {p.shape} for {n} words")
-        keep = _keep_mask(n, None if upos_list is None else upos_list[k], k, "uuas")
-        idx = np.flatnonzero(keep)
-        pos = {int(w): j for j, w in enumerate(idx)}
-        gold = set()
-        for i in idx:
-            hd = int(h[i]) - 1
-            if hd >= 0 and hd in pos:
-                a, b = pos[int(i)], pos[hd]
-                gold.add((min(a, b), max(a, b)))
+        idx, gold = _kept_gold_edges(h, None if upos_list is None else upos_list[k], k)
         if not gold:
             continue
         pred = mst_edges(p[np.ix_(idx, idx)])
@@ -496,15 +501,7 @@ def uuas_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]], heads_list: Se
         h = _check_heads(heads)
         n = h.size
         P = _stacked(preds_by_layer, s, (n, n), 2, "uuas")
-        keep = _keep_mask(n, None if upos_list is None else upos_list[s], s, "uuas")
-        idx = np.flatnonzero(keep)
-        pos = {int(w): j for j, w in enumerate(idx)}
-        gold = set()
-        for i in idx:
-            hd = int(h[i]) - 1
-            if hd >= 0 and hd in pos:
-                a, b = pos[int(i)], pos[hd]
-                gold.add((min(a, b), max(a, b)))
+        idx, gold = _kept_gold_edges(h, None if upos_list is None else upos_list[s], s)
         if not gold:
             continue
         for k, pred in enumerate(mst_edges_by_layer(P[:, idx][:, :, idx])):
