@@ -190,7 +190,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, auto")
-    p.add_argument("--rank", type=int, default=None, help="probe rank (default: each regimen's own, D for paper and min(D, 128) for fast)")
+    p.add_argument("--rank", type=int, default=None,
+                   help="probe rank (default: each regimen's own, D for paper and min(D, 128) for fast)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--no-image", action="store_true", help="text probes only, even for a model with images")
     p.add_argument("--json", type=Path, default=None, help="write the figures to this JSON file")
