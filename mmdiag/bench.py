@@ -667,7 +667,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       dtype=args.dtype, data=args.data, seed=args.seed, families=args.families,
                       select=args.select, floor_attentions=args.floor_attentions, floor_twice=args.floor_twice,
                       show_pytest=args.show_pytest,
-                      profile=args.profile, no_cache=args.no_cache, suite_args=tuple(args.suite_arg), all_plugins=args.all_plugins)
+                      profile=args.profile, no_cache=args.no_cache, suite_args=tuple(args.suite_arg),
+                      all_plugins=args.all_plugins)
     from mmdiag.errors import MMDiagError
 
     try:

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 
 from mmdiag.metrics.probe_fit import ProbeData, ProbeTask, control_distances, fit_probes, split_indices
-from mmdiag.metrics.probe_scores import (dspr_details, dspr_details_by_layer, mst_edges, nspr_details_by_layer, root_accuracy,
-                                         uuas_by_layer)
+from mmdiag.metrics.probe_scores import (dspr_details, dspr_details_by_layer, mst_edges, nspr_details_by_layer,
+                                         root_accuracy, uuas_by_layer)
 from mmdiag.record import Activations
 
 #: fewer annotated sentences than this cannot be split into useful train/dev/test parts

@@ -509,7 +509,8 @@ class _Targets:
         T = mask.shape[1]
         ar = self.words.ar[:T]
         if self.kind == "depth":
-            idx = torch.where(mask, self.words.off[sel][:, None] + ar[None, :], torch.zeros_like(mask, dtype=torch.long))
+            idx = torch.where(mask, self.words.off[sel][:, None] + ar[None, :],
+                              torch.zeros_like(mask, dtype=torch.long))
             return self.target[idx] * mask, mask.float()
         m2 = mask[:, :, None] & mask[:, None, :]
         idx = self.doff[sel][:, None, None] + ar[None, :, None] * n[:, None, None] + ar[None, None, :]
