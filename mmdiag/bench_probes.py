@@ -67,12 +67,22 @@ def regimen_figures(pset: Any, seed: int, regimen: str, rank: Optional[int]) -> 
     return out
 
 
+def _default_rank(regimen: str, dim: int) -> int:
+    """The rank a regimen fits when none is asked for (``Regimen.max_rank``; 0 = full rank)."""
+    from mmdiag.metrics.probe_fit import FAST_REGIMEN, PAPER_REGIMEN
+
+    cap = {"fast": FAST_REGIMEN, "paper": PAPER_REGIMEN}[regimen].max_rank
+    return min(dim, cap) if cap else dim
+
+
 def compare(pset: Any, seed: int, rank: Optional[int], forward_s: float) -> dict[str, Any]:
     """Both regimens on one probe set, their differences (fast - paper) and time ratios."""
     data = pset.data
     fig: dict[str, Any] = {"n_sentences": data.n_sentences, "n_words": int(sum(data.lengths)),
                            "layers": int(data.states.shape[0]), "dim": int(data.states.shape[2]),
-                           "rank": rank if rank is not None else int(data.states.shape[2])}
+                           "rank": rank,  # as asked; None: each regimen's default, in "ranks"
+                           "ranks": {name: rank if rank is not None else _default_rank(name, int(data.states.shape[2]))
+                                     for name in REGIMENS}}
     for regimen in REGIMENS:
         fig[regimen] = regimen_figures(pset, seed, regimen, rank)
     fig["split"] = fig["fast"].pop("split")
@@ -158,7 +168,8 @@ def format_figures(fig: dict[str, Any]) -> str:
     for modality, m in fig["modalities"].items():
         lines.append("")
         lines.append(f"[{modality}] {m['n_sentences']} {'sentences' if modality == 'text' else 'scene trees'}, "
-                     f"{m['n_words']} nodes, {m['layers']} layers, D={m['dim']}, rank {m['rank']}; "
+                     f"{m['n_words']} nodes, {m['layers']} layers, D={m['dim']}, rank "
+                     f"{' / '.join(f'{k} {v}' for k, v in m['ranks'].items())}; "
                      f"split train/dev/test {m['split']['n_train']}/{m['split']['n_dev']}/{m['split']['n_test']}")
         keys = [(k, name) for k, name in METRICS if k in m["fast"]["best"]]
         head = f"  {'regimen':<8}" + "".join(f"{name:>10} {'@L':>3}" for _, name in keys) + \

@@ -48,7 +48,8 @@ def test_regimen_figures_are_sane(tiny_figures):
     # the split is split_indices' 60/20/20 of the probed sentences
     sizes = [len(part) for part in split_indices(text["n_sentences"], fig["seed"])]
     assert [text["split"][k] for k in ("n_train", "n_dev", "n_test")] == sizes
-    assert text["layers"] == 4 and text["dim"] == text["rank"] == 32  # tiny-bert: embeddings + 3 blocks, D=32
+    assert text["layers"] == 4 and text["dim"] == 32  # tiny-bert: embeddings + 3 blocks, D=32
+    assert text["rank"] is None and text["ranks"] == {"paper": 32, "fast": 32}  # each regimen's default: min(D, ...)
     for regimen in ("paper", "fast"):
         r = text[regimen]
         assert set(r["best"]) == {"nspr", "root_acc", "dspr", "uuas"}
