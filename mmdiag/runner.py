@@ -99,7 +99,8 @@ def record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.Test
         if new or series:
             report.user_properties.append(("mmdiag", {"results": new, "series": series,
                                                       "timings": dict(session.timings),
-                                                      "n": len(session.samples or [])}))
+                                                      "n": len(session.samples or []),
+                                                      "flags": session.recorded_flags}))
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -139,6 +140,8 @@ def merge_worker_report(report: pytest.TestReport, session: Optional[MMSession])
         session.series.update(payload["series"])
         session.timings.update({k: v for k, v in payload["timings"].items() if k not in session.timings})
         session.worker_n = payload.get("n")
+        if payload.get("flags") is not None:
+            session.recorded_flags = payload["flags"]
 
 
 def _record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport,

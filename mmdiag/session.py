@@ -42,6 +42,8 @@ class MMSession:
     progress: Any = None
     #: series keys already sent to the xdist controller
     series_shipped: set = field(default_factory=set)
+    #: what the forward pass recorded (words, regions, attentions): part of the cache key; xdist workers ship it
+    recorded_flags: Optional[dict] = None
 
     def __repr__(self) -> str:
         return f"MMSession(model={self.config.model!r}, data={self.config.data!r}, results={len(self.results)})"
@@ -105,16 +107,20 @@ class MMSession:
         return self._activations[key]
 
     def cached_activations(self, adapter: Any) -> Optional[Activations]:
-        """The model's activations if the cache holds them (never runs the model)."""
+        """The model's activations if the cache holds them (never runs the model).
+
+        Used by the xdist controller, which runs no check: the workers ship the
+        recording flags of their forward pass (``recorded_flags``), which with
+        the run's settings make the cache key.
+        """
         if "model" in self._activations:
             return self._activations["model"]
-        samples = self.load_data(adapter)
-        for flags in ({"words": w, "regions": w, "attentions": a} for w in (True, False) for a in (True, False)):
-            acts = self._cached(adapter, samples, flags, None)
-            if acts is not None:
-                self._activations["model"] = acts
-                return acts
-        return None
+        if self.recorded_flags is None:
+            return None
+        acts = self._cached(adapter, self.load_data(adapter), dict(self.recorded_flags), None)
+        if acts is not None:
+            self._activations["model"] = acts
+        return acts
 
     def _record_model(self, adapter: Any, key: str) -> None:
         """Run the model over the data once (skipping unreadable samples when asked), or load it from the cache."""
@@ -122,6 +128,7 @@ class MMSession:
         flags = {"words": any(s.tree is not None for s in samples) and self.wants("probe."),
                  "regions": any(s.phrases for s in samples) and self.wants("probe."),
                  "attentions": self.wants("attention.")}
+        self.recorded_flags = flags
 
         def compute() -> Activations:
             if self.progress is not None and hasattr(self.progress, "start"):
