@@ -31,7 +31,7 @@ targets.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from scipy.sparse.csgraph import minimum_spanning_tree
@@ -413,45 +413,49 @@ def _stacked(preds_by_layer: Sequence[Sequence[np.ndarray]], s: int, shape: tupl
     return P
 
 
+def _details_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]], gold: Sequence[np.ndarray], ndim: int,
+                      name: str, sentence_scores: Callable[[np.ndarray, np.ndarray], np.ndarray], min_len: int,
+                      max_len: int) -> list[dict]:
+    """Per layer, :func:`_length_average` of ``sentence_scores(P, g)`` ((L,), NaN = sentence skipped)."""
+    L = _by_sentence(preds_by_layer, gold, name)
+    scores: list[list[tuple[int, float]]] = [[] for _ in range(L)]
+    skipped = np.zeros(L, dtype=np.int64)
+    for s, g in enumerate(gold):
+        g = np.asarray(g, dtype=np.float64)
+        values = sentence_scores(_stacked(preds_by_layer, s, g.shape, ndim, name), g)
+        for k, v in enumerate(values.tolist()):
+            if np.isnan(v):
+                skipped[k] += 1
+            else:
+                scores[k].append((g.shape[0], float(v)))
+    return [_length_average(scores[k], int(skipped[k]), min_len, max_len) for k in range(L)]
+
+
+def _nspr_sentence(P: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Spearman of each layer's depths (L, n) with the gold depths (n,)."""
+    return spearman_rows(P, np.broadcast_to(g, P.shape)) if g.size else np.full(P.shape[0], np.nan)
+
+
+def _dspr_sentence(P: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """Mean over defined rows of the row-wise Spearman of each layer's distances (L, n, n) with the gold (n, n)."""
+    L, n = P.shape[0], g.shape[0]
+    if n < 2:
+        return np.full(L, np.nan)
+    rho = spearman_rows(P.reshape(L * n, n), np.broadcast_to(g, P.shape).reshape(L * n, n)).reshape(L, n)
+    ok = ~np.isnan(rho)
+    return np.array([rho[k][ok[k]].mean() if ok[k].any() else np.nan for k in range(L)])
+
+
 def nspr_details_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]], gold_depths: Sequence[np.ndarray],
                           min_len: int = 5, max_len: int = 50) -> list[dict]:
     """:func:`nspr_details` of each layer's predicted depths against the same gold depths."""
-    L = _by_sentence(preds_by_layer, gold_depths, "nspr")
-    scores: list[list[tuple[int, float]]] = [[] for _ in range(L)]
-    skipped = np.zeros(L, dtype=np.int64)
-    for s, g in enumerate(gold_depths):
-        g = np.asarray(g, dtype=np.float64)
-        P = _stacked(preds_by_layer, s, g.shape, 1, "nspr")
-        rho = spearman_rows(P, np.broadcast_to(g, P.shape)) if g.size else np.full(L, np.nan)
-        for k in range(L):
-            if np.isnan(rho[k]):
-                skipped[k] += 1
-            else:
-                scores[k].append((g.size, float(rho[k])))
-    return [_length_average(scores[k], int(skipped[k]), min_len, max_len) for k in range(L)]
+    return _details_by_layer(preds_by_layer, gold_depths, 1, "nspr", _nspr_sentence, min_len, max_len)
 
 
 def dspr_details_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]], gold_dist: Sequence[np.ndarray],
                           min_len: int = 5, max_len: int = 50) -> list[dict]:
     """:func:`dspr_details` of each layer's predicted distances against the same gold distances."""
-    L = _by_sentence(preds_by_layer, gold_dist, "dspr")
-    scores: list[list[tuple[int, float]]] = [[] for _ in range(L)]
-    skipped = np.zeros(L, dtype=np.int64)
-    for s, g in enumerate(gold_dist):
-        g = np.asarray(g, dtype=np.float64)
-        P = _stacked(preds_by_layer, s, g.shape, 2, "dspr")
-        n = g.shape[0]
-        if n < 2:
-            skipped += 1
-            continue
-        rho = spearman_rows(P.reshape(L * n, n), np.broadcast_to(g, P.shape).reshape(L * n, n)).reshape(L, n)
-        ok = ~np.isnan(rho)
-        for k in range(L):
-            if not ok[k].any():
-                skipped[k] += 1
-            else:
-                scores[k].append((n, float(rho[k][ok[k]].mean())))
-    return [_length_average(scores[k], int(skipped[k]), min_len, max_len) for k in range(L)]
+    return _details_by_layer(preds_by_layer, gold_dist, 2, "dspr", _dspr_sentence, min_len, max_len)
 
 
 def mst_edges_by_layer(dist: np.ndarray) -> list[set[tuple[int, int]]]:
