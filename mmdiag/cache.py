@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -21,6 +19,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
+from mmdiag.atomic import atomic_write, atomic_write_text
 from mmdiag.record import Activations
 
 FORMAT = 3
@@ -79,19 +78,9 @@ def save(acts: Activations, path: Path) -> None:
     from safetensors.torch import save_file
 
     tensors, meta = _flatten(acts)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        meta_tmp = tmp + ".json"
-        Path(meta_tmp).write_text(json.dumps(meta), encoding="utf-8")
-        os.replace(meta_tmp, str(path) + ".json")
-        os.replace(tmp, path)
-    except BaseException:
-        for leftover in (tmp, tmp + ".json"):
-            Path(leftover).unlink(missing_ok=True)
-        raise
+    # metadata first: a reader that finds the tensors also finds their metadata
+    atomic_write_text(str(path) + ".json", json.dumps(meta))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp))
 
 
 def load(path: Path, device: Optional[torch.device] = None) -> Optional[Activations]:

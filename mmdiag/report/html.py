@@ -21,7 +21,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any, Optional, Union
 import jinja2
 from markupsafe import Markup
 
+from mmdiag.atomic import atomic_write_text
 from mmdiag.errors import MMDiagError
 from mmdiag.report import plots
 
@@ -531,21 +531,4 @@ def write_html(doc: dict, path: Union[str, os.PathLike]) -> Path:
     needed) and moved over ``path`` with :func:`os.replace`, so a reader never
     sees a half-written report and a failed write leaves any old report intact.
     """
-    target = Path(path)
-    html = render_html(doc)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(html)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return target
+    return atomic_write_text(path, render_html(doc))
