@@ -17,7 +17,7 @@ from mmdiag.analyses.attention_maps import (ExampleMaps, cls_to_patch, example_m
                                             pick_layers, pool_grid, select_words, thumbnail_uri,
                                             word_to_patch)
 from mmdiag.metrics.attention import IMAGE, PAD, SPECIAL, TEXT
-from mmdiag.report import plots
+from mmdiag.report import figures as plots
 from mmdiag.report.html import render_html
 
 XSS = "<script>alert(1)</script>"

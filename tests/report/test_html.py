@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mmdiag.errors import MMDiagError
 from mmdiag.report import html as report_html
-from mmdiag.report import plots
+from mmdiag.report import figures as plots
 from mmdiag.report.html import render_html, write_html
 
 SAMPLE = Path(__file__).with_name("sample_results.json")
