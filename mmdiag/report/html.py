@@ -3,20 +3,23 @@
 ``render_html(doc)`` turns a results document (DESIGN.md section 5, schema
 ``mmdiag/1``) into one HTML page: a header with the model, data and run, a
 summary of statuses, a table of every result grouped by check family, and per
-family the plots drawn from ``doc["series"]`` (see :mod:`mmdiag.report.plots`).
+family the plots drawn from ``doc["series"]`` (see :mod:`mmdiag.report.figures`).
 Because it reads nothing but the document, ``mmdiag report results.json`` can
 re-render the page of any earlier run.
 
 The page works offline: no scripts, no external resources (plots are inline
-SVG, the CSS is inline).  Every string taken from the document is escaped by
-jinja2's autoescaping; the only markup inserted verbatim is the SVG produced by
-:mod:`mmdiag.report.plots`, which escapes the data text it contains.
+SVG, the CSS is inline).  The page template and its CSS are the files
+``templates/report.html.j2`` and ``templates/report.css`` next to this module.
+Every string taken from the document is escaped by jinja2's autoescaping; the
+only markup inserted verbatim is the CSS file and the SVG produced by
+:mod:`mmdiag.report.figures`, which escapes the data text it contains.
 
 Any key below ``schema``/``model``/``data``/``results`` may be missing, and any
 value may be ``null`` (NaN is written as ``null``): the page shows what exists.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -31,7 +34,7 @@ from markupsafe import Markup
 
 from mmdiag.atomic import atomic_write_text
 from mmdiag.errors import MMDiagError
-from mmdiag.report import plots
+from mmdiag.report.figures import figure
 
 __all__ = ["render_html", "write_html", "SCHEMA", "FAMILY_ORDER", "STATUS_ORDER"]
 
@@ -62,150 +65,49 @@ def _get(mapping: Any, *keys: str) -> Any:
 
 
 _PLOTS: tuple[_PlotSpec, ...] = (
-    ("cone", "cone-layer", lambda s: s.get("cone.layer"), plots.cone_plot,
+    ("cone", "cone-layer", lambda s: s.get("cone.layer"), figure("cone_plot"),
      "Mean pairwise cosine similarity of the pooled representations per layer (solid), "
      "the mean over tokens (dash-dotted) and the control runs (dashed). Higher = narrower cone "
      "(Liang et al. 2022)."),
-    ("gap", "embedding-2d", lambda s: s.get("embedding_2d"), plots.embedding_plot,
+    ("gap", "embedding-2d", lambda s: s.get("embedding_2d"), figure("embedding_plot"),
      "2-D projection of the final image and text embeddings; × marks each centroid and the "
      "arrow is the gap vector Δ = mean(image) − mean(text)."),
-    ("gap", "gap-shift", lambda s: s.get("gap.shift"), plots.shift_plot,
+    ("gap", "gap-shift", lambda s: s.get("gap.shift"), figure("shift_plot"),
      "Symmetric contrastive loss and recall@1 when the embeddings are shifted along the gap: "
      "x' = normalize(x − λΔ), y' = normalize(y + λΔ). Dotted: λ = 0 (the model as trained); "
      "dashed red: the optimum."),
-    ("probe", "probe-layers", lambda s: s.get("probe"), plots.probe_plot,
+    ("probe", "probe-layers", lambda s: s.get("probe"), figure("probe_plot"),
      "Structural-probe scores per layer: NSpr and root accuracy (depth probe), DSpr and UUAS "
      "(distance probe) (Hewitt & Manning 2019; Milewski et al. 2022)."),
-    ("probe", "probe-tree", lambda s: _get(s, "probe", "example"), plots.tree_svg,
+    ("probe", "probe-tree", lambda s: _get(s, "probe", "example"), figure("tree_svg"),
      "Example sentence: gold dependency tree above the words, the tree predicted by the "
      "distance probe (minimum spanning tree) below."),
-    ("attention", "attention-share", lambda s: s.get("attention.share"), plots.attention_plot,
+    ("attention", "attention-share", lambda s: s.get("attention.share"), figure("attention_plot"),
      "Attention mass share per layer and head: for queries of the first modality, the "
      "row-normalised attention weight on keys of the second, averaged over queries."),
-    ("attention", "attention-image", lambda s: s.get("attention_image"), plots.attention_image_svg,
+    ("attention", "attention-image", lambda s: s.get("attention_image"), figure("attention_image_svg"),
      "Attention drawn over the image for a few example pairs: per caption word (columns) and layer "
      "(rows), where the word's attention lands among the image patches (mean over heads; a row per "
      "selected head when the run kept one). For dual encoders: the vision tower's CLS attention. "
      "Colour marks attention above the panel's mean (uniform attention shows none; full colour at twice "
      "the mean, or at the peak); Σ is the total attention weight on the image."),
-    ("attention", "hidden-2d", lambda s: s.get("hidden_2d"), plots.hidden_plot,
+    ("attention", "hidden-2d", lambda s: s.get("hidden_2d"), figure("hidden_plot"),
      "Hidden states per layer projected to 2-D, coloured by modality."),
 )
 
-_TEMPLATE = r"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="mmdiag">
-<title>mmdiag report: {{ title }}</title>
-<style>
-:root { --pass:#1a7f37; --warn:#b58100; --fail:#cf222e; --error:#8250df; --skip:#6e7781;
-        --line:#d0d7de; --muted:#57606a; --bg2:#f6f8fa; }
-* { box-sizing: border-box; }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", Arial, sans-serif;
-       color:#1f2328; margin:0; background:#fff; }
-main { max-width: 1180px; margin: 0 auto; padding: 16px 24px 48px; }
-h1 { font-size: 22px; margin: 4px 0 2px; }
-h1 .spec { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, monospace; font-weight: 600; }
-h2 { font-size: 18px; border-bottom: 1px solid var(--line); padding-bottom: 4px; margin-top: 32px; }
-.sub { color: var(--muted); margin: 0 0 12px; }
-dl.meta { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 8px 0; }
-dl.meta dt { color: var(--muted); }
-dl.meta dd { margin: 0; overflow-wrap: anywhere; }
-.mono, td.value, td.delta { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, monospace; font-size: 13px; }
-nav { position: sticky; top: 0; background: #fffe; border-bottom: 1px solid var(--line);
-      padding: 6px 0; z-index: 1; }
-nav a { margin-right: 14px; color: #0969da; text-decoration: none; }
-.banner { background: #fff8c5; border: 1px solid #d4a72c; padding: 8px 12px; border-radius: 6px; }
-.badge { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff;
-         font-size: 12px; font-weight: 600; white-space: nowrap; }
-.summary .badge { font-size: 15px; padding: 4px 14px; margin: 0 8px 6px 0; border-radius: 14px; }
-.status-pass { background: var(--pass); } .status-warn { background: var(--warn); }
-.status-fail { background: var(--fail); } .status-error { background: var(--error); }
-.status-skip, .status-other { background: var(--skip); }
-.verdict { font-size: 15px; margin: 6px 0 10px; }
-table.results { border-collapse: collapse; width: 100%; margin-top: 8px; }
-table.results th, table.results td { border-bottom: 1px solid var(--line); padding: 4px 8px;
-       text-align: left; vertical-align: top; }
-table.results th { background: var(--bg2); position: sticky; top: 34px; }
-table.results td.value, table.results td.delta { text-align: right; white-space: nowrap; }
-tr.family-row th { background: #eaeef2; font-size: 14px; }
-tr.family-row .counts { font-weight: normal; color: var(--muted); margin-left: 8px; }
-tr.st-fail td { background: #ffebe9; } tr.st-warn td { background: #fff8c5; }
-tr.st-error td { background: #fbefff; } tr.st-skip td { color: var(--muted); }
-td.message { max-width: 420px; overflow-wrap: anywhere; }
-.worse { color: var(--fail); } .better { color: var(--pass); }
-details pre { white-space: pre-wrap; font-size: 12px; background: var(--bg2); padding: 6px;
-              margin: 4px 0 0; max-height: 240px; overflow: auto; }
-details summary { cursor: pointer; color: var(--muted); font-size: 12px; }
-figure.plot { margin: 16px 0 24px; }
-figure.plot .canvas { overflow-x: auto; }
-figure.plot svg.plot { max-width: 100%; height: auto; }
-.attention-image svg { display: block; margin: 0 0 14px; }
-figure.plot figcaption { color: var(--muted); font-size: 13px; max-width: 900px; }
-p.none { color: var(--muted); font-style: italic; }
-footer { color: var(--muted); font-size: 12px; margin-top: 40px; border-top: 1px solid var(--line);
-         padding-top: 8px; }
-</style>
-</head>
-<body>
-<main>
-<header id="header">
-<h1>mmdiag report · <span class="spec">{{ title }}</span></h1>
-<p class="sub">{{ subtitle }}</p>
-{% if schema_note %}<p class="banner" id="schema-note">{{ schema_note }}</p>{% endif %}
-<dl class="meta">
-{% for label, value, mono in meta %}<dt>{{ label }}</dt><dd{% if mono %} class="mono"{% endif %}>{{ value }}</dd>
-{% endfor %}</dl>
-</header>
-<nav id="nav"><a href="#summary">Summary</a><a href="#results">Results</a>{% for fam in families %}<a href="#family-{{ fam.slug }}">{{ fam.title }}</a>{% endfor %}</nav>
-
-<section id="summary" class="summary">
-<h2>Summary</h2>
-<p class="verdict">{{ verdict }}</p>
-<div class="badges">{% for st in summary %}<span class="badge status-{{ st.css }}" data-status="{{ st.status }}" data-count="{{ st.count }}">{{ st.count }} {{ st.status }}</span>{% endfor %}</div>
-</section>
-
-<section id="results">
-<h2>Results</h2>
-{% if families_with_results %}
-<table class="results">
-<thead><tr><th>check</th><th>params</th><th>value</th><th>threshold</th><th>status</th>{% if has_baseline %}<th>Δ vs baseline</th>{% endif %}<th>message</th></tr></thead>
-{% for fam in families_with_results %}
-<tbody id="results-{{ fam.slug }}">
-<tr class="family-row"><th colspan="{{ ncols }}">{{ fam.title }} <span class="counts">{{ fam.counts }}</span></th></tr>
-{% for r in fam.rows %}<tr class="result st-{{ r.css }}" data-check="{{ r.check }}">
-<td class="mono">{{ r.check }}</td><td>{{ r.params }}</td><td class="value" title="{{ r.value_full }}">{{ r.value }}</td><td class="mono">{{ r.threshold }}</td><td><span class="badge status-{{ r.css }}">{{ r.status }}</span></td>{% if has_baseline %}<td class="delta {{ r.delta_css }}"{% if r.baseline %} title="baseline {{ r.baseline }}"{% endif %}>{{ r.delta }}</td>{% endif %}<td class="message">{{ r.message }}{% if r.details %}<details><summary>details</summary><pre>{{ r.details }}</pre></details>{% endif %}</td>
-</tr>
-{% endfor %}</tbody>
-{% endfor %}
-</table>
-{% else %}<p class="none">No results in this document.</p>{% endif %}
-</section>
-
-{% for fam in families %}
-<section id="family-{{ fam.slug }}" class="family">
-<h2>{{ fam.title }}</h2>
-{% for p in fam.plots %}<figure id="plot-{{ p.id }}" class="plot">
-<div class="canvas">{{ p.svg }}</div>
-<figcaption>{{ p.caption }}</figcaption>
-</figure>
-{% else %}<p class="none">No plot data for this family in this run.</p>
-{% endfor %}
-{% for note in fam.notes %}<p class="none">{{ note }}</p>{% endfor %}
-</section>
-{% endfor %}
-
-<footer>Rendered by mmdiag from a results document (schema {{ schema }}). Self-contained: no scripts, no network resources.</footer>
-</main>
-</body>
-</html>
-"""
-
-_ENV = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined,
+#: The page template and its style sheet, files in ``mmdiag/report/templates`` (shipped in the wheel).
+_LOADER = jinja2.PackageLoader("mmdiag.report", "templates")
+_ENV = jinja2.Environment(loader=_LOADER, autoescape=True, undefined=jinja2.StrictUndefined,
                           trim_blocks=False, lstrip_blocks=False)
-_TEMPLATE_OBJ = _ENV.from_string(_TEMPLATE)
+_TEMPLATE_NAME = "report.html.j2"
+_CSS_NAME = "report.css"
+
+
+@functools.cache
+def _page() -> tuple[jinja2.Template, Markup]:
+    """The compiled page template and the CSS it inlines verbatim (read once, on first render)."""
+    css, _path, _uptodate = _LOADER.get_source(_ENV, _CSS_NAME)
+    return _ENV.get_template(_TEMPLATE_NAME), Markup(css)
 
 
 # --------------------------------------------------------------------------
@@ -521,7 +423,8 @@ def render_html(doc: dict) -> str:
     """
     if not isinstance(doc, Mapping):
         raise MMDiagError(f"a results document must be a JSON object, got {type(doc).__name__}")
-    return _TEMPLATE_OBJ.render(**_context(doc))
+    template, css = _page()
+    return template.render(css=css, **_context(doc))
 
 
 def write_html(doc: dict, path: Union[str, os.PathLike]) -> Path:
