@@ -69,10 +69,9 @@ def regimen_figures(pset: Any, seed: int, regimen: str, rank: Optional[int]) -> 
 
 def _default_rank(regimen: str, dim: int) -> int:
     """The rank a regimen fits when none is asked for (``Regimen.max_rank``; 0 = full rank)."""
-    from mmdiag.metrics.probe_fit import FAST_REGIMEN, PAPER_REGIMEN
+    from mmdiag.probing.regimens import get_regimen
 
-    cap = {"fast": FAST_REGIMEN, "paper": PAPER_REGIMEN}[regimen].max_rank
-    return min(dim, cap) if cap else dim
+    return get_regimen(regimen).rank_for(dim)
 
 
 def compare(pset: Any, seed: int, rank: Optional[int], forward_s: float) -> dict[str, Any]:

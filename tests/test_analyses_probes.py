@@ -3,10 +3,13 @@ import numpy as np
 import pytest
 
 from mmdiag.analyses.probes import ProbeSet, probe_scores
-from mmdiag.metrics.probe_fit import ProbeData, control_distances, fit_distance_probes, split_indices
 from mmdiag.metrics.probe_scores import dspr
+from mmdiag.probing.control import control_distances
+from mmdiag.probing.data import ProbeData
+from mmdiag.probing.fit import fit_distance_probes
+from mmdiag.probing.splits import split_indices
 
-from tests.metrics.test_probe_fit import planted
+from tests.probing.test_probe_fit import planted
 
 
 def test_control_task_is_scored_at_the_best_distance_layer():

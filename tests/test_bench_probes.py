@@ -15,7 +15,7 @@ import pytest
 
 from mmdiag import bench_probes
 from mmdiag.analyses.probes import best
-from mmdiag.metrics.probe_fit import split_indices
+from mmdiag.probing.splits import split_indices
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,12 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from mmdiag.metrics.probe_fit import ProbeData, ProbeTask, control_distances, fit_probes, split_indices
-from mmdiag.metrics.probe_scores import (dspr_details, dspr_details_by_layer, mst_edges, nspr_details_by_layer,
-                                         root_accuracy, uuas_by_layer)
+from mmdiag.metrics.probe_recovery import mst_edges, root_accuracy, uuas_by_layer
+from mmdiag.metrics.probe_scores import dspr_details, dspr_details_by_layer, nspr_details_by_layer
+from mmdiag.probing.control import control_distances
+from mmdiag.probing.data import ProbeData
+from mmdiag.probing.fit import ProbeTask, fit_probes
+from mmdiag.probing.splits import split_indices
 from mmdiag.record import Activations
 
 #: fewer annotated sentences than this cannot be split into useful train/dev/test parts

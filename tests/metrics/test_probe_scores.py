@@ -1,4 +1,4 @@
-"""Tests of mmdiag.metrics.probe_scores against independent references."""
+"""Tests of mmdiag.metrics.probe_scores, probe_recovery and probe_trees against independent references."""
 from __future__ import annotations
 
 import itertools
@@ -11,10 +11,11 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import shortest_path
 from scipy.stats import spearmanr
 
+from mmdiag.metrics.probe_recovery import mst_edges, mst_edges_by_layer, root_accuracy, uuas, uuas_by_layer
 from mmdiag.metrics.probe_scores import (
-    dspr, dspr_details, dspr_details_by_layer, mst_edges, mst_edges_by_layer, nspr, nspr_details,
-    nspr_details_by_layer, root_accuracy, spearman_rows, tree_depths, tree_distances, uuas, uuas_by_layer,
+    dspr, dspr_details, dspr_details_by_layer, nspr, nspr_details, nspr_details_by_layer, spearman_rows,
 )
+from mmdiag.metrics.probe_trees import tree_depths, tree_distances
 
 SETTINGS = settings(max_examples=30, deadline=None)
 

@@ -1,4 +1,4 @@
-"""Tests of mmdiag.metrics.probe_fit: planted structure, chance, regimens, helpers."""
+"""Tests of mmdiag.probing (probe training): planted structure, chance, regimens, helpers."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,13 +7,14 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from mmdiag.data.types import DepTree
-from mmdiag.metrics.probe_fit import (
-    FAST_REGIMEN, PAPER_REGIMEN, ProbeData, control_depths, control_distances,
-    ProbeTask, control_heads, fit_depth_probes, fit_distance_probes, fit_probes, split_indices,
-)
-from mmdiag.metrics.probe_scores import (
-    dspr, nspr, root_accuracy, tree_depths, tree_distances, uuas,
-)
+from mmdiag.metrics.probe_recovery import root_accuracy, uuas
+from mmdiag.metrics.probe_scores import dspr, nspr
+from mmdiag.metrics.probe_trees import tree_depths, tree_distances
+from mmdiag.probing.control import control_depths, control_distances, control_heads
+from mmdiag.probing.data import ProbeData
+from mmdiag.probing.fit import ProbeTask, fit_depth_probes, fit_distance_probes, fit_probes
+from mmdiag.probing.regimens import FAST_REGIMEN, PAPER_REGIMEN
+from mmdiag.probing.splits import split_indices
 
 SETTINGS = settings(max_examples=30, deadline=None)
 
