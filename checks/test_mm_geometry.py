@@ -1,63 +1,79 @@
 """Representation geometry beyond the gap: alignment and uniformity (Wang & Isola 2020,
 arXiv:2005.10242), effective rank (RankMe, Garrido et al. 2023, arXiv:2210.02885),
-linear CKA (Kornblith et al. 2019, arXiv:1905.00414) and mutual k-NN alignment
-(Huh et al. 2024, arXiv:2405.07987)."""
+linear CKA (Kornblith et al. 2019, arXiv:1905.00414), mutual k-NN alignment
+(Huh et al. 2024, arXiv:2405.07987) and isotropy (Mu & Viswanath 2018, arXiv:1702.01417)."""
 import pytest
 
+from mmdiag import CheckSpec
 from mmdiag.metrics.geometry import alignment, linear_cka, mutual_knn, rankme, uniformity
+from mmdiag.metrics.isotropy import isotropy
 
 MKNN_K = 10
 
+ALIGNMENT = CheckSpec(
+    "geometry.alignment", title="Alignment of matched pairs", higher_is_better=False, pairs=True,
+    meaning="mean ‖x̂ − ŷ‖² over matched image-caption pairs (α = 2)",
+    healthy="in [0, 4]; lower = matched pairs closer", source="Wang & Isola 2020, arXiv:2005.10242")
+UNIFORMITY = CheckSpec(
+    "geometry.uniformity", title="Uniformity on the sphere", over=("modality",), higher_is_better=False,
+    meaning="log E exp(−2‖x̂_i − x̂_j‖²) over pairs of distinct samples (t = 2)",
+    healthy="in [−4, 0]; lower = more uniformly spread", source="Wang & Isola 2020, arXiv:2005.10242")
+RANKME = CheckSpec(
+    "geometry.rankme", title="Effective rank per layer", over=("modality", "layer"), higher_is_better=True,
+    meaning="exp of the entropy of the normalised singular values of the pooled states (RankMe)",
+    healthy="between 1 and min(n, d); a collapse to a few directions shows as a small rank",
+    source="Garrido et al. 2023, arXiv:2210.02885")
+CKA = CheckSpec(
+    "geometry.cka", title="Linear CKA image vs text", higher_is_better=True, pairs=True,
+    meaning="linear centred kernel alignment between matched image and text embeddings",
+    healthy="in [0, 1]; higher = the modalities share their similarity structure",
+    source="Kornblith et al. 2019, arXiv:1905.00414")
+MKNN = CheckSpec(
+    "geometry.mknn", title="Mutual k-NN alignment", higher_is_better=True, pairs=True,
+    meaning=f"mean overlap of each pair's k = {MKNN_K} nearest neighbours in image and in text space",
+    healthy="in [0, 1]; chance is k / (n − 1) (in details)", source="Huh et al. 2024, arXiv:2405.07987")
+ISOTROPY = CheckSpec(
+    "geometry.isotropy", title="Isotropy of the embeddings", over=("modality",), higher_is_better=True,
+    meaning="min over max of the partition function Z(c) = Σ exp(cᵀx̂) over ± the eigenvectors of X̂ᵀX̂",
+    healthy="in (0, 1]; 1 = no dominant direction; a narrow cone drives it towards 0",
+    source="Mu & Viswanath 2018, All-but-the-Top, arXiv:1702.01417")
 
-def _embeds(mm, *modalities):
-    embeds = mm.acts.embeds
-    missing = [m for m in modalities if m not in embeds]
-    if missing:
-        mm.skip(f"{mm.check} needs final {' and '.join(modalities)} embeddings; missing: {', '.join(missing)}")
-    mm.require_n(2)
-    return [embeds[m] for m in modalities]
 
-
-def _paired(mm):
-    if mm.session.config.data == "noise":
-        mm.skip(f"{mm.check} needs matched image-caption pairs; --mm-data=noise has none")
-
-
-@pytest.mark.mm("geometry.alignment")
+@pytest.mark.mm(ALIGNMENT)
 def test_alignment(mm):
-    _paired(mm)
-    img, txt = _embeds(mm, "image", "text")
+    img, txt = mm.require_embeddings("image", "text")
     mm.report(alignment(img, txt, alpha=2), details={"alpha": 2})
 
 
-@pytest.mark.mm("geometry.uniformity", over=("modality",))
+@pytest.mark.mm(UNIFORMITY)
 def test_uniformity(mm, modality):
-    (emb,) = _embeds(mm, modality)
+    (emb,) = mm.require_embeddings(modality)
     mm.report(uniformity(emb, t=2), details={"t": 2})
 
 
-@pytest.mark.mm("geometry.rankme", over=("modality", "layer"))
+@pytest.mark.mm(RANKME)
 def test_rankme(mm, modality, layer):
     mm.require_modality(modality)
     mm.require_n(2)
-    for k in mm.layers(modality, layer):
-        states = mm.acts.pooled[modality][k]
-        value = rankme(states)
-        mm.report(value, details={"max": int(min(states.shape))}, params={"modality": modality, "layer": k},
-                  final=False)
-    mm.finish()
+    pooled = mm.acts.pooled[modality]
+    mm.report_layers(mm.layers(modality, layer), lambda k: rankme(pooled[k]),
+                     lambda k: {"max": int(min(pooled[k].shape))})
 
 
-@pytest.mark.mm("geometry.cka")
+@pytest.mark.mm(CKA)
 def test_cka(mm):
-    _paired(mm)
-    img, txt = _embeds(mm, "image", "text")
+    img, txt = mm.require_embeddings("image", "text")
     mm.report(linear_cka(img, txt))
 
 
-@pytest.mark.mm("geometry.mknn")
+@pytest.mark.mm(MKNN)
 def test_mknn(mm):
-    _paired(mm)
-    img, txt = _embeds(mm, "image", "text")
+    img, txt = mm.require_embeddings("image", "text")
     mm.require_n(MKNN_K + 1)
     mm.report(mutual_knn(img, txt, k=MKNN_K), details={"k": MKNN_K, "chance": MKNN_K / (mm.acts.n - 1)})
+
+
+@pytest.mark.mm(ISOTROPY)
+def test_isotropy(mm, modality):
+    (emb,) = mm.require_embeddings(modality)
+    mm.report(isotropy(emb), details={"normalized": True, "directions": "± eigenvectors of XᵀX"})

@@ -10,25 +10,68 @@ import math
 
 import pytest
 
-from mmdiag.data.flickr30k import SPACY_MISSING, is_flickr30k_root
+from mmdiag import CheckSpec, PlotSpec
 from mmdiag.analyses.probes import MIN_SENTENCES, best, image_probe_set, probe_scores, text_probe_set
+from mmdiag.data.flickr30k import SPACY_MISSING, is_flickr30k_root
 
 WHAT = {"text": "captions with gold dependency trees (--mm-data=synthetic, or --mm-treebank=FILE.conllu)",
         "image": "images with grounded phrases and scene trees (--mm-data=synthetic, or a Flickr30k Entities root "
                  "with spaCy installed)"}
+HEWITT = "Hewitt & Manning 2019, NAACL"
+MILEWSKI = "Milewski et al. 2022, arXiv:2203.09306"
+PROBE_PLOTS = (
+    PlotSpec("probe-layers", ("probe",), "probe_plot",
+             "Structural-probe scores per layer: NSpr and root accuracy (depth probe), DSpr and UUAS (distance "
+             "probe) (Hewitt & Manning 2019; Milewski et al. 2022)."),
+    PlotSpec("probe-tree", ("probe", "example"), "tree_svg",
+             "Example sentence: gold dependency tree above the words, the tree predicted by the distance probe "
+             "(minimum spanning tree) below."),
+)
+_PROBES = {"needs": ("words", "regions"), "series": ("probe",), "plots": PROBE_PLOTS, "uncertainty": "sentences",
+           "higher_is_better": True}
+
+DEPTH = CheckSpec(
+    "probe.depth", title="Depth probe NSpr per layer", over=("modality", "layer"), **_PROBES,
+    meaning="Spearman of predicted vs gold tree depth per sentence, averaged per length 5–50 (root accuracy in "
+            "details); text words against dependency trees, image regions against scene trees",
+    healthy="BERT-base text ≈ 0.8 at its best layer on PTB; compare with probe.selectivity, not with 0",
+    source=f"{HEWITT}; {MILEWSKI}")
+DISTANCE = CheckSpec(
+    "probe.distance", title="Distance probe DSpr per layer", over=("modality", "layer"), **_PROBES,
+    meaning="per-word Spearman of predicted vs gold tree distances, averaged per length 5–50 (UUAS in details)",
+    healthy="BERT-base layer 7 ≈ 0.85 (UUAS ≈ 0.80) on PTB; a random embedding scores ≈ 0.27",
+    source=f"{HEWITT}; {MILEWSKI}")
+SELECTIVITY = CheckSpec(
+    "probe.selectivity", title="Probe selectivity over a control task", over=("modality",), **_PROBES,
+    meaning="best-layer DSpr minus the same probe's DSpr on a control task of random word-type depths",
+    healthy="clearly above 0: the probe reads structure, not memorised word identities",
+    source="Hewitt & Liang 2019, arXiv:1909.03368")
+TEXT_RETENTION = CheckSpec(
+    "probe.text_retention", title="Text structure kept vs a text-only encoder", **{**_PROBES, "needs": ("words",)},
+    meaning="the model's best text DSpr as a fraction of a text-only reference encoder's (--mm-text-reference)",
+    healthy="about 1 on in-domain captions; below 1 on out-of-domain text (Milewski RQ1)", source=MILEWSKI)
+SCENE_VS_RAW = CheckSpec(
+    "probe.scene_vs_raw", title="Scene trees vs raw region features", **{**_PROBES, "needs": ("regions",)},
+    meaning="best-layer scene-tree DSpr minus the DSpr of the raw patch embeddings (layer 0)",
+    healthy="Milewski RQ2 found no gain (≈ 0 or below): visual layers do not build scene trees", source=MILEWSKI)
+IMAGE_EFFECT = CheckSpec(
+    "probe.image_effect", title="Effect of the image on text structure",
+    **{**_PROBES, "needs": ("words",), "higher_is_better": None},
+    meaning="best text DSpr with the image minus with the image masked out of a single-stream model",
+    healthy="≈ 0 (Milewski Sub-RQ1.1: text structure does not come from the visual input)", source=MILEWSKI)
 
 
 def _probe_set(mm, modality, acts=None, samples=None):
     mm.require_modality(modality)
     if modality == "text":
-        treebank = mm.session.treebank_activations(mm.adapter)
+        treebank = mm.treebank()
         if treebank is not None and acts is None:
             acts, samples = treebank
         pset = text_probe_set(acts or mm.acts, samples or mm.samples)
     else:
         pset = image_probe_set(acts or mm.acts, samples or mm.samples)
     n = 0 if pset is None else pset.data.n_sentences
-    if n == 0 and is_flickr30k_root(mm.session.config.data) and all(s.tree is None for s in mm.samples):
+    if n == 0 and is_flickr30k_root(mm.config.data) and all(s.tree is None for s in mm.samples):
         mm.skip(SPACY_MISSING)
     if n < MIN_SENTENCES:
         mm.skip(f"{mm.check} needs at least {MIN_SENTENCES} {WHAT[modality]}; the run has {n}")
@@ -38,17 +81,17 @@ def _probe_set(mm, modality, acts=None, samples=None):
 def _scores(mm, modality):
     def compute():
         pset = _probe_set(mm, modality)
-        cfg = mm.session.config
+        cfg = mm.config
         # the control task's probe (for probe.selectivity) is fitted in the same program as the real ones
         scores = probe_scores(pset, cfg.seed, cfg.probe_regimen, cfg.probe_rank,
-                              control=mm.session.wants("probe.selectivity"))
-        series = mm.session.series.setdefault("probe", {})
-        series[modality] = {k: scores[k] for k in ("layers", "nspr", "dspr", "uuas", "root_acc") if k in scores}
-        if "example" in scores and (modality == "text" or "example" not in series):
-            series["example"] = {"modality": modality, **scores["example"]}
-        mm.session.timings[f"probe_{modality}_fit_s"] = scores["fit_s"]
+                              control=mm.selected("probe.selectivity"))
+        mm.publish(("probe", modality),
+                   {k: scores[k] for k in ("layers", "nspr", "dspr", "uuas", "root_acc") if k in scores})
+        if "example" in scores and (modality == "text" or mm.published(("probe", "example")) is None):
+            mm.publish(("probe", "example"), {"modality": modality, **scores["example"]})
+        mm.add_timing(f"probe_{modality}_fit_s", scores["fit_s"])
         return scores
-    return mm.session.memo(f"probe:{modality}", compute)
+    return mm.memo(f"probe:{modality}", compute)
 
 
 def _split(scores):
@@ -56,35 +99,34 @@ def _split(scores):
             "regimen": scores["regimen"]}
 
 
-@pytest.mark.mm("probe.depth", over=("modality", "layer"))
+@pytest.mark.mm(DEPTH)
 def test_probe_depth(mm, modality, layer):
     scores = _scores(mm, modality)
-    for k in mm.layers(modality, layer):
-        details = {**_split(scores), "nspr_fallback_all_lengths": scores["nspr_fallback"]}
+
+    def details(k):
+        found = {**_split(scores), "nspr_fallback_all_lengths": scores["nspr_fallback"]}
         if "root_acc" in scores:
-            details["root_accuracy"] = scores["root_acc"][k]
-        mm.report(scores["nspr"][k], details=details, params={"modality": modality, "layer": k}, final=False)
-    mm.finish()
+            found["root_accuracy"] = scores["root_acc"][k]
+        return found
+    mm.report_layers(mm.layers(modality, layer), lambda k: scores["nspr"][k], details)
 
 
-@pytest.mark.mm("probe.distance", over=("modality", "layer"))
+@pytest.mark.mm(DISTANCE)
 def test_probe_distance(mm, modality, layer):
     scores = _scores(mm, modality)
-    for k in mm.layers(modality, layer):
-        details = {**_split(scores), "uuas": scores["uuas"][k], "dspr_fallback_all_lengths": scores["dspr_fallback"]}
-        mm.report(scores["dspr"][k], details=details, params={"modality": modality, "layer": k}, final=False)
-    mm.finish()
+    mm.report_layers(mm.layers(modality, layer), lambda k: scores["dspr"][k], lambda k: {
+        **_split(scores), "uuas": scores["uuas"][k], "dspr_fallback_all_lengths": scores["dspr_fallback"]})
 
 
-@pytest.mark.mm("probe.selectivity", over=("modality",))
+@pytest.mark.mm(SELECTIVITY)
 def test_probe_selectivity(mm, modality):
     """Best-layer DSpr minus the same probe's DSpr on the control task (Hewitt & Liang 2019)."""
     scores = _scores(mm, modality)
     layer, value = best(scores["dspr"])
-    cfg = mm.session.config
+    cfg = mm.config
     control_dspr = scores.get("control_dspr", float("nan"))  # the control task's probe, fitted at the best layer
     details = {"best_layer": layer, "best_dspr": value, "control_task_dspr": control_dspr}
-    ctrl = mm.session.control("random-init", mm.adapter) if "random-init" in cfg.controls else None
+    ctrl = mm.control("random-init")
     if ctrl is not None:
         cset = text_probe_set(ctrl, mm.samples) if modality == "text" else image_probe_set(ctrl, mm.samples)
         if cset is not None and cset.data.n_sentences >= MIN_SENTENCES:
@@ -94,22 +136,16 @@ def test_probe_selectivity(mm, modality):
     mm.report(value - control_dspr, details=details)
 
 
-@pytest.mark.mm("probe.text_retention")
+@pytest.mark.mm(TEXT_RETENTION)
 def test_probe_text_retention(mm):
     """RQ1 of Milewski et al.: the model's best text DSpr as a fraction of a text-only reference's."""
-    cfg = mm.session.config
-    if not cfg.text_reference:
-        mm.skip("probe.text_retention needs a text-only reference encoder: pass --mm-text-reference=SPEC "
-                "(a BERT-style hub id, a save_pretrained dir, or random:bert-base-uncased)")
+    reference = mm.text_reference()
+    cfg = mm.config
     scores = _scores(mm, "text")
-    reference = mm.session.reference_adapter()
     pset = _probe_set(mm, "text")
-    treebank = mm.session.treebank_activations(mm.adapter)
+    treebank = mm.treebank()
     samples = treebank[1] if treebank is not None else mm.samples
-    from mmdiag.record import record
-
-    ref_acts = record(reference, samples, cfg.batch_size, words=True)
-    ref_set = text_probe_set(ref_acts, samples)
+    ref_set = text_probe_set(mm.record(reference, samples, words=True), samples)
     if ref_set is None or ref_set.data.n_sentences != pset.data.n_sentences:
         mm.skip("the reference encoder's tokenizer lost words of some sentences; no like-for-like comparison")
     ref = probe_scores(ref_set, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",))
@@ -122,7 +158,7 @@ def test_probe_text_retention(mm):
                               "reference": cfg.text_reference})
 
 
-@pytest.mark.mm("probe.scene_vs_raw")
+@pytest.mark.mm(SCENE_VS_RAW)
 def test_probe_scene_vs_raw(mm):
     """RQ2 of Milewski et al.: best-layer scene-tree DSpr minus the DSpr on raw patch embeddings (layer 0)."""
     scores = _scores(mm, "image")
@@ -132,19 +168,18 @@ def test_probe_scene_vs_raw(mm):
                                     "best_uuas": scores["uuas"][layer + 1], "raw_uuas": scores["uuas"][0]})
 
 
-@pytest.mark.mm("probe.image_effect")
+@pytest.mark.mm(IMAGE_EFFECT)
 def test_probe_image_effect(mm):
     """Sub-RQ1.1 of Milewski et al.: text DSpr with the image minus with the image masked out."""
     if not getattr(mm.adapter, "joint_attention", False):
         mm.skip("probe.image_effect applies to single-stream and decoder models, whose text states can see the "
                 f"image; the text tower of this {mm.adapter.family} model never sees it")
     scores = _scores(mm, "text")
-    cfg = mm.session.config
-    blind = mm.session.without_image(mm.adapter)
-    pset = text_probe_set(blind, mm.samples)
+    cfg = mm.config
+    pset = text_probe_set(mm.without_image(), mm.samples)
     if pset is None or pset.data.n_sentences < MIN_SENTENCES:
         mm.skip(f"probe.image_effect needs at least {MIN_SENTENCES} {WHAT['text']}")
-    without = mm.session.memo("probe:text-without-image", lambda: probe_scores(
+    without = mm.memo("probe:text-without-image", lambda: probe_scores(
         pset, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",)))
     (layer, with_image), (layer_wo, without_image) = best(scores["dspr"]), best(without["dspr"])
     mm.report(with_image - without_image,

@@ -1,56 +1,168 @@
 """What a check function sees: the ``mm`` fixture's :class:`CheckContext`.
 
-A check computes a value from the shared activations and calls
-:meth:`CheckContext.report`; the threshold decides pass / warn / fail, the
-result lands in the table and the JSON, and a ``fail`` fails the test.
+A check reads the run's shared activations (:attr:`CheckContext.acts`), computes
+a value with a metric, and calls :meth:`CheckContext.report` (one value) or
+:meth:`CheckContext.report_layers` (one value per layer). The check's
+:class:`~mmdiag.checkspec.CheckSpec` threshold decides pass / warn / fail, the
+result lands in the table, the JSON and the baseline comparison, and a ``fail``
+fails the test. See ``docs/writing-checks.md``.
 """
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import pytest
 
-from mmdiag.thresholds import Result, evaluate
+from mmdiag.checkspec import CheckSpec
+from mmdiag.errors import SpecError
+from mmdiag.thresholds import Result, Threshold, evaluate
 
 
 class MMDiagWarning(UserWarning):
     """A check breached a threshold whose level is ``warn``."""
 
 
-class CheckContext:
-    """The check's name and params, the run's data, and the way to report a value."""
+class ReadOnlyConfig:
+    """The run's options as a check sees them: readable, not writable."""
 
-    def __init__(self, session: Any, adapter: Any, check: str, params: dict, nodeid: str) -> None:
-        self.session = session
+    def __init__(self, config: Any) -> None:
+        object.__setattr__(self, "_config", config)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._config, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"the run's config is read-only in a check (tried to set {name!r})")
+
+    def __repr__(self) -> str:
+        return f"ReadOnlyConfig({self._config!r})"
+
+
+SeriesKey = Union[str, Sequence[str]]
+
+
+class CheckContext:
+    """The check's spec and params, the run's data, shared computations, and the way to report a value."""
+
+    def __init__(self, session: Any, adapter: Any, check: Union[CheckSpec, str], params: dict,
+                 nodeid: str) -> None:
+        spec = check if isinstance(check, CheckSpec) else (session.checks.get(check) or CheckSpec(check))
+        self._session = session
         self.adapter = adapter
-        self.check = check
+        self.spec = spec
+        self.check = spec.name
         self.params = params
         self.nodeid = nodeid
         self.reported = False
 
+    # -- what the run recorded -------------------------------------------------------------------------------
     @property
     def acts(self):
-        """The shared activations (runs the forward pass on first use)."""
-        return self.session.activations(self.adapter)
+        """The shared :class:`~mmdiag.record.Activations` (runs the one forward pass on first use)."""
+        return self._session.activations(self.adapter)
 
     @property
     def samples(self) -> list:
-        return self.session.load_data(self.adapter)
+        """The run's samples, in step with :attr:`acts`."""
+        return self._session.load_data(self.adapter)
+
+    @property
+    def config(self) -> ReadOnlyConfig:
+        """The run's options (``--mm-*``), read-only: ``mm.config.seed``, ``mm.config.data``, ..."""
+        return ReadOnlyConfig(self._session.config)
 
     def controls(self) -> dict:
-        """Activations of the controls asked for with ``--mm-controls`` (random-init, noise)."""
-        return {name: self.session.control(name, self.adapter) for name in self.session.config.controls}
+        """Activations of the controls asked for with ``--mm-controls`` (``random-init``, ``noise``) by name;
+        a value is None when the model has no control of that kind."""
+        return {name: self._session.control(name, self.adapter) for name in self._session.config.controls}
 
+    def control(self, name: str) -> Any:
+        """One control's activations, or None when it was not asked for with ``--mm-controls``."""
+        if name not in self._session.config.controls:
+            return None
+        return self._session.control(name, self.adapter)
+
+    def treebank(self) -> Optional[tuple[Any, list]]:
+        """(activations with word states, samples) of the ``--mm-treebank`` sentences, or None without one."""
+        return self._session.treebank_activations(self.adapter)
+
+    def text_reference(self) -> Any:
+        """The ``--mm-text-reference`` text encoder's adapter (loaded once); skips this check without one."""
+        if not self._session.config.text_reference:
+            self.skip(f"{self.check} needs a text-only reference encoder: pass --mm-text-reference=SPEC "
+                      "(a BERT-style hub id, a save_pretrained dir, or random:bert-base-uncased)")
+        return self._session.reference_adapter()
+
+    def without_image(self) -> Any:
+        """Word states with the image masked out of a single-stream model's attention (memoised)."""
+        return self._session.without_image(self.adapter)
+
+    def record(self, adapter: Any, samples: Sequence, words: bool = False) -> Any:
+        """Run another adapter (e.g. :meth:`text_reference`) over ``samples``: its Activations."""
+        from mmdiag.record import record
+
+        return record(adapter, samples, self._session.config.batch_size, words=words)
+
+    def selected(self, check: str) -> bool:
+        """Whether ``check`` is among this run's selected checks (to skip work no check will read)."""
+        selected = self._session.checks.selected
+        return selected is None or check in selected
+
+    # -- shared computations and published series -----------------------------------------------------------
+    def memo(self, key: str, compute: Callable[[], Any]) -> Any:
+        """``compute()`` once per run under ``key``, shared by every check that asks for the same key."""
+        return self._session.memo(key, compute)
+
+    def publish(self, key: SeriesKey, value: Any) -> Any:
+        """Put ``value`` into results.json's ``series`` (for plots) at ``key`` or a path ``(key, sub, ...)``.
+
+        The first part of the key must be one of the spec's declared ``series``.
+        """
+        path = (key,) if isinstance(key, str) else tuple(key)
+        if path[0] not in self.spec.series:
+            raise SpecError(f"{self.check} publishes series {path[0]!r} that its CheckSpec does not declare "
+                            f"(series={self.spec.series!r}); add it to the spec's series")
+        target = self._session.series
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+        return value
+
+    def published(self, key: SeriesKey) -> Any:
+        """The value at ``key`` (or path) in ``series``, or None."""
+        value: Any = self._session.series
+        for part in (key,) if isinstance(key, str) else key:
+            if not isinstance(value, Mapping) or part not in value:
+                return None
+            value = value[part]
+        return value
+
+    def add_timing(self, name: str, seconds: float) -> None:
+        """Record a named duration in results.json's ``run.timings``."""
+        self._session.timings[name] = float(seconds)
+
+    # -- prerequisites: skip with what the user should supply ----------------------------------------------
     def require_modality(self, modality: str) -> None:
-        """Skip unless the model has ``modality``."""
+        """Skip unless the model has ``modality`` and the data has inputs of it."""
         if modality not in getattr(self.adapter, "modalities", ()):
             self.skip(f"{self.check} needs a {modality} tower; this {getattr(self.adapter, 'family', '')} model "
                       f"has {', '.join(getattr(self.adapter, 'modalities', ())) or 'none'}")
         if modality not in self.acts.pooled:
-            self.skip(f"no {modality} inputs in --mm-data={self.session.config.data} "
+            self.skip(f"no {modality} inputs in --mm-data={self._session.config.data} "
                       f"({self.check} needs {modality} samples)")
+
+    def require_embeddings(self, *modalities: str) -> list:
+        """The final embeddings of ``modalities`` (and at least 2 samples), or skip naming what is missing."""
+        embeds = self.acts.embeds
+        missing = [m for m in modalities if m not in embeds]
+        if missing:
+            what = "embeddings of both modalities" if len(modalities) == 2 else f"{' and '.join(modalities)} embeddings"
+            self.skip(f"{self.check} needs final {what}; missing: {', '.join(missing)} (use a dual-encoder model "
+                      "such as CLIP or SigLIP with image-caption data)")
+        self.require_n(2)
+        return [embeds[m] for m in modalities]
 
     def require_n(self, minimum: int) -> None:
         """Skip with the minimum sample count when the run has fewer samples."""
@@ -58,64 +170,87 @@ class CheckContext:
         if n < minimum:
             self.skip(f"{self.check} needs at least {minimum} samples, the run has {n} (raise --mm-samples)")
 
+    def require_pairs(self) -> None:
+        """Skip unless the data pairs each image with its caption (``--mm-data=noise`` does not)."""
+        if self._session.config.data == "noise":
+            self.skip(f"{self.check} needs matched image-caption pairs; --mm-data=noise has none "
+                      "(use synthetic, a captions JSONL or COCO captions)")
+
     def layers(self, modality: str, layer: Optional[int]) -> list[int]:
         """The layer of this parametrisation, or all layers when the layout was unknown at collection."""
         if layer is not None:
             return [layer]
         return list(range(len(self.acts.pooled[modality])))
 
-    def threshold(self, check: Optional[str] = None, params: Optional[dict] = None):
-        return self.session.thresholds.lookup(check or self.check, self.params if params is None else params)
+    def threshold(self, check: Optional[str] = None, params: Optional[dict] = None) -> Optional[Threshold]:
+        """The threshold in force for this check (or ``check``) and params."""
+        return self._session.thresholds.lookup(check or self.check, self.params if params is None else params)
 
     def skip(self, reason: str) -> None:
         """Skip this check, saying what the user should supply to run it."""
         self._add(Result(self.check, self.params, None, "skip", self.threshold(), {}, reason, self.nodeid))
         pytest.skip(reason)
 
-    def report(self, value: float, details: Optional[dict] = None, message: str = "",
-               check: Optional[str] = None, params: Optional[dict] = None, final: bool = True) -> Result:
-        """Record ``value`` for this check; fail or warn when the threshold is breached.
+    # -- reporting -------------------------------------------------------------------------------------------
+    def report(self, value: Optional[float], details: Optional[dict] = None, message: str = "") -> Result:
+        """Record this check's ``value``; fail the test or warn when its threshold is breached."""
+        result = self._result(value, details, message, dict(self.params))
+        self._conclude()
+        return result
 
-        A check that reports several results (e.g. one per layer when the layer
-        count is only known at run time) passes ``params`` and ``final=False``
-        for all but the last, then the test fails if any of them failed.
+    def report_layers(self, layers: Iterable[int], value: Callable[[int], Optional[float]],
+                      details: Optional[Callable[[int], dict]] = None) -> list[Result]:
+        """Record one value per layer (``params`` gain ``layer``), then fail if any of them failed.
+
+        ``value(k)`` and ``details(k)`` are called per layer ``k``; a skip raised in them
+        keeps the layers reported before it.
         """
-        check = check or self.check
-        params = dict(self.params if params is None else params)
-        threshold = self.threshold(check, params)
+        results = []
+        for k in layers:
+            params = {**{p: v for p, v in self.params.items() if p != "layer"}, "layer": k}
+            results.append(self._result(value(k), details(k) if details else None, "", params))
+        self._conclude()
+        return results
+
+    def _result(self, value: Optional[float], details: Optional[dict], message: str, params: dict) -> Result:
+        threshold = self.threshold(self.check, params)
         value = None if value is None else float(value)
         status = evaluate(value, threshold)
         if value is not None and not math.isfinite(value):
-            recorded = self.session._activations.get("model")
-            where = {k: v for k, v in (recorded.nonfinite.items() if recorded is not None else []) if v}
-            located = ", ".join(f"{m} L{k:02d}" for m, k in sorted(where)) if where else "none recorded"
-            message = message or (f"{check} is not finite ({value}); non-finite activations at: {located}. The "
-                                  "model overflowed or is degenerate: try --mm-dtype=fp32 (or bf16 instead of fp16)")
+            message = message or (f"{self.check} is not finite ({value}); non-finite activations at: "
+                                  f"{self._nonfinite_layers()}. The model overflowed or is degenerate: try "
+                                  "--mm-dtype=fp32 (or bf16 instead of fp16)")
         elif status in ("fail", "warn"):
-            message = message or f"{check}={value:.4g} breaches {threshold.describe()}"
-        result = Result(check, params, value, status, threshold, details or {}, message, self.nodeid)
-        comparison = self.session.comparison
+            message = message or f"{self.check}={value:.4g} breaches {threshold.describe()}"
+        result = Result(self.check, params, value, status, threshold, details or {}, message, self.nodeid)
+        comparison = self._session.comparison
         if comparison is not None:
-            result.baseline, regression = comparison.compare(check, params, value, threshold)
+            result.baseline, regression = comparison.compare(self.check, params, value, threshold)
             if regression is not None:
                 result.status = "fail"
                 result.message = "; ".join(m for m in (result.message if status != "pass" else "", regression) if m)
         self._add(result)
-        if final:
-            self.finish()
         return result
 
-    def finish(self) -> None:
-        """Fail the test if a reported result failed; warn for warn-level breaches."""
-        mine = [r for r in self.session.results if r.nodeid == self.nodeid]
-        failed = [r for r in mine if r.status == "fail"]
+    def _nonfinite_layers(self) -> str:
+        recorded = self._session._activations.get("model")
+        where = {k: v for k, v in (recorded.nonfinite.items() if recorded is not None else []) if v}
+        return ", ".join(f"{m} L{k:02d}" for m, k in sorted(where)) if where else "none recorded"
+
+    def _conclude(self) -> None:
+        """Fail the test if a reported result failed; warn once for each warn-level breach."""
+        mine = [r for r in self._session.results if r.nodeid == self.nodeid]
         for r in mine:
             if r.status == "warn" and not getattr(r, "_warned", False):
                 r._warned = True  # type: ignore[attr-defined]
                 warnings.warn(MMDiagWarning(r.message))
+        failed = [r for r in mine if r.status == "fail"]
         if failed:
             pytest.fail("; ".join(r.message for r in failed), pytrace=False)
 
     def _add(self, result: Result) -> None:
         self.reported = True
-        self.session.add(result)
+        self._session.add(result)
+
+
+__all__ = ["CheckContext", "MMDiagWarning", "ReadOnlyConfig"]

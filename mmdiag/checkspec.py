@@ -16,7 +16,7 @@ table, the recorder and the docs all read the spec; nothing keeps a second table
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any, Mapping, Optional, Union
 
 from mmdiag.errors import SpecError

@@ -1,27 +1,23 @@
 """Where the built-in checks live and how they are parametrised.
 
-A check function carries ``@pytest.mark.mm("check.name", over=("modality", "layer"))``;
-:func:`parametrize` expands ``over`` from the model's layout into ids such as
-``image-L07`` so that ``-k`` selects naturally.
+A check function carries ``@pytest.mark.mm(SPEC)`` (or ``@pytest.mark.mm("check.name",
+over=("modality", "layer"))``); :func:`parametrize` registers the spec with the run and
+expands its ``over`` axes from the model's layout into ids such as ``image-L07`` so
+that ``-k`` selects naturally.
 """
 from __future__ import annotations
 
 import inspect
-from pathlib import Path
 from typing import Any, Optional
 
+import pytest
+
+from mmdiag.checkspec import marker_spec
+from mmdiag.errors import SpecError
 from mmdiag.models.base import IMAGE, MODALITIES, TEXT
+from mmdiag.registry import builtin_checks_dir
 
 DIRECTIONS = ("text->image", "text->text", "image->text", "image->image")
-
-
-def builtin_checks_dir() -> Path:
-    """The built-in checks: inside the installed package, or ``checks/`` of a source checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "checks", here.parent / "checks"):
-        if (candidate / "test_mm_cone.py").is_file():
-            return candidate
-    raise FileNotFoundError("mmdiag's built-in checks are missing from this installation")
 
 
 def _layer_ids(layout: Optional[dict[str, int]], modality: str, blocks: bool = False) -> list[Optional[int]]:
@@ -65,10 +61,18 @@ def expand(over: tuple[str, ...], layout: Optional[dict[str, int]], modalities: 
 
 def parametrize(metafunc: Any, session: Any) -> None:
     """pytest_generate_tests body for functions marked ``mm``."""
-    marker = metafunc.definition.get_closest_marker("mm")
-    if marker is None:
+    try:
+        spec = marker_spec(metafunc.definition)
+    except SpecError as exc:
+        raise pytest.UsageError(f"mmdiag: {exc}") from None
+    if spec is None:
         return
-    over = tuple(marker.kwargs.get("over", ()))
+    if session is not None:
+        try:
+            session.checks.add(spec, metafunc.definition.nodeid)
+        except SpecError as exc:
+            raise pytest.UsageError(f"mmdiag: {exc}") from None
+    over = spec.over
     if not over:
         return
     adapter = session.adapter if session is not None else None
@@ -79,10 +83,10 @@ def parametrize(metafunc: Any, session: Any) -> None:
     layout = dict(adapter.layer_counts()) if adapter is not None else None
     modalities = tuple(getattr(adapter, "modalities", MODALITIES)) if adapter is not None else MODALITIES
     modalities = tuple(m for m in MODALITIES if m in modalities) or modalities
-    joint = getattr(adapter, "joint_attention", False) or (marker.kwargs.get("cross_ok") and hasattr(adapter, "extractor"))
-    if marker.kwargs.get("needs_joint") and adapter is not None and not joint:
+    joint = getattr(adapter, "joint_attention", False) or (spec.cross_ok and hasattr(adapter, "extractor"))
+    if spec.needs_joint and adapter is not None and not joint:
         layout = None  # dual encoders: one (skipping) item instead of one per layer
-    names, values, ids = expand(over, layout, modalities, blocks=bool(marker.kwargs.get("blocks", False)))
+    names, values, ids = expand(over, layout, modalities, blocks=spec.blocks)
     metafunc.parametrize(names if len(names) > 1 else names[0], values, ids=ids)
 
 

@@ -7,8 +7,7 @@ import pytest
 
 from mmdiag import options
 from mmdiag.errors import MMDiagError
-
-SESSION_KEY = pytest.StashKey["Any"]()
+from mmdiag.stash import SESSION_KEY
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

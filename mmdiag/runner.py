@@ -7,13 +7,18 @@ from typing import Any, Optional
 import pytest
 
 from mmdiag.api import CheckContext
-from mmdiag.errors import MMDiagError
+from mmdiag.checkspec import CheckSpec, marker_spec
+from mmdiag.errors import MMDiagError, SpecError
 from mmdiag.options import from_pytest
+from mmdiag.registry import builtin_checks_dir
+from mmdiag.report.document import build_document
 from mmdiag.session import MMSession
-from mmdiag.thresholds import Result
+from mmdiag.stash import SESSION_KEY
+from mmdiag.thresholds import Result, Threshold
 
 CONTEXT_KEY = pytest.StashKey[CheckContext]()
-CHECK_PARAMS = ("modality", "layer", "direction")
+#: JSON scalar types a parametrize argument must have to become one of a result's ``params``
+PARAM_TYPES = (str, int, float, bool)
 
 
 def configure(config: pytest.Config) -> Optional[MMSession]:
@@ -31,24 +36,57 @@ def configure(config: pytest.Config) -> Optional[MMSession]:
 
     session.progress = Progress(config)
     if cfg.collect_checks and not _explicit_args(config):
-        from mmdiag.collect import builtin_checks_dir
-
         config.args[:] = [str(builtin_checks_dir())]
+    elif _explicit_args(config) and config.getoption("mm_checks", default=False):
+        config.args.append(str(builtin_checks_dir()))  # your own check files and the built-in ones
     if cfg.model and cfg.collect_checks:
         session.load_model()
     return session
 
 
 def note_selected(items: list, session: Optional[MMSession]) -> None:
-    """Remember which checks were collected, so the forward pass records only what they need."""
+    """Remember which checks stayed selected (the forward pass records only what they need); validate
+    threshold keys and compare rules against the known checks, built-in and collected."""
     if session is None:
         return
-    session.selected = {m.args[0] for item in items for m in [item.get_closest_marker("mm")] if m and m.args}
-    if session.selected:  # a diagnostic run: settle the process for the forward pass and the checks
+    selected = set()
+    for item in items:
+        spec = _spec(item)
+        if spec is not None:
+            session.checks.add(spec, item.nodeid)
+            selected.add(spec.name)
+    session.checks.selected = selected
+    validate_check_names(session)
+    if session.checks.selected:  # a diagnostic run: settle the process for the forward pass and the checks
         from mmdiag import heap
 
         heap.tune_allocator()
         heap.freeze()
+
+
+def validate_check_names(session: MMSession) -> None:
+    """Threshold overrides and compare rules must name a check this run knows (exit 4 otherwise)."""
+    known = session.checks.__contains__
+    problems = [f"{where}: {session.checks.unknown(name)}" for where, name in session.thresholds.unknown_checks(known)]
+    if session.comparison is not None:
+        problems += [f"--mm-compare-fail: {session.checks.unknown(name)}"
+                     for name in session.comparison.unknown_checks(known)]
+    if problems:
+        raise pytest.UsageError("mmdiag: " + "; ".join(problems))
+
+
+def _spec(item: Any) -> Optional[CheckSpec]:
+    try:
+        return marker_spec(item)
+    except SpecError as exc:
+        raise pytest.UsageError(f"mmdiag: {exc}") from None
+
+
+def check_params(item: Any) -> dict:
+    """A result's ``params``: the item's parametrize arguments with scalar values (the ``over`` axes and the
+    user's own), in parametrisation order; axes left open at collection (None) are omitted."""
+    callspec = getattr(item, "callspec", None)
+    return {k: v for k, v in (callspec.params.items() if callspec else []) if isinstance(v, PARAM_TYPES)}
 
 
 def _explicit_args(config: pytest.Config) -> bool:
@@ -57,8 +95,8 @@ def _explicit_args(config: pytest.Config) -> bool:
 
 def check_context(request: pytest.FixtureRequest, session: Optional[MMSession]) -> CheckContext:
     """Build the ``mm`` fixture value for the requesting check."""
-    marker = request.node.get_closest_marker("mm")
-    if marker is None or not marker.args:
+    spec = _spec(request.node)
+    if spec is None:
         raise pytest.UsageError(f"{request.node.nodeid}: the mm fixture needs @pytest.mark.mm('check.name')")
     if session is None:
         pytest.skip("mmdiag is not configured for this run")
@@ -67,9 +105,7 @@ def check_context(request: pytest.FixtureRequest, session: Optional[MMSession]) 
     else:
         adapter = request.getfixturevalue("mm_model")
         session.adapter = adapter
-    callspec = getattr(request.node, "callspec", None)
-    params = {k: v for k, v in (callspec.params.items() if callspec else []) if k in CHECK_PARAMS and v is not None}
-    ctx = CheckContext(session, adapter, marker.args[0], params, request.node.nodeid)
+    ctx = CheckContext(session, adapter, spec, check_params(request.node), request.node.nodeid)
     request.node.stash[CONTEXT_KEY] = ctx
     problem = None
     try:
@@ -78,6 +114,8 @@ def check_context(request: pytest.FixtureRequest, session: Optional[MMSession]) 
         problem = str(exc)
     if problem is not None:
         pytest.fail(f"mmdiag: {problem}", pytrace=False)
+    if spec.pairs:
+        ctx.require_pairs()
     return ctx
 
 
@@ -85,10 +123,10 @@ def check_context(request: pytest.FixtureRequest, session: Optional[MMSession]) 
 def record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport,
                    session: Optional[MMSession]) -> None:
     """Give every mm check a result: skips and unexpected errors are recorded too."""
-    marker = item.get_closest_marker("mm")
-    if session is None or marker is None or not marker.args:
+    spec = _spec(item) if session is not None else None
+    if spec is None:
         return
-    _record_outcome(item, call, report, session, marker)
+    _record_outcome(item, call, report, session, spec)
     if _is_xdist_worker(item.config):
         new = [r.to_json() for r in session.results if r.nodeid == item.nodeid and not getattr(r, "_shipped", False)]
         for r in session.results:
@@ -97,7 +135,7 @@ def record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.Test
         series = {k: v for k, v in session.series.items() if k not in session.series_shipped}
         session.series_shipped.update(series)
         if new or series:
-            report.user_properties.append(("mmdiag", {"results": new, "series": series,
+            report.user_properties.append(("mmdiag", {"results": new, "series": series, "spec": spec.to_json(),
                                                       "timings": dict(session.timings),
                                                       "n": len(session.samples or []),
                                                       "flags": session.recorded_flags}))
@@ -117,8 +155,6 @@ class WorkerResults:
         config = self.config
         if hasattr(config, "workerinput") or not config.pluginmanager.has_plugin("dsession"):
             return
-        from mmdiag.plugin import SESSION_KEY
-
         merge_worker_report(report, config.stash.get(SESSION_KEY, None))
 
 
@@ -126,12 +162,12 @@ def merge_worker_report(report: pytest.TestReport, session: Optional[MMSession])
     """On the xdist controller: collect the results a worker attached to its report."""
     if session is None:
         return
-    from mmdiag.thresholds import Result, Threshold
-
     for name, payload in getattr(report, "user_properties", []):
         if name != "mmdiag":
             continue
         for r in payload["results"]:
+            if r["check"] not in session.checks.collected and payload.get("spec"):
+                session.checks.add(CheckSpec.from_json(r["check"], payload["spec"]))
             t = r.get("threshold")
             threshold = Threshold(t["op"], t["value"], t["level"]) if t else None
             result = Result(r["check"], r["params"], r["value"], r["status"], threshold, r.get("details"),
@@ -145,9 +181,9 @@ def merge_worker_report(report: pytest.TestReport, session: Optional[MMSession])
 
 
 def _record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.TestReport,
-                    session: MMSession, marker: Any) -> None:
+                    session: MMSession, spec: CheckSpec) -> None:
     if report.when == "call":
-        family = marker.args[0].split(".", 1)[0]
+        family = spec.family
         session.family_seconds[family] = session.family_seconds.get(family, 0.0) + report.duration
         if item.config.pluginmanager.hasplugin("html") and item.config.getoption("htmlpath", None):
             from mmdiag.report.html_extras import attach
@@ -159,8 +195,8 @@ def _record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.Tes
     if ctx is not None and ctx.reported and not (report.failed and call.excinfo is not None
                                                  and not call.excinfo.errisinstance(pytest.fail.Exception)):
         return
-    params = dict(ctx.params) if ctx is not None else _params_of(item)
-    check = marker.args[0]
+    params = dict(ctx.params) if ctx is not None else check_params(item)
+    check = spec.name
     if report.skipped:
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         reason = reason.removeprefix("Skipped: ")
@@ -192,11 +228,6 @@ def _nonfinite_where(session: MMSession) -> str:
         return ""
     bad = [f"{m} L{k:02d} ({n} values)" for (m, k), n in sorted(acts.nonfinite.items()) if n]
     return ", ".join(bad[:6]) + (" ..." if len(bad) > 6 else "")
-
-
-def _params_of(item: pytest.Item) -> dict:
-    callspec = getattr(item, "callspec", None)
-    return {k: v for k, v in (callspec.params.items() if callspec else []) if k in CHECK_PARAMS and v is not None}
 
 
 def _error_message(call: pytest.CallInfo) -> str:
@@ -238,7 +269,7 @@ def finish(pytest_session: pytest.Session, session: Optional[MMSession]) -> None
         except Exception:
             pass
     session.written = []
-    doc = session.document()
+    doc = build_document(session)
     cfg = session.config
     from mmdiag.report.jsonio import write_json
 

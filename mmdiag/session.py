@@ -6,7 +6,6 @@ runs once however many checks are collected.
 """
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,9 +13,8 @@ from typing import Any, Optional
 
 from mmdiag.options import RunConfig
 from mmdiag.record import Activations, record
+from mmdiag.registry import CheckRegistry
 from mmdiag.thresholds import Result, Thresholds
-
-SCHEMA = "mmdiag/1"
 
 
 @dataclass
@@ -36,8 +34,8 @@ class MMSession:
     _failed: dict[str, BaseException] = field(default_factory=dict)
     #: seconds spent in check bodies per family (forward pass excluded: it runs in fixture setup)
     family_seconds: dict[str, float] = field(default_factory=dict)
-    #: names of the collected checks (None until collection ends)
-    selected: Optional[set] = None
+    #: the specs of the built-in and collected checks
+    checks: CheckRegistry = field(default_factory=CheckRegistry)
     #: called with the number of samples done after each batch (the plugin shows progress)
     progress: Any = None
     #: series keys already sent to the xdist controller
@@ -49,13 +47,23 @@ class MMSession:
         return f"MMSession(model={self.config.model!r}, data={self.config.data!r}, results={len(self.results)})"
 
     def __post_init__(self) -> None:
-        self.thresholds = Thresholds(self.config.threshold_layers)
+        self.thresholds = Thresholds(self.config.threshold_layers, self._default_threshold)
         self._t0 = time.perf_counter()
         self.comparison = None
         if self.config.baseline is not None:
             from mmdiag.report.baseline import Comparison, load_baseline
 
-            self.comparison = Comparison(load_baseline(self.config.baseline), self.config.compare_rules)
+            self.comparison = Comparison(load_baseline(self.config.baseline), self.config.compare_rules,
+                                         self.checks.get)
+
+    def _default_threshold(self, check: str) -> Any:
+        spec = self.checks.get(check)
+        return None if spec is None else spec.threshold
+
+    @property
+    def selected(self) -> Optional[set]:
+        """Names of the selected checks (None until collection ends)."""
+        return self.checks.selected
 
     # -- model and data -----------------------------------------------------
     def load_model(self) -> Any:
@@ -72,7 +80,7 @@ class MMSession:
 
                     raise SpecError(f"--mm-region-features applies to region-feature models (LXMERT, VisualBERT); "
                                     f"{self.config.model} is a {self.adapter.family} model")
-                from mmdiag.region_features import NpzRegionFeatures
+                from mmdiag.models.region_features import NpzRegionFeatures
 
                 self.adapter.extractor = NpzRegionFeatures(self.config.region_features)
             self.timings["load_s"] = time.perf_counter() - start
@@ -125,9 +133,9 @@ class MMSession:
     def _record_model(self, adapter: Any, key: str) -> None:
         """Run the model over the data once (skipping unreadable samples when asked), or load it from the cache."""
         samples = self.load_data(adapter)
-        flags = {"words": any(s.tree is not None for s in samples) and self.wants("probe."),
-                 "regions": any(s.phrases for s in samples) and self.wants("probe."),
-                 "attentions": self.wants("attention.")}
+        flags = {"words": any(s.tree is not None for s in samples) and self.checks.needs("words"),
+                 "regions": any(s.phrases for s in samples) and self.checks.needs("regions"),
+                 "attentions": self.checks.needs("attentions")}
         self.recorded_flags = flags
 
         def compute() -> Activations:
@@ -204,12 +212,12 @@ class MMSession:
             if control_adapter is None:
                 return None
             start = time.perf_counter()
-            structure = name == "random-init" and self.wants("probe.")
+            structure = name == "random-init"
             self._activations[key] = record(
                 control_adapter, samples, self.config.batch_size,
-                words=structure and any(s.tree is not None for s in samples),
-                regions=structure and any(s.phrases for s in samples),
-                attentions=name == "random-init" and self.wants("attention."))
+                words=structure and self.checks.needs("words") and any(s.tree is not None for s in samples),
+                regions=structure and self.checks.needs("regions") and any(s.phrases for s in samples),
+                attentions=structure and self.checks.needs("attentions"))
             self.timings[f"control_{name}_s"] = time.perf_counter() - start
         return self._activations[key]
 
@@ -247,10 +255,6 @@ class MMSession:
                                                     self.config.dtype, self.config.seed)
         return self._cache["reference"]
 
-    def wants(self, prefix: str) -> bool:
-        """Whether any collected check's name starts with ``prefix`` (all, if unknown)."""
-        return self.selected is None or any(name.startswith(prefix) for name in self.selected)
-
     def memo(self, key: str, compute: Any) -> Any:
         """Compute a value shared by several checks once (e.g. a probe fit used by two checks)."""
         if key not in self._cache:
@@ -260,46 +264,3 @@ class MMSession:
     # -- results ------------------------------------------------------------
     def add(self, result: Result) -> None:
         self.results.append(result)
-
-    def document(self) -> dict:
-        """results.json (DESIGN.md §5 keys plus a ``run`` block with versions and timings)."""
-        import torch
-        import transformers
-
-        import mmdiag
-
-        adapter = self.adapter
-        info = getattr(adapter, "info", None)
-        model = {"spec": self.config.model or getattr(info, "spec", None) or type(adapter).__name__,
-                 "family": getattr(adapter, "family", None),
-                 "n_params": getattr(info, "n_params", None),
-                 "fingerprint": getattr(info, "fingerprint", None)}
-        if info is not None and info.extra:
-            model.update(info.extra)
-        from mmdiag.data.load import data_fingerprint
-
-        data = {"spec": self.config.data, "n": len(self.samples) if self.samples is not None else 0,
-                "fingerprint": data_fingerprint(self.samples) if self.samples else None}
-        acts = self._activations.get("model")
-        if acts is not None:
-            data["truncated_captions"] = acts.truncated_captions
-            data["skipped_samples"] = len(acts.skipped_samples)
-            if acts.skipped_samples:
-                data["skipped"] = acts.skipped_samples[:50]
-            if "hidden_2d" not in self.series and acts.pooled:
-                from mmdiag.analyses.geometry import hidden_maps
-
-                try:
-                    self.series["hidden_2d"] = hidden_maps(acts)
-                except Exception as exc:  # a map is a nicety: never lose the report for it
-                    self.series["hidden_2d"] = {"error": f"{type(exc).__name__}: {exc}"}
-        timings = dict(self.timings)
-        timings["total_s"] = time.perf_counter() - self._t0
-        timings["checks_s"] = {k: round(v, 4) for k, v in sorted(self.family_seconds.items())}
-        run = {"mmdiag": mmdiag.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
-               "python": platform.python_version(), "seed": self.config.seed,
-               "device": str(getattr(adapter, "device", self.config.device)), "dtype": self.config.dtype,
-               "batch_size": (acts.batch_size if acts is not None and self.config.batch_size <= 0
-                           else self.config.batch_size), "started": self.started, "timings": timings}
-        return {"schema": SCHEMA, "model": model, "data": data, "run": run,
-                "results": [r.to_json() for r in self.results], "series": self.series}

@@ -2,7 +2,8 @@
 
 A threshold says what a healthy value looks like (``op`` and ``value``) and
 how bad a breach is (``level``: ``fail`` fails the test, ``warn`` passes it
-with a warning). Precedence, lowest first: the defaults below, then
+with a warning). Precedence, lowest first: the default in the check's
+:class:`~mmdiag.checkspec.CheckSpec`, then
 ``[tool.mmdiag.thresholds]`` in pyproject.toml / the ``mm_thresholds`` ini
 entry, then ``--mm-threshold`` on the command line. A key may name a check for
 all its params (``cone.layer``) or one parametrisation (``cone.layer[image-L11]``).
@@ -42,40 +43,6 @@ class Threshold:
         return f"{self.op} {self.value:g} ({self.level})"
 
 
-#: Every built-in check with its default threshold (None: reported, never gated).
-DEFAULTS: dict[str, Optional[Threshold]] = {
-    "cone.final": Threshold("<", 0.95, "fail",
-                            "mean pairwise cosine >= 0.95 means the embeddings have collapsed to a line; "
-                            "trained CLIP sits near 0.5 (Liang et al. 2022, Fig. 2)"),
-    "cone.layer": Threshold("<", 0.99, "warn",
-                            "a layer whose pooled states are all but identical carries no information"),
-    "cone.narrowing": None,
-    "gap.norm": Threshold("<=", 1.19, "warn",
-                          "above the random-init gap of Liang et al. 2022 (1.1891 +- 0.0017): training "
-                          "widened the gap beyond initialisation"),
-    "gap.l2i": None,
-    "gap.rmg": None,
-    "gap.separability": None,
-    "gap.shift_optimum": None,
-    "geometry.alignment": None,
-    "geometry.uniformity": None,
-    "geometry.rankme": None,
-    "geometry.cka": None,
-    "geometry.mknn": None,
-    "probe.depth": None,
-    "probe.distance": None,
-    "probe.selectivity": None,
-    "probe.text_retention": None,
-    "probe.scene_vs_raw": None,
-    "probe.image_effect": None,
-    "attention.share": None,
-    "attention.image_use": Threshold(">", 0.01, "fail",
-                                     "if no layer sends even 1% of the text tokens' attention to the image, the "
-                                     "model answers from the text alone (VL-InterpreT's cross-modal view)"),
-    "attention.entropy": None,
-    "attention.grounding": None,
-}
-
 _SPEC = re.compile(r"^\s*(?P<check>[a-z_]+\.[a-z_0-9]+)(?:\[(?P<params>[^\]]+)\])?\s*=\s*"
                    r"(?P<op><=|>=|<|>):\s*(?P<value>[^:\s]+)\s*(?::\s*(?P<level>\w+))?\s*$")
 SYNTAX = "CHECK[=PARAMS]=OP:VALUE[:LEVEL], e.g. gap.norm=<=:1.0 or cone.layer[image-L11]=<:0.9:warn"
@@ -88,17 +55,17 @@ def parse_override(text: str, source: str = "--mm-threshold") -> tuple[str, Thre
         raise SpecError(f"{source}={text!r}: expected {SYNTAX}; operators: {', '.join(OPS)}; "
                         f"levels: {', '.join(LEVELS)}")
     check = match["check"]
-    if check not in DEFAULTS:
-        raise SpecError(f"{source}={text!r}: unknown check {check!r}; valid checks: {', '.join(DEFAULTS)}")
     try:
         value = float(match["value"])
     except ValueError:
         raise SpecError(f"{source}={text!r}: {match['value']!r} is not a number; expected {SYNTAX}") from None
+    if not math.isfinite(value):
+        raise SpecError(f"{source}={text!r}: the threshold must be a finite number, not {match['value']!r}")
     level = match["level"] or "fail"
     if level not in LEVELS:
         raise SpecError(f"{source}={text!r}: unknown level {level!r}; levels: {', '.join(LEVELS)}")
     key = check if not match["params"] else f"{check}[{match['params'].strip()}]"
-    return key, Threshold(match["op"], value, level)
+    return key, Threshold(match["op"], value, level, f"{source}={text.strip()}")
 
 
 def parse_table(table: Mapping[str, object], source: str) -> dict[str, Threshold]:
@@ -114,13 +81,24 @@ def param_id(params: Mapping[str, object]) -> str:
     return "-".join(parts)
 
 
-class Thresholds:
-    """Resolves the threshold of a check for given params, honouring precedence."""
+def check_of(key: str) -> str:
+    """The check name of an override key: ``cone.layer[image-L11]`` -> ``cone.layer``."""
+    return key.split("[", 1)[0]
 
-    def __init__(self, layers: Iterable[Mapping[str, Threshold]] = ()) -> None:
+
+class Thresholds:
+    """Resolves the threshold of a check for given params, honouring precedence.
+
+    ``defaults(check)`` gives a check's own default (its spec's threshold); the
+    overrides come from pyproject, the ini file and the command line, in that order.
+    """
+
+    def __init__(self, layers: Iterable[Mapping[str, Threshold]] = (),
+                 defaults: Callable[[str], Optional[Threshold]] = lambda check: None) -> None:
         self.overrides: dict[str, Threshold] = {}
         for layer in layers:
             self.overrides.update(layer)
+        self.defaults = defaults
 
     def lookup(self, check: str, params: Mapping[str, object]) -> Optional[Threshold]:
         specific = f"{check}[{param_id(params)}]" if params else None
@@ -128,7 +106,11 @@ class Thresholds:
             return self.overrides[specific]
         if check in self.overrides:
             return self.overrides[check]
-        return DEFAULTS.get(check)
+        return self.defaults(check)
+
+    def unknown_checks(self, known: Callable[[str], bool]) -> list[tuple[str, str]]:
+        """(where, check) of each override naming a check that ``known`` does not accept."""
+        return [(t.rationale or key, check_of(key)) for key, t in self.overrides.items() if not known(check_of(key))]
 
 
 def evaluate(value: Optional[float], threshold: Optional[Threshold]) -> str:

@@ -12,23 +12,12 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 from mmdiag.errors import SpecError
-from mmdiag.thresholds import DEFAULTS, Threshold
-
-SCHEMA = "mmdiag/1"
-
-#: +1: a larger value is worse; -1: a smaller value is worse; 0: either way (|delta| counts)
-WORSE_DIRECTION: dict[str, int] = {
-    "cone.final": +1, "cone.layer": +1, "cone.narrowing": 0,
-    "gap.norm": +1, "gap.l2i": +1, "gap.rmg": +1, "gap.separability": +1, "gap.shift_optimum": 0,
-    "geometry.alignment": +1, "geometry.uniformity": +1, "geometry.rankme": -1, "geometry.cka": -1,
-    "geometry.mknn": -1,
-    "probe.depth": -1, "probe.distance": -1, "probe.selectivity": -1, "probe.text_retention": -1,
-    "probe.scene_vs_raw": -1, "probe.image_effect": 0,
-    "attention.share": 0, "attention.image_use": -1, "attention.entropy": 0, "attention.grounding": -1,
-}
+from mmdiag.checkspec import CheckSpec
+from mmdiag.schema import SCHEMA
+from mmdiag.thresholds import Threshold
 
 _RULE = re.compile(r"^\s*(?P<check>\*|[a-z_]+\.[a-z_0-9]+)\s*:\s*(?P<amount>[0-9]*\.?[0-9]+)\s*(?P<pct>%)?\s*$")
 RULE_SYNTAX = "CHECK:TOL where TOL is a percentage of the baseline (5%) or an absolute change (0.02); CHECK may be *"
@@ -48,10 +37,7 @@ def parse_rule(text: str) -> Rule:
     match = _RULE.match(text)
     if not match:
         raise SpecError(f"--mm-compare-fail={text!r}: expected {RULE_SYNTAX}")
-    check = match["check"]
-    if check != "*" and check not in DEFAULTS:
-        raise SpecError(f"--mm-compare-fail={text!r}: unknown check {check!r}; valid checks: {', '.join(DEFAULTS)}")
-    return Rule(check, float(match["amount"]), bool(match["pct"]))
+    return Rule(match["check"], float(match["amount"]), bool(match["pct"]))
 
 
 def result_key(check: str, params: Mapping[str, object]) -> str:
@@ -80,9 +66,13 @@ def load_baseline(path: Path) -> dict[str, dict]:
     return table
 
 
-def worse_by(check: str, delta: float, threshold: Optional[Threshold]) -> float:
-    """How much worse (positive) or better (negative) a change of ``delta`` is for ``check``."""
-    direction = WORSE_DIRECTION.get(check)
+def worse_by(spec: Optional[CheckSpec], delta: float, threshold: Optional[Threshold]) -> float:
+    """How much worse (positive) or better (negative) a change of ``delta`` is for the check of ``spec``.
+
+    The direction is the spec's ``higher_is_better``; a check without a spec
+    takes it from its threshold's operator, and any change counts otherwise.
+    """
+    direction = spec.worse_direction if spec is not None else None
     if direction is None and threshold is not None:
         direction = +1 if threshold.op in ("<", "<=") else -1
     if not direction:
@@ -93,10 +83,16 @@ def worse_by(check: str, delta: float, threshold: Optional[Threshold]) -> float:
 class Comparison:
     """Matches results to a baseline and applies the compare-fail rules."""
 
-    def __init__(self, baseline: dict[str, dict], rules: list[Rule]) -> None:
+    def __init__(self, baseline: dict[str, dict], rules: list[Rule],
+                 spec_of: Callable[[str], Optional[CheckSpec]] = lambda check: None) -> None:
         self.baseline = baseline
         self.rules = rules
+        self.spec_of = spec_of
         self.matched = 0
+
+    def unknown_checks(self, known: Callable[[str], bool]) -> list[str]:
+        """The compare rules whose check ``known`` does not accept."""
+        return [r.check for r in self.rules if r.check != "*" and not known(r.check)]
 
     def rule_for(self, check: str) -> Optional[Rule]:
         specific = [r for r in self.rules if r.check == check]
@@ -115,7 +111,7 @@ class Comparison:
         rule = self.rule_for(check)
         if rule is None or not math.isfinite(delta):
             return info, None
-        worse = worse_by(check, delta, threshold)
+        worse = worse_by(self.spec_of(check), delta, threshold)
         tolerance = rule.tolerance(base_value)
         if worse > tolerance:
             amount = f"{rule.amount:g}%" if rule.relative else f"{rule.amount:g}"

@@ -25,36 +25,25 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import jinja2
 from markupsafe import Markup
 
 from mmdiag.atomic import atomic_write_text
+from mmdiag.checkspec import FAMILIES, FAMILY_ORDER, CheckSpec, PlotSpec
 from mmdiag.errors import MMDiagError
+from mmdiag.registry import builtin_specs
 from mmdiag.report.figures import figure
+from mmdiag.schema import SCHEMA
 
 __all__ = ["render_html", "write_html", "SCHEMA", "FAMILY_ORDER", "STATUS_ORDER"]
 
-SCHEMA = "mmdiag/1"
-#: Families in page order; any other family follows in order of appearance.
-FAMILY_ORDER = ("cone", "gap", "geometry", "probe", "attention")
-FAMILY_TITLES = {
-    "cone": "Cone effect",
-    "gap": "Modality gap",
-    "geometry": "Representation geometry",
-    "probe": "Structural probes",
-    "attention": "Attention and hidden states",
-}
 #: Statuses in summary order; any other status string is shown after them.
 STATUS_ORDER = ("pass", "warn", "fail", "error", "skip")
 _DETAILS_MAX_CHARS = 2000
-
-# (family, figure id, series getter, plot function, caption)
-_PlotSpec = tuple[str, str, Callable[[Mapping], Any], Callable[[Any], Optional[str]], str]
-
 
 def _get(mapping: Any, *keys: str) -> Any:
     for key in keys:
@@ -64,36 +53,27 @@ def _get(mapping: Any, *keys: str) -> Any:
     return mapping
 
 
-_PLOTS: tuple[_PlotSpec, ...] = (
-    ("cone", "cone-layer", lambda s: s.get("cone.layer"), figure("cone_plot"),
-     "Mean pairwise cosine similarity of the pooled representations per layer (solid), "
-     "the mean over tokens (dash-dotted) and the control runs (dashed). Higher = narrower cone "
-     "(Liang et al. 2022)."),
-    ("gap", "embedding-2d", lambda s: s.get("embedding_2d"), figure("embedding_plot"),
-     "2-D projection of the final image and text embeddings; × marks each centroid and the "
-     "arrow is the gap vector Δ = mean(image) − mean(text)."),
-    ("gap", "gap-shift", lambda s: s.get("gap.shift"), figure("shift_plot"),
-     "Symmetric contrastive loss and recall@1 when the embeddings are shifted along the gap: "
-     "x' = normalize(x − λΔ), y' = normalize(y + λΔ). Dotted: λ = 0 (the model as trained); "
-     "dashed red: the optimum."),
-    ("probe", "probe-layers", lambda s: s.get("probe"), figure("probe_plot"),
-     "Structural-probe scores per layer: NSpr and root accuracy (depth probe), DSpr and UUAS "
-     "(distance probe) (Hewitt & Manning 2019; Milewski et al. 2022)."),
-    ("probe", "probe-tree", lambda s: _get(s, "probe", "example"), figure("tree_svg"),
-     "Example sentence: gold dependency tree above the words, the tree predicted by the "
-     "distance probe (minimum spanning tree) below."),
-    ("attention", "attention-share", lambda s: s.get("attention.share"), figure("attention_plot"),
-     "Attention mass share per layer and head: for queries of the first modality, the "
-     "row-normalised attention weight on keys of the second, averaged over queries."),
-    ("attention", "attention-image", lambda s: s.get("attention_image"), figure("attention_image_svg"),
-     "Attention drawn over the image for a few example pairs: per caption word (columns) and layer "
-     "(rows), where the word's attention lands among the image patches (mean over heads; a row per "
-     "selected head when the run kept one). For dual encoders: the vision tower's CLS attention. "
-     "Colour marks attention above the panel's mean (uniform attention shows none; full colour at twice "
-     "the mean, or at the peak); Σ is the total attention weight on the image."),
-    ("attention", "hidden-2d", lambda s: s.get("hidden_2d"), figure("hidden_plot"),
-     "Hidden states per layer projected to 2-D, coloured by modality."),
-)
+def _specs(doc: Mapping) -> list[CheckSpec]:
+    """The built-in checks' specs, then the document's own checks (a user's) as results.json records them."""
+    specs = {s.name: s for s in builtin_specs()}
+    recorded = doc.get("checks") if isinstance(doc.get("checks"), Mapping) else {}
+    for name, facts in recorded.items():
+        if name not in specs and isinstance(facts, Mapping):
+            try:
+                specs[name] = CheckSpec.from_json(name, facts)
+            except (MMDiagError, KeyError, TypeError, ValueError):
+                continue  # a malformed entry: the results still show, without the check's plots
+    return list(specs.values())
+
+
+def _plots(doc: Mapping) -> list[tuple[str, PlotSpec]]:
+    """(family, plot) for every plot the checks declare, each id once, in family then declaration order."""
+    seen: dict[str, tuple[str, PlotSpec]] = {}
+    for spec in _specs(doc):
+        for plot in spec.plots:
+            seen.setdefault(plot.id, (spec.family, plot))
+    return list(seen.values())
+
 
 #: The page template and its style sheet, files in ``mmdiag/report/templates`` (shipped in the wheel).
 _LOADER = jinja2.PackageLoader("mmdiag.report", "templates")
@@ -329,12 +309,13 @@ def _context(doc: Mapping) -> dict[str, Any]:
 
     plots_by_family: dict[str, list[dict[str, Any]]] = {}
     notes_by_family: dict[str, list[str]] = {}
-    for family, plot_id, getter, draw, caption in _PLOTS:
-        entry = getter(series)
+    for family, plot in _plots(doc):
+        plot_id, caption = plot.id, plot.caption
+        entry = _get(series, *plot.series)
         if entry is None:
             continue
         try:
-            svg = draw(entry)
+            svg = figure(plot.figure)(entry)
         except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
             notes_by_family.setdefault(family, []).append(
                 f"The {plot_id} plot could not be drawn from this document: {type(exc).__name__}: {exc}")
@@ -356,7 +337,7 @@ def _context(doc: Mapping) -> dict[str, Any]:
         families.append({
             "name": name,
             "slug": _slug(name),
-            "title": FAMILY_TITLES.get(name, name),
+            "title": FAMILIES.get(name, name),
             "rows": rows,
             "counts": _count_text(Counter(r["status"] for r in rows)),
             "plots": plots_by_family.get(name, []),

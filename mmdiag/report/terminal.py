@@ -9,10 +9,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mmdiag.checkspec import FAMILY_ORDER
 from mmdiag.thresholds import Result, param_id
 
 STYLES = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim", "error": "bold magenta"}
-FAMILY_ORDER = ("cone", "gap", "geometry", "probe", "attention")
 
 
 def family(check: str) -> str:

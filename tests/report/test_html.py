@@ -237,9 +237,8 @@ def test_series_missing_plots_are_omitted(sample):
 def test_plot_that_cannot_be_drawn_becomes_a_note(sample, monkeypatch):
     def broken(entry):
         raise ValueError("bad <shape>")
-    specs = tuple((f, pid, get, broken if pid == "gap-shift" else draw, cap)
-                  for f, pid, get, draw, cap in report_html._PLOTS)
-    monkeypatch.setattr(report_html, "_PLOTS", specs)
+    real = report_html.figure
+    monkeypatch.setattr(report_html, "figure", lambda name: broken if name == "shift_plot" else real(name))
     html = render_html({"schema": "mmdiag/1", "series": {"gap.shift": sample["series"]["gap.shift"]}})
     assert "could not be drawn" in html and "bad &lt;shape&gt;" in html
     assert 'id="plot-gap-shift"' not in html

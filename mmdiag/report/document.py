@@ -1,0 +1,76 @@
+"""results.json of a run: the pinned keys of DESIGN.md §5 plus ``run`` (versions, timings) and ``checks``.
+
+``checks`` carries each reported check's spec facts (title, direction, default
+threshold, plots, meaning), so a report re-rendered from the file alone, also
+for a user's own checks, knows what it is showing.
+"""
+from __future__ import annotations
+
+import platform
+import time
+from typing import Any
+
+from mmdiag.analyses.geometry import hidden_maps
+from mmdiag.data.load import data_fingerprint
+from mmdiag.schema import SCHEMA
+
+
+def _model_block(session: Any) -> dict:
+    adapter = session.adapter
+    info = getattr(adapter, "info", None)
+    model = {"spec": session.config.model or getattr(info, "spec", None) or type(adapter).__name__,
+             "family": getattr(adapter, "family", None),
+             "n_params": getattr(info, "n_params", None),
+             "fingerprint": getattr(info, "fingerprint", None)}
+    if info is not None and info.extra:
+        model.update(info.extra)
+    return model
+
+
+def _data_block(session: Any, acts: Any) -> dict:
+    samples = session.samples
+    data = {"spec": session.config.data, "n": len(samples) if samples is not None else 0,
+            "fingerprint": data_fingerprint(samples) if samples else None}
+    if acts is not None:
+        data["truncated_captions"] = acts.truncated_captions
+        data["skipped_samples"] = len(acts.skipped_samples)
+        if acts.skipped_samples:
+            data["skipped"] = acts.skipped_samples[:50]
+        if "hidden_2d" not in session.series and acts.pooled:
+            try:
+                session.series["hidden_2d"] = hidden_maps(acts)
+            except Exception as exc:  # a map is a nicety: never lose the report for it
+                session.series["hidden_2d"] = {"error": f"{type(exc).__name__}: {exc}"}
+    return data
+
+
+def _run_block(session: Any, acts: Any) -> dict:
+    import torch
+    import transformers
+
+    import mmdiag
+
+    cfg = session.config
+    timings = dict(session.timings)
+    timings["total_s"] = time.perf_counter() - session._t0
+    timings["checks_s"] = {k: round(v, 4) for k, v in sorted(session.family_seconds.items())}
+    batch = acts.batch_size if acts is not None and cfg.batch_size <= 0 else cfg.batch_size
+    return {"mmdiag": mmdiag.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "python": platform.python_version(), "seed": cfg.seed,
+            "device": str(getattr(session.adapter, "device", cfg.device)), "dtype": cfg.dtype,
+            "batch_size": batch, "started": session.started, "timings": timings}
+
+
+def checks_block(session: Any) -> dict:
+    """Spec facts of every check that has a result, by name."""
+    names = dict.fromkeys(r.check for r in session.results)
+    return {name: spec.to_json() for name in names if (spec := session.checks.get(name)) is not None}
+
+
+def build_document(session: Any) -> dict:
+    """The results document of ``session`` (an :class:`mmdiag.session.MMSession`)."""
+    acts = session._activations.get("model")
+    data = _data_block(session, acts)
+    return {"schema": SCHEMA, "model": _model_block(session), "data": data, "run": _run_block(session, acts),
+            "results": [r.to_json() for r in session.results], "series": session.series,
+            "checks": checks_block(session)}
