@@ -11,7 +11,7 @@ import math
 
 import pytest
 
-from mmdiag import bench
+from mmdiag.devtools import bench
 
 
 def test_bench_tiny_writes_figures(tmp_path, capsys):
@@ -111,7 +111,7 @@ def test_peak_tracker_sees_an_allocation():
     phase = peaks.stop()
     assert phase["peak_rss_mb"] >= before_free - 1 and phase["lifetime_peak_rss_mb"] >= phase["peak_rss_mb"]
     if peaks.resettable:  # Linux: the phase peak starts from the RSS at start(), so it includes the 40 MB
-        assert phase["peak_rss_mb"] - (bench._status_mb("VmRSS") or 0) > 30
+        assert phase["peak_rss_mb"] - (bench.status_mb("VmRSS") or 0) > 30
 
 
 @pytest.mark.slow
