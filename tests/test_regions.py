@@ -2,7 +2,7 @@
 import torch
 from hypothesis import given, settings, strategies as st
 
-from mmdiag.regions import map_box, patch_mask, region_states
+from mmdiag.models.regions import map_box, patch_mask, region_states
 
 
 def test_crop_geometry_maps_a_wide_image_box():

@@ -19,6 +19,15 @@ IMAGE = "image"
 TEXT = "text"
 MODALITIES = (IMAGE, TEXT)
 
+#: token groups of an attention stream (``Trace.groups``): padding (neither query nor key),
+#: special tokens (CLS/BOS/SEP/EOS...), caption text, image (patches or regions).
+#: :mod:`mmdiag.metrics.attention` reads these ids (negative = padding, else an index into
+#: its ``GROUP_NAMES``).
+GROUP_PAD = -1
+GROUP_SPECIAL = 0
+GROUP_TEXT = 1
+GROUP_IMAGE = 2
+
 
 @dataclass
 class Trace:
@@ -45,8 +54,10 @@ class Trace:
     stream (``"joint"`` for single-stream/decoder models whose text and image
     tokens share one sequence, or ``"image"``/``"text"`` for the towers of a
     dual encoder) ``attentions[s]`` holds one ``(B, H, T, T)`` map per block,
-    ``groups[s]`` the ``(B, T)`` token groups (see :mod:`mmdiag.metrics.attention`:
-    -1 pad, 0 special, 1 text, 2 image) and ``causal[s]`` whether it is causal.
+    ``groups[s]`` the ``(B, T)`` token groups (``GROUP_PAD`` -1, ``GROUP_SPECIAL``
+    0, ``GROUP_TEXT`` 1, ``GROUP_IMAGE`` 2) and ``causal[s]`` whether it is causal.
+    ``grounding[s]`` (adapters that know where phrases and boxes sit in stream
+    ``s``): its :class:`PhraseMasks`.
     """
 
     hidden: dict[str, Sequence[torch.Tensor]]
@@ -62,8 +73,27 @@ class Trace:
     attentions: dict[str, Sequence[torch.Tensor]] = field(default_factory=dict)
     groups: dict[str, torch.Tensor] = field(default_factory=dict)
     causal: dict[str, bool] = field(default_factory=dict)
-    #: per attention stream, where each phrase's words and its own box sit (mmdiag.metrics.grounding.PhraseMasks)
-    grounding: dict[str, Any] = field(default_factory=dict)
+    #: per attention stream, where each phrase's words and its own box sit
+    grounding: dict[str, "PhraseMasks"] = field(default_factory=dict)
+
+
+@dataclass
+class PhraseMasks:
+    """Where the phrases are in one stream's token sequence of length ``T``.
+
+    ``queries`` ``(B, P, T)`` bool: the text tokens of phrase ``p`` (all its
+    words' sub-word tokens); ``keys`` ``(B, P, T)`` bool: the image keys inside
+    phrase ``p``'s box; ``image_keys`` ``(B, T)`` bool: every image key (the set
+    the rows are renormalised over). Phrases beyond a sample's count have empty
+    rows. ``keys`` is intersected with ``image_keys``.
+    """
+
+    queries: torch.Tensor
+    keys: torch.Tensor
+    image_keys: torch.Tensor
+
+    def to(self, device: torch.device) -> "PhraseMasks":
+        return PhraseMasks(self.queries.to(device), self.keys.to(device), self.image_keys.to(device))
 
 
 @runtime_checkable

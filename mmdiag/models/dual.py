@@ -11,7 +11,8 @@ from typing import Any, Optional, Sequence
 import torch
 
 from mmdiag.data.types import Sample
-from mmdiag.models.base import IMAGE, TEXT, ModelAdapter, ModelInfo, Trace
+from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, ModelAdapter,
+                                ModelInfo, Trace)
 
 
 @dataclass
@@ -147,12 +148,10 @@ class DualEncoderAdapter(ModelAdapter):
     def add_tower_attention(self, trace: Trace, modality: str, attentions, special: torch.Tensor,
                             mask: torch.Tensor, causal: bool) -> None:
         """Record a tower's attention maps with its token groups (for attention.entropy)."""
-        from mmdiag.metrics.attention import IMAGE as G_IMAGE, PAD, SPECIAL, TEXT as G_TEXT
-
-        groups = torch.full(mask.shape, G_IMAGE if modality == IMAGE else G_TEXT, dtype=torch.long,
+        groups = torch.full(mask.shape, GROUP_IMAGE if modality == IMAGE else GROUP_TEXT, dtype=torch.long,
                             device=mask.device)
-        groups[special] = SPECIAL
-        groups[~mask] = PAD
+        groups[special] = GROUP_SPECIAL
+        groups[~mask] = GROUP_PAD
         trace.attentions[modality] = attentions
         trace.groups[modality] = groups
         trace.causal[modality] = causal

@@ -38,7 +38,8 @@ from typing import Any, Optional, Sequence
 import torch
 
 from mmdiag.data.types import Sample
-from mmdiag.models.base import IMAGE, TEXT, ModelAdapter, ModelInfo, Trace
+from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, ModelAdapter,
+                                ModelInfo, Trace)
 from mmdiag.models.dual import pixel_values, tokenize_captions
 from mmdiag.models.vilt import masked_token_mean
 
@@ -168,13 +169,11 @@ class LlavaAdapter(ModelAdapter):
 
     @staticmethod
     def joint_groups(real: torch.Tensor, word_ids: torch.Tensor, start: int, end: int) -> torch.Tensor:
-        """Token groups of the decoder sequence (``mmdiag.metrics.attention`` ids)."""
-        from mmdiag.metrics.attention import IMAGE as G_IMAGE, PAD, SPECIAL, TEXT as G_TEXT
-
-        groups = torch.full(real.shape, SPECIAL, dtype=torch.long, device=real.device)
-        groups[:, start:end] = G_IMAGE
-        groups[word_ids >= 0] = G_TEXT
-        groups[~real] = PAD
+        """Token groups of the decoder sequence (the ``GROUP_*`` ids of :mod:`mmdiag.models.base`)."""
+        groups = torch.full(real.shape, GROUP_SPECIAL, dtype=torch.long, device=real.device)
+        groups[:, start:end] = GROUP_IMAGE
+        groups[word_ids >= 0] = GROUP_TEXT
+        groups[~real] = GROUP_PAD
         return groups
 
     def patch_grid(self) -> Optional[tuple[int, int]]:

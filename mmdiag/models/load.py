@@ -8,16 +8,26 @@ network access or the local HF cache). Every failure a user can cause becomes a
 """
 from __future__ import annotations
 
-import hashlib
+import copy
+import importlib.util
 from pathlib import Path
-from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import torch
+from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer, BertModel, CLIPModel,
+                          LlavaForConditionalGeneration, SiglipModel, ViltModel)
 
 from mmdiag.errors import SpecError
+from mmdiag.models import lxmert, offline, visualbert
 from mmdiag.models.base import ModelInfo, count_params
+from mmdiag.models.clip import CLIPAdapter
+from mmdiag.models.llava import LlavaAdapter
 from mmdiag.models.presets import PRESETS, Preset
+from mmdiag.models.siglip import SiglipAdapter
+from mmdiag.models.text import TextEncoderAdapter
+from mmdiag.models.vilt import ViltAdapter
+from mmdiag.models.weights import fingerprint, fresh_model
+from mmdiag.zoo import zoo_names, zoo_path
 
 #: model_type values of each built-in adapter family
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -35,8 +45,6 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat1
 
 def accepted_specs() -> str:
     """A one-paragraph list of what ``--mm-model`` accepts, for error messages."""
-    from mmdiag.zoo import zoo_names
-
     zoo = ", ".join(f"zoo:{n}" for n in zoo_names()) or "(none installed)"
     presets = ", ".join(f"random:{n}" for n in PRESETS)
     return (f"accepted: {presets}; {zoo}; a local directory written by save_pretrained; "
@@ -64,19 +72,6 @@ def resolve_dtype(name: str) -> torch.dtype:
                         "with eager attention)") from None
 
 
-def fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of the config and a strided sample of every parameter (cheap, stable)."""
-    digest = hashlib.blake2b(digest_size=8)
-    digest.update(model.config.to_json_string(use_diff=False).encode())
-    for name, param in sorted(model.state_dict().items()):
-        flat = param.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // 1024)].float().cpu().numpy()
-        digest.update(name.encode())
-        digest.update(str(tuple(param.shape)).encode())
-        digest.update(sample.tobytes())
-    return digest.hexdigest()
-
-
 def family_of(model_type: str) -> Optional[str]:
     for family, types in FAMILIES.items():
         if model_type in types:
@@ -84,115 +79,37 @@ def family_of(model_type: str) -> Optional[str]:
     return None
 
 
-def _lxmert():
-    from mmdiag.models import lxmert
-
-    return lxmert
-
-
-def _visualbert():
-    from mmdiag.models import visualbert
-
-    return visualbert
-
-
 #: families that take region features instead of pixels (one module each: build_parts, adapter_from_pretrained)
-REGION_FAMILIES = {"lxmert": _lxmert, "visualbert": _visualbert}
-
-
-@contextmanager
-def _deferred_init() -> Iterator[None]:
-    """While building a model: torch's default init functions fill NaN instead of drawing random
-    numbers, and ``PreTrainedModel.init_weights`` (called by ``post_init``) does nothing."""
-    import sys
-
-    from transformers import initialization as hf_init
-    from transformers.modeling_utils import PreTrainedModel
-
-    def fill_nan(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        with torch.no_grad():
-            return tensor.fill_(float("nan"))
-
-    saved: list[tuple[Any, str, Any]] = [(PreTrainedModel, "init_weights", PreTrainedModel.init_weights)]
-    for module_name in hf_init.TORCH_MODULES_TO_PATCH:
-        module = sys.modules.get(module_name)
-        for name in hf_init.TORCH_INIT_FUNCTIONS:
-            if module is not None and hasattr(module, name):
-                saved.append((module, name, getattr(module, name)))
-    try:
-        for owner, name, _ in saved:
-            setattr(owner, name, (lambda self: None) if owner is PreTrainedModel else fill_nan)
-        yield
-    finally:
-        for owner, name, original in reversed(saved):
-            setattr(owner, name, original)
-
-
-def fresh_model(model_class: Any, config: Any) -> torch.nn.Module:
-    """``model_class`` built from ``config`` with random weights (eager attention), initialised once.
-
-    ``_from_config`` runs torch's default init of every layer and then the
-    model's ``_init_weights``, which overwrites it: the first pass is a third of
-    the build time of a random ViT-B/32 CLIP on 2 cores. Here torch's default
-    init only marks the parameters (NaN) and ``init_weights`` runs once, as
-    ``from_pretrained`` does for missing weights; values set in the
-    constructor (e.g. CLIP's ``logit_scale``) stay. Should a model's
-    ``_init_weights`` leave a marked parameter alone, it is built the ordinary
-    way instead.
-    """
-    try:
-        rng = torch.get_rng_state()
-        with _deferred_init():
-            model = model_class._from_config(config, attn_implementation="eager")
-        model.init_weights()
-        with torch.no_grad():
-            if not any(bool(torch.isnan(p).any()) for p in model.parameters()):
-                return model
-        torch.set_rng_state(rng)
-    except (ImportError, AttributeError):  # another transformers layout
-        pass
-    return model_class._from_config(config, attn_implementation="eager")
+REGION_FAMILIES = {"lxmert": lxmert, "visualbert": visualbert}
 
 
 def build_random(preset: Preset, seed: int) -> tuple[torch.nn.Module, Any, Any]:
     """Instantiate a preset with seeded random weights plus offline tokenizer/processor."""
-    from mmdiag.models import offline
-
     config = preset.make_config()
     torch.manual_seed(seed)
     if preset.family == "clip":
-        from transformers import CLIPModel
-
         model = fresh_model(CLIPModel, config)
         tc = config.text_config
         tok = offline.clip_tokenizer(tc.vocab_size, tc.bos_token_id, tc.eos_token_id, tc.max_position_embeddings)
         proc = offline.clip_image_processor(config.vision_config.image_size)
     elif preset.family == "siglip":
-        from transformers import SiglipModel
-
         model = fresh_model(SiglipModel, config)
         tc = config.text_config
         tok = offline.siglip_tokenizer(tc.vocab_size, tc.pad_token_id, tc.eos_token_id, 2, tc.max_position_embeddings)
         proc = offline.siglip_image_processor(config.vision_config.image_size)
     elif preset.family == "vilt":
-        from transformers import ViltModel
-
         model = fresh_model(ViltModel, config)
         tok = offline.bert_tokenizer(config.vocab_size, config.max_position_embeddings)
         proc = offline.vilt_image_processor(config.image_size, config.patch_size)
     elif preset.family in REGION_FAMILIES:
-        return REGION_FAMILIES[preset.family]().build_parts(preset, seed)
+        return REGION_FAMILIES[preset.family].build_parts(preset, seed)
     elif preset.family == "llava":
-        from transformers import LlavaForConditionalGeneration
-
         model = fresh_model(LlavaForConditionalGeneration, config)
         tc = config.text_config
         tok = offline.llama_tokenizer(tc.vocab_size, tc.bos_token_id, tc.eos_token_id, tc.pad_token_id,
                                       config.image_token_id, tc.max_position_embeddings)
         proc = offline.clip_image_processor(config.vision_config.image_size)
     else:
-        from transformers import BertModel
-
         model = fresh_model(BertModel, config)
         tok = offline.bert_tokenizer(config.vocab_size, config.max_position_embeddings)
         proc = None
@@ -205,8 +122,6 @@ def load_pretrained(path_or_id: str, device_map: Optional[str] = None,
 
     ``device_map="auto"`` lets accelerate place a model too large for one device.
     """
-    from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
-
     try:
         config = AutoConfig.from_pretrained(path_or_id, trust_remote_code=False)
     except (OSError, ValueError) as exc:
@@ -231,8 +146,6 @@ def load_pretrained(path_or_id: str, device_map: Optional[str] = None,
             "(see the README, 'Bring your own model').")
     placement: dict[str, Any] = {}
     if device_map is not None:
-        import importlib.util
-
         if importlib.util.find_spec("accelerate") is None:
             raise SpecError("--mm-device-map=auto needs accelerate: pip install accelerate")
         placement = {"device_map": device_map, "dtype": dtype}
@@ -240,8 +153,6 @@ def load_pretrained(path_or_id: str, device_map: Optional[str] = None,
         if family == "llava":
             # AutoModel gives the headless LlavaModel; the checkpoints are saved from the
             # generation class, whose key layout this loads without conversion.
-            from transformers import LlavaForConditionalGeneration
-
             model = LlavaForConditionalGeneration.from_pretrained(path_or_id, attn_implementation="eager",
                                                                   trust_remote_code=False, **placement)
         else:
@@ -267,25 +178,15 @@ def make_adapter(family: str, model: torch.nn.Module, tokenizer: Any, processor:
                  device: torch.device, dtype: torch.dtype):
     """Wrap a loaded model in its family's adapter."""
     if family == "clip":
-        from mmdiag.models.clip import CLIPAdapter
-
         return CLIPAdapter(model, tokenizer, processor, info, device, dtype)
     if family == "siglip":
-        from mmdiag.models.siglip import SiglipAdapter
-
         return SiglipAdapter(model, tokenizer, processor, info, device, dtype)
     if family == "vilt":
-        from mmdiag.models.vilt import ViltAdapter
-
         return ViltAdapter(model, tokenizer, processor, info, device, dtype)
     if family == "llava":
-        from mmdiag.models.llava import LlavaAdapter
-
         return LlavaAdapter(model, tokenizer, processor, info, device, dtype)
     if family in REGION_FAMILIES:
-        return REGION_FAMILIES[family]().adapter_from_pretrained(model, tokenizer, info, device, dtype)
-    from mmdiag.models.text import TextEncoderAdapter
-
+        return REGION_FAMILIES[family].adapter_from_pretrained(model, tokenizer, info, device, dtype)
     return TextEncoderAdapter(model, tokenizer, info, device, dtype)
 
 
@@ -302,8 +203,6 @@ def load_parts(spec: str, seed: int = 0, device_map: Optional[str] = None,
         model, tok, proc = build_random(preset, seed)
         return preset.family, model, tok, proc, f"random weights (seed {seed}), architecture of {preset.source}"
     if spec.startswith("zoo:"):
-        from mmdiag.zoo import zoo_path
-
         path = zoo_path(spec[len("zoo:"):])
         if path is None:
             raise SpecError(f"--mm-model={spec!r}: no such zoo model; {accepted_specs()}")
@@ -351,8 +250,6 @@ def random_init_like(adapter: Any, seed: int):
 
     Returns None for adapters without a Hugging Face ``model``.
     """
-    import copy
-
     model = getattr(adapter, "model", None)
     if model is None or not hasattr(model, "config"):
         return None

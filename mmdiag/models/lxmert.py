@@ -6,9 +6,9 @@ the image regions, each embedded from its feature and its box) and a
 cross-modality encoder (``x_layers`` layers, each: text->image and image->text
 cross-attention with *shared* weights, then a self-attention per stream, then
 the feed-forward blocks). Regions are those of
-:func:`mmdiag.region_features.sample_boxes` (whole image first, then the phrase
+:func:`mmdiag.models.region_features.sample_boxes` (whole image first, then the phrase
 boxes, i.e. the scene-tree nodes), featurised by the adapter's extractor
-(default :class:`~mmdiag.region_features.PooledColourFeatures`).
+(default :class:`~mmdiag.models.region_features.PooledColourFeatures`).
 
 Trace (entry 0 = embedding output, as for every mmdiag adapter):
 
@@ -42,7 +42,7 @@ first output). Streams:
 - ``"image"``: region self-attention, ``r + x`` layers; every region IMAGE.
 - ``"cross"``: the ``x`` cross-attention layers, written into the square layout
   ``[text tokens | region tokens]`` so that the standard
-  :class:`~mmdiag.metrics.attention.ShareAccumulator` applies: text query rows
+  :class:`~mmdiag.recording.attention.ShareAccumulator` applies: text query rows
   hold the text->image map in the region columns (zeros over text), region query
   rows hold the image->text map in the text columns. Its shares are 1 by
   construction (``joint_attention`` is False: text->image share is not a
@@ -60,11 +60,12 @@ from contextlib import contextmanager
 from typing import Any, Iterator, Optional
 
 import torch
+from transformers import LxmertModel
 
 from mmdiag.models.base import IMAGE, TEXT, ModelInfo, Trace
 from mmdiag.models.presets import PRESETS as ALL_PRESETS, Preset
-from mmdiag.region_features import (RegionModelAdapter, build_region_adapter, build_region_parts,
-                                     masked_token_mean)
+from mmdiag.models.region_features import (RegionModelAdapter, build_region_adapter, build_region_parts,
+                                            masked_token_mean)
 
 CROSS = "cross"
 
@@ -209,8 +210,6 @@ def cross_square(text_to_image: torch.Tensor, image_to_text: torch.Tensor, n_tex
 
 def build_parts(preset: Preset, seed: int) -> tuple[torch.nn.Module, Any, None]:
     """``(model, tokenizer, None)`` for a preset: seeded random ``LxmertModel`` + offline BERT tokenizer."""
-    from transformers import LxmertModel
-
     return build_region_parts(LxmertModel, preset, seed)
 
 
@@ -223,7 +222,5 @@ def adapter_from_pretrained(model: torch.nn.Module, tokenizer: Any, info: ModelI
 def build_adapter(preset_name: str, seed: int = 0, device: Any = "cpu", dtype: torch.dtype = torch.float32,
                   extractor: Optional[Any] = None) -> LxmertAdapter:
     """A ready adapter for ``random:<preset_name>`` (seeded random weights, offline tokenizer)."""
-    from transformers import LxmertModel
-
     return build_region_adapter(LxmertAdapter, LxmertModel, PRESETS, "lxmert", preset_name, seed, device, dtype,
                                 extractor)

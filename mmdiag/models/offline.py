@@ -12,7 +12,10 @@ import string
 from typing import Optional
 
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import PreTrainedTokenizerFast
+from transformers import (CLIPImageProcessorPil, PreTrainedTokenizerFast, SiglipImageProcessorPil,
+                          ViltImageProcessorPil)
+
+from mmdiag.data.synthetic import SYNTHETIC_VOCAB
 
 #: OpenAI CLIP's normalisation (from the CLIP repository's preprocessing).
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -20,8 +23,6 @@ OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def _base_vocab() -> list[str]:
-    from mmdiag.data.synthetic import SYNTHETIC_VOCAB
-
     chars = list(string.ascii_lowercase + string.digits + string.punctuation)
     words = [w for w in SYNTHETIC_VOCAB if w not in chars]
     return chars + ["##" + c for c in chars] + sorted(set(words))
@@ -100,8 +101,6 @@ def _free_id(vocab_size: int, taken: set[int]) -> int:
 
 def clip_image_processor(size: int):
     """OpenAI CLIP preprocessing: bicubic resize of the short side, centre crop, CLIP mean/std."""
-    from transformers import CLIPImageProcessorPil
-
     return CLIPImageProcessorPil(
         do_resize=True, size={"shortest_edge": size}, resample=3,
         do_center_crop=True, crop_size={"height": size, "width": size},
@@ -112,8 +111,6 @@ def clip_image_processor(size: int):
 
 def siglip_image_processor(size: int):
     """SigLIP preprocessing: bilinear resize to a square, mean = std = 0.5."""
-    from transformers import SiglipImageProcessorPil
-
     return SiglipImageProcessorPil(
         do_resize=True, size={"height": size, "width": size}, resample=2,
         do_rescale=True, rescale_factor=1 / 255, do_normalize=True,
@@ -128,8 +125,6 @@ def vilt_image_processor(size: int, size_divisor: int):
 
     The ViLT adapter squares images to ``size`` before this processor, so no padding occurs.
     """
-    from transformers import ViltImageProcessorPil
-
     return ViltImageProcessorPil(
         do_resize=True, size={"shortest_edge": size}, size_divisor=size_divisor, resample=3,
         do_rescale=True, rescale_factor=1 / 255, do_normalize=True,

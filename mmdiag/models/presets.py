@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from transformers import BertConfig, CLIPConfig, LlavaConfig, PretrainedConfig, SiglipConfig, ViltConfig
+from transformers import (BertConfig, CLIPConfig, LlavaConfig, LxmertConfig, PretrainedConfig, SiglipConfig,
+                          ViltConfig, VisualBertConfig)
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,6 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 
 def _lxmert_config(**kw):
     """unc-nlp/lxmert-base-uncased's config.json (``LxmertConfig``'s defaults are that checkpoint's values)."""
-    from transformers import LxmertConfig
-
     base = {"vocab_size": 30522, "hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072,
             "l_layers": 9, "x_layers": 5, "r_layers": 5, "visual_feat_dim": 2048, "visual_pos_dim": 4,
             "max_position_embeddings": 512, "type_vocab_size": 2, "hidden_act": "gelu",
@@ -141,8 +140,6 @@ def _visualbert_config(**kw):
     word embeddings (``[unused0]`` in BERT's vocabulary, but the word "a" in
     mmdiag's offline tokenizer) and is overwritten by the checkpoint's weights.
     """
-    from transformers import VisualBertConfig
-
     base = {"vocab_size": 30522, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
             "intermediate_size": 3072, "hidden_act": "gelu", "hidden_dropout_prob": 0.1,
             "attention_probs_dropout_prob": 0.1, "max_position_embeddings": 512, "type_vocab_size": 2,

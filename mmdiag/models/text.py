@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import torch
 
 from mmdiag.data.types import Sample
-from mmdiag.models.base import TEXT, ModelAdapter, ModelInfo, Trace
+from mmdiag.models.base import GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, TEXT, ModelAdapter, ModelInfo, Trace
 from mmdiag.models.dual import tokenize_captions
 
 
@@ -51,10 +51,8 @@ class TextEncoderAdapter(ModelAdapter):
             word_ids=word_ids,
         )
         if self.output_attentions:
-            from mmdiag.metrics.attention import PAD, SPECIAL, TEXT as G_TEXT
-
-            groups = torch.full(ids.shape, G_TEXT, dtype=torch.long, device=ids.device)
-            groups[(word_ids < 0)] = SPECIAL
-            groups[~mask.bool()] = PAD
+            groups = torch.full(ids.shape, GROUP_TEXT, dtype=torch.long, device=ids.device)
+            groups[(word_ids < 0)] = GROUP_SPECIAL
+            groups[~mask.bool()] = GROUP_PAD
             trace.attentions[TEXT], trace.groups[TEXT], trace.causal[TEXT] = out.attentions, groups, False
         return trace

@@ -34,9 +34,11 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+from PIL import Image
 
 from mmdiag.data.types import Sample
-from mmdiag.models.base import IMAGE, TEXT, ModelAdapter, ModelInfo, Trace
+from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, ModelAdapter,
+                                ModelInfo, Trace)
 from mmdiag.models.dual import TextInputs, tokenize_captions
 
 #: seed of the RNG fork around ViLT's patch sampling (only fills padded patches once sorted)
@@ -51,8 +53,6 @@ def masked_token_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def square_images(samples: Sequence[Sample], size: int) -> list:
     """The samples' images as RGB squares of ``size`` pixels (bicubic)."""
-    from PIL import Image
-
     return [s.image.convert("RGB").resize((size, size), Image.BICUBIC) for s in samples]
 
 
@@ -170,14 +170,12 @@ class ViltAdapter(ModelAdapter):
 
     @staticmethod
     def joint_groups(text_mask: torch.Tensor, words: torch.Tensor, image_mask: torch.Tensor) -> torch.Tensor:
-        """Token groups of the joint sequence (``mmdiag.metrics.attention`` ids)."""
-        from mmdiag.metrics.attention import IMAGE as G_IMAGE, PAD, SPECIAL, TEXT as G_TEXT
-
-        text = torch.full(text_mask.shape, SPECIAL, dtype=torch.long, device=text_mask.device)
-        text[words] = G_TEXT
-        text[~text_mask] = PAD
-        image = torch.full(image_mask.shape, G_IMAGE, dtype=torch.long, device=image_mask.device)
-        image[:, 0] = SPECIAL
-        image[~image_mask] = PAD
+        """Token groups of the joint sequence (the ``GROUP_*`` ids of :mod:`mmdiag.models.base`)."""
+        text = torch.full(text_mask.shape, GROUP_SPECIAL, dtype=torch.long, device=text_mask.device)
+        text[words] = GROUP_TEXT
+        text[~text_mask] = GROUP_PAD
+        image = torch.full(image_mask.shape, GROUP_IMAGE, dtype=torch.long, device=image_mask.device)
+        image[:, 0] = GROUP_SPECIAL
+        image[~image_mask] = GROUP_PAD
         return torch.cat([text, image], dim=1)
 

@@ -5,9 +5,9 @@ regions`` (text first, then one token per image region). A region token is
 ``visual_projection(feature) + visual token-type embedding (type 1) + visual
 position embedding (id 0)``: VisualBERT reads no box coordinates, so where a
 region is must be inside its feature (the default
-:class:`~mmdiag.region_features.PooledColourFeatures` includes the box geometry;
+:class:`~mmdiag.models.region_features.PooledColourFeatures` includes the box geometry;
 Faster R-CNN features carry it implicitly). Regions are those of
-:func:`mmdiag.region_features.sample_boxes` (whole image first, then the phrase
+:func:`mmdiag.models.region_features.sample_boxes` (whole image first, then the phrase
 boxes: the scene-tree nodes).
 
 Trace, as for the other single-stream model (ViLT): each modality is the slice
@@ -17,7 +17,7 @@ the whole-image region (first region token, the scene tree's root), content
 the word pieces and every real region, ``embeds[m]`` the mean of modality
 ``m``'s content tokens in ``last_hidden_state`` (VisualBERT has no
 per-modality embedding space), ``patch_grid`` None and ``patch_offset`` 1 (see
-:meth:`~mmdiag.region_features.RegionModelAdapter.region_masks`).
+:meth:`~mmdiag.models.region_features.RegionModelAdapter.region_masks`).
 
 Attention: stream ``"joint"`` (bidirectional) with groups words TEXT,
 ``[CLS]``/``[SEP]`` SPECIAL, regions IMAGE, text and region padding PAD; and
@@ -36,12 +36,15 @@ from __future__ import annotations
 from typing import Any, Optional, Sequence
 
 import torch
+from transformers import VisualBertModel
 
 from mmdiag.data.types import Sample
+from mmdiag.errors import SpecError
 from mmdiag.models.base import IMAGE, TEXT, ModelInfo, Trace
+from mmdiag.models.dual import tokenize_captions
 from mmdiag.models.presets import PRESETS as ALL_PRESETS, Preset
-from mmdiag.region_features import (RegionModelAdapter, build_region_adapter, build_region_parts,
-                                     masked_token_mean)
+from mmdiag.models.region_features import (RegionModelAdapter, build_region_adapter, build_region_parts,
+                                            masked_token_mean)
 
 JOINT = "joint"
 
@@ -59,8 +62,6 @@ class VisualBertAdapter(RegionModelAdapter):
     def __init__(self, model: torch.nn.Module, tokenizer: Any, info: ModelInfo, device: torch.device,
                  dtype: torch.dtype, extractor: Optional[Any] = None) -> None:
         if getattr(model.config, "bypass_transformer", False):
-            from mmdiag.errors import SpecError
-
             raise SpecError("VisualBERT configs with bypass_transformer=True run the text alone through the "
                             "encoder; mmdiag supports only the joint (bypass_transformer=False) variants")
         super().__init__(model, tokenizer, info, device, dtype, extractor=extractor)
@@ -81,8 +82,6 @@ class VisualBertAdapter(RegionModelAdapter):
         so ``hide=("image",)`` gives a text->image attention share of 0.
         """
         if samples and all(s.image is None for s in samples):
-            from mmdiag.models.dual import tokenize_captions
-
             tok = self.tokenizer
             text = tokenize_captions(tok, samples, self.max_text_length(), bos_id=tok.cls_token_id,
                                      eos_id=tok.sep_token_id, pad_id=tok.pad_token_id or 0)
@@ -141,8 +140,6 @@ class VisualBertAdapter(RegionModelAdapter):
 
 def build_parts(preset: Preset, seed: int) -> tuple[torch.nn.Module, Any, None]:
     """``(model, tokenizer, None)`` for a preset: seeded random ``VisualBertModel`` + offline BERT tokenizer."""
-    from transformers import VisualBertModel
-
     return build_region_parts(VisualBertModel, preset, seed)
 
 
@@ -155,7 +152,5 @@ def adapter_from_pretrained(model: torch.nn.Module, tokenizer: Any, info: ModelI
 def build_adapter(preset_name: str, seed: int = 0, device: Any = "cpu", dtype: torch.dtype = torch.float32,
                   extractor: Optional[Any] = None) -> VisualBertAdapter:
     """A ready adapter for ``random:<preset_name>`` (seeded random weights, offline tokenizer)."""
-    from transformers import VisualBertModel
-
     return build_region_adapter(VisualBertAdapter, VisualBertModel, PRESETS, "visual_bert", preset_name, seed, device, dtype,
                                 extractor)

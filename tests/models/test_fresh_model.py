@@ -2,7 +2,7 @@
 import torch
 from transformers import BertConfig, BertModel, PretrainedConfig, PreTrainedModel
 
-from mmdiag.models.load import fresh_model
+from mmdiag.models.weights import fresh_model
 from mmdiag.models.presets import PRESETS
 
 

@@ -12,10 +12,11 @@ from transformers import LlavaConfig
 
 from mmdiag.data.noise import make_noise
 from mmdiag.data.synthetic import make_synthetic
-from mmdiag.metrics.attention import IMAGE, SPECIAL, TEXT, ShareAccumulator
+from mmdiag.models.base import GROUP_IMAGE as IMAGE, GROUP_SPECIAL as SPECIAL, GROUP_TEXT as TEXT
 from mmdiag.models.llava import LlavaAdapter, image_token_count
 from mmdiag.models.load import load_adapter, save_preset
 from mmdiag.record import record
+from mmdiag.recording.attention import ShareAccumulator
 
 SPEC = "random:tiny-llava"
 N_IMAGE = 16  # (32 / 8)^2 patches; the CLS is dropped by the "default" strategy

@@ -10,12 +10,11 @@ from PIL import Image
 from mmdiag.data.synthetic import make_synthetic
 from mmdiag.data.types import Phrase, Sample
 from mmdiag.errors import DataError, SpecError
-from mmdiag.metrics.attention import IMAGE, PAD, SPECIAL, TEXT
-from mmdiag.metrics.grounding import phrase_grounding, update_from_trace
+from mmdiag.metrics.grounding import phrase_grounding
 from mmdiag.models import lxmert, visualbert
+from mmdiag.models.base import GROUP_IMAGE as IMAGE, GROUP_PAD as PAD, GROUP_SPECIAL as SPECIAL, GROUP_TEXT as TEXT
 from mmdiag.models.base import Adapter
-from mmdiag.record import Recorder, record
-from mmdiag.region_features import (
+from mmdiag.models.region_features import (
     NpzRegionFeatures,
     PooledColourFeatures,
     RegionFeatureExtractor,
@@ -23,6 +22,8 @@ from mmdiag.region_features import (
     region_token_masks,
     sample_boxes,
 )
+from mmdiag.record import Recorder, record
+from mmdiag.recording.grounding import update_from_trace
 
 
 @pytest.fixture(scope="module")

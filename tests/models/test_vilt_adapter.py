@@ -9,10 +9,11 @@ from hypothesis import given, settings, strategies as st
 
 
 from mmdiag.data.synthetic import make_synthetic
-from mmdiag.metrics.attention import IMAGE, PAD, SPECIAL, TEXT, ShareAccumulator
+from mmdiag.models.base import GROUP_IMAGE as IMAGE, GROUP_PAD as PAD, GROUP_SPECIAL as SPECIAL, GROUP_TEXT as TEXT
 from mmdiag.models.load import load_adapter, save_preset
 from mmdiag.models.vilt import ViltAdapter
 from mmdiag.record import record
+from mmdiag.recording.attention import ShareAccumulator
 
 SPEC = "random:tiny-vilt"
 

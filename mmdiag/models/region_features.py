@@ -38,10 +38,16 @@ from typing import Any, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from mmdiag.data.types import Sample
-from mmdiag.errors import DataError
-from mmdiag.models.base import ModelAdapter
+from mmdiag.errors import DataError, SpecError
+from mmdiag.models import offline
+from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, ModelAdapter, ModelInfo,
+                                PhraseMasks, count_params)
+from mmdiag.models.dual import tokenize_captions
+from mmdiag.models.regions import phrase_query_mask, place_key_masks
+from mmdiag.models.weights import fingerprint, fresh_model
 
 Box = tuple[float, float, float, float]
 
@@ -191,8 +197,6 @@ class NpzRegionFeatures:
                 self._store: Any = np.load(self.path, allow_pickle=False)
                 self._keys = set(self._store.files)
             elif suffix == ".safetensors":
-                from safetensors import safe_open
-
                 self._store = safe_open(str(self.path), framework="np")
                 self._keys = set(self._store.keys())
             else:
@@ -307,7 +311,7 @@ def region_token_masks(counts: Sequence[int]) -> list[Optional[torch.Tensor]]:
 
     For region models the image tokens *are* the scene-tree nodes: token 0 the
     whole image (the pooled state, the tree's root), token ``k + 1`` phrase ``k``.
-    With ``patch_offset = 1`` these masks make :func:`mmdiag.regions.region_states`
+    With ``patch_offset = 1`` these masks make :func:`mmdiag.models.regions.region_states`
     return exactly ``[token 0, token 1, ..., token P]``.
     """
     return [None if c <= 1 else torch.eye(c - 1, dtype=torch.bool) for c in counts]
@@ -316,7 +320,7 @@ def region_token_masks(counts: Sequence[int]) -> list[Optional[torch.Tensor]]:
 class RegionModelAdapter(ModelAdapter):
     """Machinery shared by the region-model adapters (:mod:`mmdiag.models.lxmert`,
     :mod:`mmdiag.models.visualbert`): tokenising, region inputs, token groups and
-    the phrase masks used by :mod:`mmdiag.metrics.grounding`.
+    the phrase masks that :mod:`mmdiag.metrics.grounding` reads.
 
     Subclasses set ``family``, implement :meth:`visual_feat_dim`,
     :meth:`layer_counts` and :meth:`forward`. Image tokens are the regions of
@@ -330,8 +334,6 @@ class RegionModelAdapter(ModelAdapter):
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, info: Any, device: torch.device,
                  dtype: torch.dtype, extractor: Optional[Any] = None) -> None:
-        from mmdiag.errors import SpecError
-
         super().__init__(model, tokenizer, info, device, dtype)
         dim = self.visual_feat_dim()
         self.extractor = extractor if extractor is not None else PooledColourFeatures(dim)
@@ -348,8 +350,6 @@ class RegionModelAdapter(ModelAdapter):
 
     def prepare(self, samples: Sequence[Sample]) -> dict[str, Any]:
         """``[CLS] words [SEP]`` (longest padding) and the samples' region inputs."""
-        from mmdiag.models.dual import tokenize_captions
-
         tok = self.tokenizer
         text = tokenize_captions(tok, samples, self.max_text_length(), bos_id=tok.cls_token_id,
                                  eos_id=tok.sep_token_id, pad_id=tok.pad_token_id or 0)
@@ -361,30 +361,24 @@ class RegionModelAdapter(ModelAdapter):
     @staticmethod
     def text_groups(text_mask: torch.Tensor, word_ids: torch.Tensor) -> torch.Tensor:
         """``(B, T)`` groups of the text tokens: words TEXT, [CLS]/[SEP] SPECIAL, padding PAD."""
-        from mmdiag.metrics.attention import PAD, SPECIAL, TEXT as G_TEXT
-
-        groups = torch.full(text_mask.shape, SPECIAL, dtype=torch.long, device=text_mask.device)
-        groups[word_ids >= 0] = G_TEXT
-        groups[~text_mask] = PAD
+        groups = torch.full(text_mask.shape, GROUP_SPECIAL, dtype=torch.long, device=text_mask.device)
+        groups[word_ids >= 0] = GROUP_TEXT
+        groups[~text_mask] = GROUP_PAD
         return groups
 
     @staticmethod
     def image_groups(region_mask: torch.Tensor) -> torch.Tensor:
         """``(B, R)`` groups of the region tokens: every real region IMAGE (the whole-image
         region is a box feature like the others, not a special token), padding PAD."""
-        from mmdiag.metrics.attention import IMAGE as G_IMAGE, PAD
-
-        groups = torch.full(region_mask.shape, G_IMAGE, dtype=torch.long, device=region_mask.device)
-        groups[~region_mask] = PAD
+        groups = torch.full(region_mask.shape, GROUP_IMAGE, dtype=torch.long, device=region_mask.device)
+        groups[~region_mask] = GROUP_PAD
         return groups
 
     @staticmethod
-    def phrase_masks(batch: dict[str, Any], n_text: int, device: torch.device) -> Any:
-        """:class:`~mmdiag.metrics.grounding.PhraseMasks` over the layout ``[text tokens | region tokens]``:
+    def phrase_masks(batch: dict[str, Any], n_text: int, device: torch.device) -> PhraseMasks:
+        """:class:`~mmdiag.models.base.PhraseMasks` over the layout ``[text tokens | region tokens]``:
         phrase ``k``'s queries are its words' tokens, its key is its own region token ``n_text + 1 + k``,
         and the image keys are all real region tokens."""
-        from mmdiag.metrics.grounding import PhraseMasks, phrase_query_mask, place_key_masks
-
         regions: RegionInputs = batch["regions"]
         spans = batch["spans"]
         n_regions = regions.mask.shape[1]
@@ -403,9 +397,6 @@ class RegionModelAdapter(ModelAdapter):
 
 def build_region_parts(model_class: Any, preset: Any, seed: int) -> tuple[torch.nn.Module, Any, None]:
     """``(model, tokenizer, None)`` for a region-model preset: seeded random weights + offline BERT tokenizer."""
-    from mmdiag.models import offline
-    from mmdiag.models.load import fresh_model
-
     config = preset.make_config()
     torch.manual_seed(seed)
     model = fresh_model(model_class, config)
@@ -415,10 +406,6 @@ def build_region_parts(model_class: Any, preset: Any, seed: int) -> tuple[torch.
 def build_region_adapter(adapter_class: Any, model_class: Any, presets: dict, model_type: str, preset_name: str,
                          seed: int, device: Any, dtype: torch.dtype, extractor: Optional[Any]) -> Any:
     """A ready adapter for ``random:<preset_name>`` of a region-model family."""
-    from mmdiag.errors import SpecError
-    from mmdiag.models.base import ModelInfo, count_params
-    from mmdiag.models.load import fingerprint
-
     preset = presets.get(preset_name)
     if preset is None:
         raise SpecError(f"unknown {adapter_class.family} preset {preset_name!r} (accepted: {', '.join(presets)})")

@@ -3,6 +3,9 @@
 Milewski et al. (2022) probe scene trees over region states; for patch-based
 models a region's state is the mean of the patch tokens whose patch overlaps
 the (preprocessed) box, and the image root is the model's pooled image state.
+:func:`phrase_query_mask` and :func:`place_key_masks` place a batch's phrases
+(their words' tokens, their boxes' keys) in a stream's token sequence, the
+:class:`~mmdiag.models.base.PhraseMasks` an adapter puts in ``Trace.grounding``.
 """
 from __future__ import annotations
 
@@ -125,3 +128,41 @@ def region_states(hidden: torch.Tensor, pooled: torch.Tensor, masks: list[Option
     if stacked is None:
         return hidden.new_zeros((0, hidden.shape[-1]), dtype=torch.float32), [0] * len(masks)
     return stacked_region_states(hidden, pooled, stacked, patch_offset), stacked.counts
+
+
+def phrase_query_mask(word_ids: torch.Tensor, spans: Sequence[Sequence[tuple[int, int]]],
+                      offset: int = 0, total: Optional[int] = None, n_phrases: Optional[int] = None
+                      ) -> torch.Tensor:
+    """``(B, P, T)`` bool: the text tokens whose word is in phrase ``p``'s span ``[start, end)``.
+
+    ``word_ids`` ``(B, T_text)`` (-1 for special/padding tokens) sits at positions
+    ``offset .. offset + T_text`` of a stream of length ``total`` (default
+    ``offset + T_text``); ``spans[b]`` lists sample ``b``'s phrase spans.
+    """
+    wid = torch.as_tensor(word_ids).long()
+    batch, t_text = wid.shape
+    total = offset + t_text if total is None else int(total)
+    n = max((len(s) for s in spans), default=0) if n_phrases is None else int(n_phrases)
+    out = torch.zeros((batch, n, total), dtype=torch.bool, device=wid.device)
+    for b, sample_spans in enumerate(spans):
+        for p, (start, end) in enumerate(sample_spans):
+            out[b, p, offset:offset + t_text] = (wid[b] >= int(start)) & (wid[b] < int(end))
+    return out
+
+
+def place_key_masks(masks: Sequence[Optional[torch.Tensor]], offset: int, total: int,
+                    n_phrases: Optional[int] = None) -> torch.Tensor:
+    """``(B, P, T)`` bool from per-sample ``(P_b, N_b)`` key masks placed at positions ``offset..offset+N_b``.
+
+    For patch models pass :func:`region_masks` output with the
+    stream's first patch position as ``offset``; for region models each phrase's
+    own region token (see the LXMERT/VisualBERT adapters). ``None`` = no phrases.
+    """
+    n = max((m.shape[0] for m in masks if m is not None), default=0) if n_phrases is None else int(n_phrases)
+    out = torch.zeros((len(masks), n, int(total)), dtype=torch.bool)
+    for b, m in enumerate(masks):
+        if m is None or m.numel() == 0:
+            continue
+        m = torch.as_tensor(m).bool().cpu()
+        out[b, :m.shape[0], offset:offset + m.shape[1]] = m
+    return out
