@@ -8,14 +8,18 @@ of the word's sub-word token states. Full token states never outlive a batch.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Optional, Sequence
 
 import torch
 
+from mmdiag.data.images import open_image
 from mmdiag.data.types import Sample
-from mmdiag.errors import DataError
+from mmdiag.errors import DataError, SpecError
 from mmdiag.models.base import Trace
+from mmdiag.models.regions import preprocess_geometry, region_masks, stack_region_masks, stacked_region_states
+from mmdiag.recording.attention import ShareAccumulator
+from mmdiag.recording.grounding import GroundingAccumulator, update_from_trace
 
 
 @dataclass
@@ -95,10 +99,10 @@ class Recorder:
         self._nonfinite: dict[tuple[str, int], torch.Tensor] = {}
         self.n = 0
         self.logit_scale: Optional[float] = None
-        self._attention: dict[str, Any] = {}
+        self._attention: dict[str, ShareAccumulator] = {}
         self._causal: dict[str, bool] = {}
         self._regions: list[list[torch.Tensor]] = []
-        self._grounding: dict[str, Any] = {}
+        self._grounding: dict[str, GroundingAccumulator] = {}
         self._region_counts: list[int] = []
 
     def add(self, trace: Trace) -> None:
@@ -130,17 +134,13 @@ class Recorder:
         for stream, maps in trace.attentions.items():
             self._add_attention(stream, maps, trace.groups[stream], trace.causal.get(stream, False))
         if trace.grounding and trace.attentions:
-            from mmdiag.metrics.grounding import update_from_trace
-
             update_from_trace(self._grounding, trace)
         if trace.logit_scale is not None:
             self.logit_scale = trace.logit_scale
         self.n += batch_size or 0
 
     def add_regions(self, trace: Trace, masks: list) -> None:
-        """Reduce one batch's image tokens to scene-tree node states (see :mod:`mmdiag.regions`)."""
-        from mmdiag.regions import stack_region_masks, stacked_region_states
-
+        """Reduce one batch's image tokens to scene-tree node states (see :mod:`mmdiag.models.regions`)."""
         states = trace.hidden["image"]
         if not self._regions:
             self._regions = [[] for _ in states]
@@ -157,8 +157,6 @@ class Recorder:
 
     def _add_attention(self, stream: str, maps: Sequence[torch.Tensor], groups: torch.Tensor, causal: bool) -> None:
         """Reduce one batch of one stream's attention maps to per-layer, per-head sums."""
-        from mmdiag.metrics.attention import ShareAccumulator
-
         if not maps:
             return
         acc = self._attention.get(stream)
@@ -215,8 +213,6 @@ def _forward(adapter: Any, loaded: list, hide: tuple) -> Trace:
 
 def check_layers(adapter: Any, trace: Trace) -> None:
     """The trace must hold as many hidden-state entries per modality as ``layer_counts()`` promises."""
-    from mmdiag.errors import SpecError
-
     expected = adapter.layer_counts()
     for modality, states in trace.hidden.items():
         if modality in expected and len(states) != expected[modality]:
@@ -241,8 +237,6 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
     given modalities out of a single-stream model's attention (adapters whose
     prepared batch is a dict honour a ``"hide"`` entry).
     """
-    from mmdiag.data.images import open_image
-
     if hasattr(adapter, "output_attentions") or attentions:
         try:
             adapter.output_attentions = attentions
@@ -261,7 +255,7 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
         loaded, loaded_idx = [], []
         for offset, sample in enumerate(chunk):
             try:
-                loaded.append(_with_image(sample, open_image))
+                loaded.append(with_opened_image(sample, open_image))
                 loaded_idx.append(first + offset)
             except DataError as exc:
                 if not skip_bad:
@@ -288,8 +282,6 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
             if regions and hasattr(adapter, "region_masks") and "image" in trace.hidden:
                 recorder.add_regions(trace, adapter.region_masks(loaded, trace))
             elif regions and trace.patch_grid is not None and "image" in trace.hidden:
-                from mmdiag.regions import preprocess_geometry, region_masks
-
                 geometry = preprocess_geometry(getattr(adapter, "image_processor", None))
                 masks = region_masks(loaded, trace.patch_grid, trace.image_size or geometry[1], geometry)
                 recorder.add_regions(trace, masks)
@@ -312,9 +304,8 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
     return acts
 
 
-def _with_image(sample: Sample, opener: Any) -> Sample:
+def with_opened_image(sample: Sample, opener: Any = open_image) -> Sample:
+    """``sample`` with its image (a path or an image) opened by ``opener``; a sample without image as it is."""
     if sample.image is None:
         return sample
-    from dataclasses import replace
-
     return replace(sample, image=opener(sample.image))

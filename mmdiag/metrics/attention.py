@@ -14,7 +14,8 @@ tokens of group ``b``, averaged over the valid queries of group ``a``.
 
 Conventions (all documented choices):
 
-* Token groups are ints: ``PAD = -1`` (neither query nor key), ``SPECIAL = 0``
+* Token groups are the ints of ``Trace.groups`` (``GROUP_*`` in
+  :mod:`mmdiag.models.base`): ``PAD = -1`` (neither query nor key), ``SPECIAL = 0``
   (CLS/BOS/SEP/EOS...), ``TEXT = 1``, ``IMAGE = 2``.
 * Each row is renormalised over the non-PAD keys (a padded softmax already puts
   ~0 mass on PAD keys, so this only removes numerical residue).  A query row
@@ -54,25 +55,19 @@ uniform attention over ``k`` valid keys has entropy ``log k``.
 
 Everything stays on the attention tensor's device: per batch only ``(B, H, T,
 A)``-sized reductions are made (matrix products with one-hot group matrices),
-never a copy of the ``(B, H, T, T)`` map to the CPU.  Accumulators hold running
-sums in float64 (float32 on devices without float64, e.g. MPS), so batches can
-be streamed and accumulators merged.
+never a copy of the ``(B, H, T, T)`` map to the CPU.  The streaming sums over
+batches live in :class:`mmdiag.recording.attention.ShareAccumulator` (float64,
+float32 on devices without float64, e.g. MPS), built from the functions here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Optional
 
-import numpy as np
 import torch
 
 from mmdiag.errors import SpecError
 
 __all__ = [
-    "PAD",
-    "SPECIAL",
-    "TEXT",
-    "IMAGE",
     "GROUP_NAMES",
     "N_GROUPS",
     "DIRECTIONS",
@@ -82,15 +77,19 @@ __all__ = [
     "attention_sinks",
     "modality_mass",
     "modality_shares",
-    "ShareAccumulator",
+    "check_attention",
+    "valid_row_mass",
+    "group_onehot",
+    "mass_count",
+    "sinks_from_mass",
+    "accumulator_dtype",
 ]
 
-PAD = -1
-SPECIAL = 0
-TEXT = 1
-IMAGE = 2
-GROUP_NAMES: dict[int, str] = {SPECIAL: "special", TEXT: "text", IMAGE: "image"}
-N_GROUPS = 3
+#: the token-group ids of ``Trace.groups`` (``GROUP_*`` in :mod:`mmdiag.models.base`, which this layer
+#: does not import): padding is -1, the groups 0 .. N_GROUPS-1 are named here
+_PAD = -1
+GROUP_NAMES: dict[int, str] = {0: "special", 1: "text", 2: "image"}
+N_GROUPS = len(GROUP_NAMES)
 DIRECTIONS = ("text->image", "text->text", "image->text", "image->image",
               "text->special", "image->special")
 DEFAULT_SINK_THRESHOLD = 0.3
@@ -111,11 +110,11 @@ def direction_index(name: str) -> tuple[int, int]:
     return _GROUP_BY_NAME[parts[0]], _GROUP_BY_NAME[parts[1]]
 
 
-def _acc_dtype(device: torch.device) -> torch.dtype:
+def accumulator_dtype(device: torch.device) -> torch.dtype:
     return torch.float32 if device.type == "mps" else torch.float64
 
 
-def _check(attn: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def check_attention(attn: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Validate shapes; return (attn as float32-or-wider, groups as long on attn's device)."""
     if not isinstance(attn, torch.Tensor) or attn.ndim != 4 or attn.shape[-1] != attn.shape[-2]:
         shape = tuple(attn.shape) if isinstance(attn, torch.Tensor) else type(attn).__name__
@@ -125,7 +124,7 @@ def _check(attn: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, torc
     if groups.ndim != 2 or tuple(groups.shape) != (B, T):
         raise ValueError(f"groups: expected shape ({B}, {T}), got {tuple(groups.shape)}")
     groups = groups.long()
-    if groups.numel() and (bool((groups < PAD).any()) or bool((groups >= N_GROUPS).any())):
+    if groups.numel() and (bool((groups < _PAD).any()) or bool((groups >= N_GROUPS).any())):
         raise ValueError("groups: values must be PAD=-1, SPECIAL=0, TEXT=1 or IMAGE=2")
     a = attn.detach()
     if a.dtype not in (torch.float32, torch.float64):
@@ -133,13 +132,13 @@ def _check(attn: torch.Tensor, groups: torch.Tensor) -> tuple[torch.Tensor, torc
     return a, groups
 
 
-def _onehot(groups: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+def group_onehot(groups: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """(B, T) groups -> (B, T, A) one-hot; PAD rows are all zero."""
     ar = torch.arange(N_GROUPS, device=groups.device)
     return (groups.unsqueeze(-1) == ar).to(dtype)
 
 
-def _valid_row_mass(a: torch.Tensor, groups: torch.Tensor
+def valid_row_mass(a: torch.Tensor, groups: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-row mass on each key group and the valid-row mask.
 
@@ -147,9 +146,9 @@ def _valid_row_mass(a: torch.Tensor, groups: torch.Tensor
     ``(B, H, T, A)`` = sum of raw weights per key group, and ``rowok`` ``(B, H, T)``:
     valid query with positive mass on valid keys.
     """
-    oh = _onehot(groups, a.dtype).unsqueeze(1)  # (B, 1, T, A)
+    oh = group_onehot(groups, a.dtype).unsqueeze(1)  # (B, 1, T, A)
     rowmass = a @ oh  # (B, H, T, A)
-    qvalid = (groups != PAD).unsqueeze(1)  # (B, 1, T)
+    qvalid = (groups != _PAD).unsqueeze(1)  # (B, 1, T)
     finite = torch.isfinite(rowmass).all(-1)
     if not bool(finite.all()):
         if bool((~finite & qvalid).any()):
@@ -207,18 +206,18 @@ def attention_sinks(attn: torch.Tensor, groups: torch.Tensor,
     ``w`` the rows renormalised over valid keys and ``n`` the number of valid
     query rows (StreamingLLM, arXiv:2309.17453; registers, arXiv:2309.16588).
     """
-    a, groups = _check(attn, groups)
-    a, rowmass, rowok = _valid_row_mass(a, groups)
-    return _sinks_from(a, groups, rowmass, rowok, threshold)
+    a, groups = check_attention(attn, groups)
+    a, rowmass, rowok = valid_row_mass(a, groups)
+    return sinks_from_mass(a, groups, rowmass, rowok, threshold)
 
 
-def _sinks_from(a: torch.Tensor, groups: torch.Tensor, rowmass: torch.Tensor,
+def sinks_from_mass(a: torch.Tensor, groups: torch.Tensor, rowmass: torch.Tensor,
                 rowok: torch.Tensor, threshold: float) -> torch.Tensor:
     recv = _received(a, rowmass, rowok)
-    return (recv > threshold) & (groups != PAD).unsqueeze(1)
+    return (recv > threshold) & (groups != _PAD).unsqueeze(1)
 
 
-def _mass_count(rowmass: torch.Tensor, rowok: torch.Tensor, key_oh: torch.Tensor,
+def mass_count(rowmass: torch.Tensor, rowok: torch.Tensor, key_oh: torch.Tensor,
                 q_oh: torch.Tensor, causal: bool, acc: torch.dtype
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sum over the batch of renormalised mass, pair counts and row counts.
@@ -255,10 +254,10 @@ def modality_mass(attn: torch.Tensor, groups: torch.Tensor, causal: bool = False
     group a that see a kept key of group b, see module doc) and ``n_queries (H, A)``
     (valid rows per query group), on ``attn``'s device in float64.
     """
-    a, groups = _check(attn, groups)
-    acc = _acc_dtype(a.device)
-    a, rowmass, rowok = _valid_row_mass(a, groups)
-    q_oh = _onehot(groups, a.dtype)
+    a, groups = check_attention(attn, groups)
+    acc = accumulator_dtype(a.device)
+    a, rowmass, rowok = valid_row_mass(a, groups)
+    q_oh = group_onehot(groups, a.dtype)
     key_oh = q_oh.unsqueeze(1)
     if key_mask is not None:
         km = torch.as_tensor(key_mask, device=a.device).bool()
@@ -268,7 +267,7 @@ def modality_mass(attn: torch.Tensor, groups: torch.Tensor, causal: bool = False
             raise ValueError(f"key_mask: expected (B, T) or (B, H, T), got {tuple(km.shape)}")
         key_oh = key_oh * km.unsqueeze(-1).to(a.dtype)
         rowmass = a @ key_oh
-    return _mass_count(rowmass, rowok, key_oh, q_oh, causal, acc)
+    return mass_count(rowmass, rowok, key_oh, q_oh, causal, acc)
 
 
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
@@ -285,187 +284,3 @@ def modality_shares(attn: torch.Tensor, groups: torch.Tensor, causal: bool = Fal
     """
     mass, count, _ = modality_mass(attn, groups, causal)
     return _ratio(mass, count)
-
-
-def _nanmean_heads(x: np.ndarray) -> np.ndarray:
-    """Mean over axis 1 (heads) ignoring NaN; all-NaN -> NaN (no warning)."""
-    finite = ~np.isnan(x)
-    n = finite.sum(axis=1)
-    tot = np.where(finite, x, 0.0).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, tot / np.maximum(n, 1), np.nan)
-
-
-_SUMS = ("mass", "count", "n_queries", "mass_nosink", "count_nosink",
-         "n_queries_nosink", "entropy", "n_sinks", "n_samples")
-
-
-@dataclass(eq=False)
-class ShareAccumulator:
-    """Streaming sums of attention-modality statistics per layer and head.
-
-    Call :meth:`update` once per (batch, layer) with the layer's attention
-    ``(B, H, T, T)``; sums live on the attention's device (allocated at the first
-    update).  Fields (``L`` layers, ``H`` heads, ``A = 3`` groups):
-
-    * ``mass[L, H, A, A]``, ``count[L, H, A, A]``, ``n_queries[L, H, A]`` — see
-      :func:`modality_mass`;
-    * ``mass_nosink``, ``count_nosink``, ``n_queries_nosink`` — the same with the
-      sink keys of each (sample, layer, head) removed;
-    * ``entropy[L, H, A]`` — sum of row entropies (nats) of the valid rows
-      (divide by ``n_queries``);
-    * ``n_sinks[L, H]`` — number of sink keys found, ``n_samples[L]`` — samples seen.
-
-    ``shares=False`` keeps only the entropy sums (and ``n_queries``, ``n_samples``):
-    for a stream of one modality's tokens (a dual encoder's tower), where shares
-    between modalities do not exist; the share fields then read NaN. It skips
-    most of the work per map (~3x faster on a ViT-B/32 vision tower).
-    """
-
-    n_layers: int
-    n_heads: int
-    sink_threshold: float = DEFAULT_SINK_THRESHOLD
-    shares: bool = True
-    mass: Optional[torch.Tensor] = field(default=None, repr=False)
-    count: Optional[torch.Tensor] = field(default=None, repr=False)
-    n_queries: Optional[torch.Tensor] = field(default=None, repr=False)
-    mass_nosink: Optional[torch.Tensor] = field(default=None, repr=False)
-    count_nosink: Optional[torch.Tensor] = field(default=None, repr=False)
-    n_queries_nosink: Optional[torch.Tensor] = field(default=None, repr=False)
-    entropy: Optional[torch.Tensor] = field(default=None, repr=False)
-    n_sinks: Optional[torch.Tensor] = field(default=None, repr=False)
-    n_samples: Optional[torch.Tensor] = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if int(self.n_layers) < 1 or int(self.n_heads) < 1:
-            raise ValueError("n_layers and n_heads must be >= 1")
-        if not 0.0 < float(self.sink_threshold) <= 1.0:
-            raise ValueError(f"sink_threshold must be in (0, 1], got {self.sink_threshold}")
-
-    @property
-    def empty(self) -> bool:
-        return self.mass is None
-
-    def _alloc(self, device: torch.device) -> None:
-        L, H, A = self.n_layers, self.n_heads, N_GROUPS
-        z = lambda *shape: torch.zeros(shape, dtype=_acc_dtype(device), device=device)  # noqa: E731
-        self.mass, self.count, self.n_queries = z(L, H, A, A), z(L, H, A, A), z(L, H, A)
-        self.mass_nosink, self.count_nosink = z(L, H, A, A), z(L, H, A, A)
-        self.n_queries_nosink = z(L, H, A)
-        self.entropy, self.n_sinks, self.n_samples = z(L, H, A), z(L, H), z(L)
-
-    def update(self, layer: int, attn: torch.Tensor, groups: torch.Tensor,
-               causal: bool = False) -> None:
-        """Add one batch of layer ``layer``'s attention ``(B, H, T, T)``."""
-        if not 0 <= int(layer) < self.n_layers:
-            raise ValueError(f"layer {layer} out of range [0, {self.n_layers})")
-        a, groups = _check(attn, groups)
-        if a.shape[1] != self.n_heads:
-            raise ValueError(f"attn has {a.shape[1]} heads, accumulator expects {self.n_heads}")
-        if self.empty:
-            self._alloc(a.device)
-        if not self.shares:
-            self._update_entropy(int(layer), a, groups)
-            return
-        dev = self.mass.device
-        acc = self.mass.dtype
-        a, rowmass, rowok = _valid_row_mass(a, groups)
-        q_oh = _onehot(groups, a.dtype)
-        key_oh = q_oh.unsqueeze(1)
-        m, c, nq = _mass_count(rowmass, rowok, key_oh, q_oh, causal, acc)
-        # sinks and the sink-excluded variant
-        sinks = _sinks_from(a, groups, rowmass, rowok, self.sink_threshold)  # (B, H, T)
-        key_oh_ns = key_oh * (~sinks).unsqueeze(-1).to(a.dtype)
-        rowmass_ns = a @ key_oh_ns
-        m2, c2, nq2 = _mass_count(rowmass_ns, rowok, key_oh_ns, q_oh, causal, acc)
-        # entropy over valid keys
-        h = row_entropy(a, (groups != PAD).unsqueeze(1))  # (B, H, T)
-        h = torch.where(rowok, h, torch.zeros_like(h))
-        ent = torch.einsum("bta,bht->ha", q_oh.to(acc), h.to(acc))
-        li = int(layer)
-        for name, val in (("mass", m), ("count", c), ("n_queries", nq), ("mass_nosink", m2),
-                          ("count_nosink", c2), ("n_queries_nosink", nq2), ("entropy", ent)):
-            getattr(self, name)[li] += val.to(dev)
-        self.n_sinks[li] += sinks.sum((0, 2)).to(device=dev, dtype=acc)
-        self.n_samples[li] += a.shape[0]
-
-    def _update_entropy(self, layer: int, a: torch.Tensor, groups: torch.Tensor) -> None:
-        """The ``shares=False`` update: row entropies over valid keys, per query group and head."""
-        qvalid = groups != PAD  # (B, T)
-        keys = qvalid.to(a.dtype)[:, None, :, None]  # (B, 1, T, 1)
-        s = (a @ keys).squeeze(-1)  # (B, H, T): mass on valid keys
-        rows = qvalid.unsqueeze(1).expand_as(s)
-        finite = torch.isfinite(s)
-        if not bool(finite.all()):
-            if bool((~finite & rows).any()):
-                raise ValueError("attn: non-finite attention weights in a valid query row")
-            a = a.masked_fill(~rows.unsqueeze(-1), 0.0)  # e.g. NaN rows of fully masked (PAD) queries
-            s = (a @ keys).squeeze(-1)
-        rowok = rows & (s > 0)
-        s_safe = torch.where(rowok, s, torch.ones_like(s))
-        a_log_a = torch.log(a.clamp_min(torch.finfo(a.dtype).tiny)).mul_(a)
-        h = torch.log(s_safe) - (a_log_a @ keys).squeeze(-1) / s_safe
-        h = torch.where(rowok, h, torch.zeros_like(h))
-        acc = self.entropy.dtype
-        q = _onehot(groups, acc)
-        self.entropy[layer] += torch.einsum("bta,bht->ha", q, h.to(acc)).to(self.entropy.device)
-        self.n_queries[layer] += torch.einsum("bta,bht->ha", q, rowok.to(acc)).to(self.n_queries.device)
-        self.n_samples[layer] += a.shape[0]
-
-    def update_layers(self, attentions: Sequence[torch.Tensor], groups: torch.Tensor,
-                      causal: bool = False, first_layer: int = 0) -> None:
-        """Update layers ``first_layer, first_layer+1, ...`` from a sequence of maps."""
-        for i, att in enumerate(attentions):
-            self.update(first_layer + i, att, groups, causal)
-
-    def merge(self, other: "ShareAccumulator") -> "ShareAccumulator":
-        """Add ``other``'s sums into ``self`` (in place); returns ``self``."""
-        if (other.n_layers, other.n_heads) != (self.n_layers, self.n_heads):
-            raise ValueError("cannot merge accumulators of different (layers, heads)")
-        if float(other.sink_threshold) != float(self.sink_threshold):
-            raise ValueError("cannot merge accumulators with different sink_threshold")
-        if other.shares != self.shares:
-            raise ValueError("cannot merge an accumulator of shares with an entropy-only one")
-        if other.empty:
-            return self
-        if self.empty:
-            self._alloc(other.mass.device)
-        for name in _SUMS:
-            mine = getattr(self, name)
-            mine += getattr(other, name).to(device=mine.device, dtype=mine.dtype)
-        return self
-
-    def result(self) -> dict[str, np.ndarray]:
-        """Averages as numpy arrays (NaN where a count is 0).
-
-        Keys: ``share[L, H, A, A]`` (= mass / count), ``share_mean[L, A, A]`` (mean
-        over heads), ``share_total[L, H, A, A]`` (= mass / n_queries, sums to 1 over
-        key groups), the ``*_nosink`` versions of these three, ``entropy[L, H, A]``
-        and ``entropy_mean[L, A]`` (nats), ``sinks_per_sample[L, H]``, and the raw
-        ``count``, ``count_nosink``, ``n_queries``, ``n_samples``.
-        """
-        if self.empty:
-            self._alloc(torch.device("cpu"))
-        np_ = {name: getattr(self, name).detach().to("cpu", torch.float64).numpy()
-               for name in _SUMS}
-
-        def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-
-        out: dict[str, np.ndarray] = {}
-        for suffix in ("", "_nosink"):
-            mass, count = np_["mass" + suffix], np_["count" + suffix]
-            nq = np_["n_queries" + suffix]
-            share = ratio(mass, count)
-            out["share" + suffix] = share
-            out["share_mean" + suffix] = _nanmean_heads(share)
-            out["share_total" + suffix] = ratio(mass, nq[..., None])
-            out["count" + suffix] = count
-        ent = ratio(np_["entropy"], np_["n_queries"])
-        out["entropy"] = ent
-        out["entropy_mean"] = _nanmean_heads(ent)
-        out["n_queries"] = np_["n_queries"]
-        out["n_samples"] = np_["n_samples"]
-        out["sinks_per_sample"] = ratio(np_["n_sinks"], np_["n_samples"][:, None])
-        return out

@@ -26,15 +26,16 @@ draws a token's attention over the image. mmdiag reports the mass share (a
 continuous version of those accuracies) against its chance level, plus the
 fraction of phrases whose share beats chance.
 
-The batched form (:func:`phrase_grounding`, :class:`GroundingAccumulator`) works
-on square ``(B, H, T, T)`` maps over one token sequence with per-phrase boolean
-masks of the query tokens and of the in-box keys (:class:`PhraseMasks`).
-Everything stays on the attention's device; sums are float64 (float32 on MPS).
+The batched form (:func:`phrase_grounding`) works on square ``(B, H, T, T)``
+maps over one token sequence with per-phrase boolean masks of the query tokens
+and of the in-box keys (:class:`PhraseMaskSet`: the adapters' trace carries
+them as :class:`mmdiag.models.base.PhraseMasks`). Everything stays on the
+attention's device; the streaming sums over batches are
+:class:`mmdiag.recording.grounding.GroundingAccumulator`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -44,12 +45,8 @@ __all__ = [
     "chance_level",
     "attention_heatmap",
     "region_heatmap",
-    "PhraseMasks",
-    "phrase_query_mask",
-    "place_key_masks",
+    "PhraseMaskSet",
     "phrase_grounding",
-    "GroundingAccumulator",
-    "update_from_trace",
 ]
 
 
@@ -139,68 +136,17 @@ def region_heatmap(weights: torch.Tensor, boxes: Sequence[tuple[float, float, fl
     return out / total if total > 0 else out
 
 
-@dataclass
-class PhraseMasks:
-    """Where the phrases are in one stream's token sequence of length ``T``.
-
-    ``queries`` ``(B, P, T)`` bool: the text tokens of phrase ``p`` (all its
-    words' sub-word tokens); ``keys`` ``(B, P, T)`` bool: the image keys inside
-    phrase ``p``'s box; ``image_keys`` ``(B, T)`` bool: every image key (the set
-    the rows are renormalised over). Phrases beyond a sample's count have empty
-    rows. ``keys`` is intersected with ``image_keys``.
-    """
+class PhraseMaskSet(Protocol):
+    """Where the phrases sit in a stream of ``T`` tokens (``B`` samples, ``P`` phrases):
+    ``queries`` ``(B, P, T)`` bool, phrase ``p``'s text tokens; ``keys`` ``(B, P, T)``
+    bool, the image keys inside its box; ``image_keys`` ``(B, T)`` bool, every image key."""
 
     queries: torch.Tensor
     keys: torch.Tensor
     image_keys: torch.Tensor
 
-    def to(self, device: torch.device) -> "PhraseMasks":
-        return PhraseMasks(self.queries.to(device), self.keys.to(device), self.image_keys.to(device))
 
-
-def phrase_query_mask(word_ids: torch.Tensor, spans: Sequence[Sequence[tuple[int, int]]],
-                      offset: int = 0, total: Optional[int] = None, n_phrases: Optional[int] = None
-                      ) -> torch.Tensor:
-    """``(B, P, T)`` bool: the text tokens whose word is in phrase ``p``'s span ``[start, end)``.
-
-    ``word_ids`` ``(B, T_text)`` (-1 for special/padding tokens) sits at positions
-    ``offset .. offset + T_text`` of a stream of length ``total`` (default
-    ``offset + T_text``); ``spans[b]`` lists sample ``b``'s phrase spans.
-    """
-    wid = torch.as_tensor(word_ids).long()
-    batch, t_text = wid.shape
-    total = offset + t_text if total is None else int(total)
-    n = max((len(s) for s in spans), default=0) if n_phrases is None else int(n_phrases)
-    out = torch.zeros((batch, n, total), dtype=torch.bool, device=wid.device)
-    for b, sample_spans in enumerate(spans):
-        for p, (start, end) in enumerate(sample_spans):
-            out[b, p, offset:offset + t_text] = (wid[b] >= int(start)) & (wid[b] < int(end))
-    return out
-
-
-def place_key_masks(masks: Sequence[Optional[torch.Tensor]], offset: int, total: int,
-                    n_phrases: Optional[int] = None) -> torch.Tensor:
-    """``(B, P, T)`` bool from per-sample ``(P_b, N_b)`` key masks placed at positions ``offset..offset+N_b``.
-
-    For patch models pass :func:`mmdiag.regions.region_masks` output with the
-    stream's first patch position as ``offset``; for region models each phrase's
-    own region token (see the LXMERT/VisualBERT adapters). ``None`` = no phrases.
-    """
-    n = max((m.shape[0] for m in masks if m is not None), default=0) if n_phrases is None else int(n_phrases)
-    out = torch.zeros((len(masks), n, int(total)), dtype=torch.bool)
-    for b, m in enumerate(masks):
-        if m is None or m.numel() == 0:
-            continue
-        m = torch.as_tensor(m).bool().cpu()
-        out[b, :m.shape[0], offset:offset + m.shape[1]] = m
-    return out
-
-
-def _acc_dtype(device: torch.device) -> torch.dtype:
-    return torch.float32 if device.type == "mps" else torch.float64
-
-
-def phrase_grounding(attn: torch.Tensor, masks: PhraseMasks) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def phrase_grounding(attn: torch.Tensor, masks: PhraseMaskSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Grounding share of every (sample, head, phrase) for one layer's square attention map.
 
     ``attn`` ``(B, H, T, T)``. Returns ``share (B, H, P)`` (the formula in the
@@ -233,105 +179,3 @@ def phrase_grounding(attn: torch.Tensor, masks: PhraseMasks) -> tuple[torch.Tens
     chance = torch.where(n_image > 0, n_keys.to(a.dtype) / n_image.clamp_min(1).to(a.dtype),
                          torch.full(n_keys.shape, float("nan"), dtype=a.dtype, device=a.device))
     return share, valid, chance
-
-
-@dataclass(eq=False)
-class GroundingAccumulator:
-    """Streaming per-layer, per-head grounding sums over phrases.
-
-    Sums (``L`` layers, ``H`` heads): ``share_sum``, ``chance_sum``,
-    ``above_sum`` (phrases whose share exceeds chance) and ``n_phrases``, all over
-    the valid phrases of :func:`phrase_grounding`.
-    """
-
-    n_layers: int
-    n_heads: int
-    share_sum: Optional[torch.Tensor] = field(default=None, repr=False)
-    chance_sum: Optional[torch.Tensor] = field(default=None, repr=False)
-    above_sum: Optional[torch.Tensor] = field(default=None, repr=False)
-    n_phrases: Optional[torch.Tensor] = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if int(self.n_layers) < 1 or int(self.n_heads) < 1:
-            raise ValueError("n_layers and n_heads must be >= 1")
-
-    def _alloc(self, device: torch.device) -> None:
-        z = lambda: torch.zeros((self.n_layers, self.n_heads), dtype=_acc_dtype(device), device=device)  # noqa: E731
-        self.share_sum, self.chance_sum, self.above_sum, self.n_phrases = z(), z(), z(), z()
-
-    def update(self, layer: int, attn: torch.Tensor, masks: PhraseMasks) -> None:
-        """Add one batch of layer ``layer``'s ``(B, H, T, T)`` attention."""
-        if not 0 <= int(layer) < self.n_layers:
-            raise ValueError(f"layer {layer} out of range [0, {self.n_layers})")
-        if attn.shape[1] != self.n_heads:
-            raise ValueError(f"attn has {attn.shape[1]} heads, accumulator expects {self.n_heads}")
-        if self.share_sum is None:
-            self._alloc(attn.device)
-        share, valid, chance = phrase_grounding(attn, masks)
-        acc = self.share_sum.dtype
-        v = valid.to(acc)
-        chance_b = chance.unsqueeze(1).expand_as(share)
-        li = int(layer)
-        self.share_sum[li] += (torch.nan_to_num(share).to(acc) * v).sum((0, 2)).to(self.share_sum.device)
-        self.chance_sum[li] += (torch.nan_to_num(chance_b).to(acc) * v).sum((0, 2)).to(self.share_sum.device)
-        self.above_sum[li] += ((share > chance_b) & valid).to(acc).sum((0, 2)).to(self.share_sum.device)
-        self.n_phrases[li] += v.sum((0, 2)).to(self.share_sum.device)
-
-    def update_layers(self, attentions: Sequence[torch.Tensor], masks: PhraseMasks, first_layer: int = 0) -> None:
-        for i, att in enumerate(attentions):
-            self.update(first_layer + i, att, masks)
-
-    def merge(self, other: "GroundingAccumulator") -> "GroundingAccumulator":
-        if (other.n_layers, other.n_heads) != (self.n_layers, self.n_heads):
-            raise ValueError("cannot merge accumulators of different (layers, heads)")
-        if other.share_sum is None:
-            return self
-        if self.share_sum is None:
-            self._alloc(other.share_sum.device)
-        for name in ("share_sum", "chance_sum", "above_sum", "n_phrases"):
-            mine = getattr(self, name)
-            mine += getattr(other, name).to(device=mine.device, dtype=mine.dtype)
-        return self
-
-    def result(self) -> dict[str, np.ndarray]:
-        """Averages over phrases as numpy (NaN where no phrase counted).
-
-        ``share[L, H]``, ``chance[L, H]``, ``above_chance[L, H]`` (fraction of phrases
-        with share > chance), their head means ``share_mean[L]``, ``chance_mean[L]``,
-        ``above_chance_mean[L]``, ``lift_mean[L]`` (= share_mean / chance_mean) and
-        ``n_phrases[L, H]``.
-        """
-        if self.share_sum is None:
-            self._alloc(torch.device("cpu"))
-        s, c, ab, n = (getattr(self, k).detach().to("cpu", torch.float64).numpy()
-                       for k in ("share_sum", "chance_sum", "above_sum", "n_phrases"))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            share = np.where(n > 0, s / np.maximum(n, 1), np.nan)
-            chance = np.where(n > 0, c / np.maximum(n, 1), np.nan)
-            above = np.where(n > 0, ab / np.maximum(n, 1), np.nan)
-
-            def head_mean(x: np.ndarray) -> np.ndarray:
-                ok = ~np.isnan(x)
-                return np.where(ok.any(1), np.where(ok, x, 0).sum(1) / np.maximum(ok.sum(1), 1), np.nan)
-
-            share_mean, chance_mean = head_mean(share), head_mean(chance)
-            lift = np.where(chance_mean > 0, share_mean / np.where(chance_mean > 0, chance_mean, 1), np.nan)
-        return {"share": share, "chance": chance, "above_chance": above, "share_mean": share_mean,
-                "chance_mean": chance_mean, "above_chance_mean": head_mean(above), "lift_mean": lift,
-                "n_phrases": n}
-
-
-def update_from_trace(accumulators: dict[str, GroundingAccumulator], trace) -> None:
-    """Feed one batch's trace into per-stream accumulators (created on first use).
-
-    Reads ``trace.grounding`` (``{stream: PhraseMasks}``, set by adapters that know
-    where phrases and boxes sit in a stream) and ``trace.attentions[stream]``.
-    """
-    for stream, masks in (getattr(trace, "grounding", None) or {}).items():
-        maps = trace.attentions.get(stream)
-        if not maps:
-            continue
-        acc = accumulators.get(stream)
-        if acc is None:
-            acc = accumulators[stream] = GroundingAccumulator(n_layers=len(maps), n_heads=maps[0].shape[1])
-        acc.update_layers(maps, masks)

@@ -14,18 +14,15 @@ from mmdiag.errors import SpecError
 from mmdiag.metrics.attention import (
     DIRECTIONS,
     GROUP_NAMES,
-    IMAGE,
     N_GROUPS,
-    PAD,
-    SPECIAL,
-    TEXT,
-    ShareAccumulator,
     attention_sinks,
     direction_index,
     modality_mass,
     modality_shares,
     row_entropy,
 )
+from mmdiag.models.base import GROUP_IMAGE as IMAGE, GROUP_PAD as PAD, GROUP_SPECIAL as SPECIAL, GROUP_TEXT as TEXT
+from mmdiag.recording.attention import ShareAccumulator
 
 A = N_GROUPS
 S, X, I, P = SPECIAL, TEXT, IMAGE, PAD

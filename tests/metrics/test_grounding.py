@@ -7,17 +7,15 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from mmdiag.metrics.grounding import (
-    GroundingAccumulator,
-    PhraseMasks,
     attention_heatmap,
     chance_level,
     grounding_share,
     phrase_grounding,
-    phrase_query_mask,
-    place_key_masks,
     region_heatmap,
-    update_from_trace,
 )
+from mmdiag.models.base import PhraseMasks
+from mmdiag.models.regions import phrase_query_mask, place_key_masks
+from mmdiag.recording.grounding import GroundingAccumulator, update_from_trace
 
 FAST = settings(max_examples=30, deadline=None)
 

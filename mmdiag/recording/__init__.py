@@ -1,0 +1,8 @@
+"""Stateful accumulators the recorder (:mod:`mmdiag.record`) feeds batch by batch.
+
+The formulas they sum are pure functions in :mod:`mmdiag.metrics`; here live the
+running sums per layer and head that a pass over the data builds up:
+:mod:`mmdiag.recording.attention` (attention-modality shares, sinks, entropies)
+and :mod:`mmdiag.recording.grounding` (the share of a phrase's attention inside
+its own box).
+"""
