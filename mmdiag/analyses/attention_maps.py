@@ -21,7 +21,7 @@ What is kept, per example (``kind``):
 - ``"word->region"``: the same over region tokens (VisualBERT's ``"joint"``,
   LXMERT's ``"cross"`` stream: text rows hold the text->image cross-attention).
   When the number of region tokens equals the sample's regions
-  (:func:`mmdiag.region_features.sample_boxes`: whole image, then phrase boxes)
+  (:func:`mmdiag.models.region_features.sample_boxes`: whole image, then phrase boxes)
   their boxes are stored (normalised to ``[0, 1]``) and drawn; otherwise the
   regions are a 1-D strip.
 - ``"cls->patch"``: dual encoders without cross-attention (CLIP): the vision
@@ -78,216 +78,30 @@ Series key: ``series["attention_image"]`` (:data:`SERIES_KEY`) holds
 """
 from __future__ import annotations
 
-import base64
-import io
 import math
 from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
 
-from mmdiag.metrics.attention import IMAGE as G_IMAGE, PAD, TEXT as G_TEXT
+from mmdiag.analyses.thumbnails import thumbnail_uri
+from mmdiag.analyses.word_attention import (cls_to_patch, joint_word_ids, pick_layers, pool_grid, select_words,
+                                            word_to_patch)
+from mmdiag.data.images import open_image
+from mmdiag.models.base import GROUP_IMAGE, GROUP_TEXT
+from mmdiag.models.dual import caption_words
+from mmdiag.models.region_features import normalized_boxes, sample_boxes
+from mmdiag.models.regions import preprocess_geometry
+from mmdiag.record import with_opened_image
 
 __all__ = [
     "SERIES_KEY",
     "ExampleMaps",
-    "cls_to_patch",
     "example_maps",
-    "joint_word_ids",
-    "pick_layers",
-    "pool_grid",
-    "select_words",
-    "thumbnail_uri",
-    "word_to_patch",
 ]
 
 #: the results.json ``series`` key of :meth:`ExampleMaps.result`
 SERIES_KEY = "attention_image"
-CONTENT_UPOS = frozenset({"NOUN", "PROPN", "ADJ", "VERB", "NUM"})
-STOP_WORDS = frozenset(
-    "a an the and or but of to in on at by for with from into onto over under above below next near "
-    "is are was were be been being it its this that these those there here which who whom whose "
-    "as than then so not no yes do does did has have had i you he she we they him her them his "
-    "their our your my me us , . ; : ! ? - ' \"".split())
-
-
-# --------------------------------------------------------------------------
-# pure helpers
-# --------------------------------------------------------------------------
-
-def joint_word_ids(groups: torch.Tensor, word_ids: torch.Tensor) -> torch.Tensor:
-    """Word ids at the joint-stream positions: ``(T,)`` long, -1 off the caption's tokens.
-
-    ``groups`` ``(T,)`` are one sample's stream groups, ``word_ids`` ``(T_text,)``
-    the adapter's word ids of its text slice. The TEXT positions of the stream,
-    in order, get the ``word_ids >= 0`` entries, in order. Raises ValueError when
-    their counts differ (the alignment assumption of the module doc fails).
-    """
-    text_pos = torch.nonzero(groups == G_TEXT).flatten()
-    words = word_ids[word_ids >= 0].to(groups.device)
-    if text_pos.numel() != words.numel():
-        raise ValueError(f"{text_pos.numel()} TEXT tokens in the stream but {words.numel()} word-aligned "
-                         f"text tokens: cannot align words")
-    out = torch.full(groups.shape, -1, dtype=torch.long, device=groups.device)
-    out[text_pos] = words.long()
-    return out
-
-
-def _grid_keys(groups: torch.Tensor, grid: Optional[tuple[int, int]]) -> torch.Tensor:
-    """Positions of the image tokens forming ``grid`` (row-major); the last ``rows*cols`` IMAGE tokens."""
-    image_pos = torch.nonzero(groups == G_IMAGE).flatten()
-    if grid is None:
-        return image_pos
-    cells = int(grid[0]) * int(grid[1])
-    if image_pos.numel() < cells:
-        raise ValueError(f"{image_pos.numel()} image tokens cannot fill a {grid[0]}x{grid[1]} patch grid")
-    return image_pos[image_pos.numel() - cells:]
-
-
-def word_to_patch(attn: torch.Tensor, groups: torch.Tensor, word_ids_joint: torch.Tensor,
-                  grid: Optional[tuple[int, int]] = None) -> torch.Tensor:
-    """Attention from each caption word to each image token, averaged over heads and sub-words.
-
-    ``attn`` ``(H, T, T)`` one sample's attention of one block (rows: queries),
-    ``groups`` ``(T,)`` its token groups, ``word_ids_joint`` ``(T,)`` the word of
-    each position (-1 elsewhere; :func:`joint_word_ids`), ``grid`` ``(rows, cols)``
-    of the patch tokens (the last ``rows*cols`` IMAGE tokens) or None (every
-    IMAGE token, in order). Returns ``(n_words, n_keys)`` float32 with
-    ``n_words = max(word_ids_joint) + 1``::
-
-        out[w, p] = mean_h mean_{q: word(q) = w} attn[h, q, key_p]
-
-    Raw weights (no renormalisation): a row sums to the share of the word's
-    attention that lands on the image, ``<= 1``. A word without tokens is NaN.
-    """
-    if attn.dim() != 3 or attn.shape[1] != attn.shape[2] or attn.shape[1] != groups.shape[0]:
-        raise ValueError(f"attention {tuple(attn.shape)} does not match {groups.shape[0]} tokens")
-    keys = _grid_keys(groups, grid)
-    valid = word_ids_joint >= 0
-    n_words = int(word_ids_joint.max().item()) + 1 if bool(valid.any()) else 0
-    mean = attn.float().mean(dim=0)
-    rows = mean[valid][:, keys]
-    index = word_ids_joint[valid].long()
-    sums = torch.zeros((n_words, keys.numel()), dtype=torch.float32, device=attn.device)
-    sums.index_add_(0, index, rows)
-    counts = torch.bincount(index, minlength=n_words).to(torch.float32)
-    counts = torch.where(counts > 0, counts, torch.full_like(counts, float("nan")))
-    return sums / counts.unsqueeze(1)
-
-
-def cls_to_patch(attn: torch.Tensor, groups: torch.Tensor,
-                 grid: Optional[tuple[int, int]] = None) -> tuple[torch.Tensor, str]:
-    """A vision tower's attention over its patches, averaged over heads: ``((n_keys,), kind)``.
-
-    With a CLS token (position 0 not an IMAGE token: CLIP) the CLS query's row,
-    kind ``"cls->patch"``; without one (SigLIP) the mean over valid (non-PAD)
-    queries of the attention each patch receives, kind ``"mean->patch"``.
-    """
-    if attn.dim() != 3 or attn.shape[1] != attn.shape[2] or attn.shape[1] != groups.shape[0]:
-        raise ValueError(f"attention {tuple(attn.shape)} does not match {groups.shape[0]} tokens")
-    keys = _grid_keys(groups, grid)
-    mean = attn.float().mean(dim=0)
-    if int(groups[0]) != G_IMAGE and int(groups[0]) != PAD:
-        return mean[0, keys], "cls->patch"
-    queries = groups != PAD
-    return mean[queries][:, keys].mean(dim=0), "mean->patch"
-
-
-def pool_grid(maps: torch.Tensor, grid: tuple[int, int], max_cells: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Sum-pool ``(..., rows*cols)`` maps in ``f x f`` blocks until at most ``max_cells`` remain.
-
-    ``f = ceil(sqrt(rows*cols / max_cells))``; edge blocks may be partial. The
-    sum over cells (the attention mass on the image) is unchanged. Returns the
-    maps ``(..., rows'*cols')`` and ``(rows', cols')``.
-    """
-    rows, cols = int(grid[0]), int(grid[1])
-    if rows * cols <= max_cells:
-        return maps, (rows, cols)
-    f = math.ceil(math.sqrt(rows * cols / max_cells))
-    while math.ceil(rows / f) * math.ceil(cols / f) > max_cells:
-        f += 1
-    lead = maps.shape[:-1]
-    x = maps.reshape(-1, 1, rows, cols)
-    pooled = torch.nn.functional.avg_pool2d(x, f, stride=f, ceil_mode=True, divisor_override=1)
-    new = (int(pooled.shape[-2]), int(pooled.shape[-1]))
-    return pooled.reshape(*lead, new[0] * new[1]), new
-
-
-def pick_layers(n_layers: int, max_layers: int = 3) -> list[int]:
-    """1-based block numbers to keep: all when ``n_layers <= max_layers``, else evenly spaced (first and last kept)."""
-    if n_layers <= 0:
-        return []
-    if n_layers <= max_layers or max_layers <= 0:
-        return list(range(1, n_layers + 1)) if max_layers > 0 else []
-    picks = np.linspace(1, n_layers, max_layers).round().astype(int)
-    return sorted({int(p) for p in picks})
-
-
-def select_words(words: Sequence[str], upos: Optional[Sequence[str]] = None, max_words: int = 8) -> list[int]:
-    """Indices of at most ``max_words`` words to draw, in caption order.
-
-    Content words first: UPOS in NOUN/PROPN/ADJ/VERB/NUM when ``upos`` is given
-    (same length as ``words``), else words outside a short stop-word list; each
-    lower-cased form once. If that leaves fewer than ``max_words``, the other
-    words fill up in caption order (still each form once).
-    """
-    if upos is not None and len(upos) != len(words):
-        upos = None
-    if upos is not None:
-        content = [str(u).upper() in CONTENT_UPOS for u in upos]
-    else:
-        content = [w.lower() not in STOP_WORDS and any(ch.isalnum() for ch in w) for w in words]
-    chosen: list[int] = []
-    seen: set[str] = set()
-    for want in (True, False):
-        for i, w in enumerate(words):
-            if len(chosen) >= max_words:
-                break
-            key = w.lower()
-            if content[i] == want and key not in seen:
-                chosen.append(i)
-                seen.add(key)
-    return sorted(chosen)
-
-
-def _centre_crop(image: Any, aspect: float) -> Any:
-    """The largest centred part of ``image`` with ``aspect`` (width / height)."""
-    width, height = image.size
-    if width / height > aspect:  # too wide: cut the sides
-        new_w = height * aspect
-        left = (width - new_w) / 2
-        return image.crop((round(left), 0, round(left + new_w), height))
-    new_h = width / aspect
-    top = (height - new_h) / 2
-    return image.crop((0, round(top), width, round(top + new_h)))
-
-
-def thumbnail_uri(image: Any, px: int = 96, geometry: Optional[tuple[str, tuple[int, int]]] = None,
-                  aspect: Optional[float] = None) -> Optional[str]:
-    """A PNG data URI of ``image`` as the model sees it, at most ``px`` pixels on the long side.
-
-    ``geometry`` is :func:`mmdiag.regions.preprocess_geometry`'s ``(mode, (h, w))``:
-    ``crop`` cuts the centre to the input's aspect, ``resize`` stretches to it;
-    ``aspect`` (width / height) overrides the output aspect; None keeps the
-    image's own. Returns None for something that is not a PIL image.
-    """
-    if image is None or not hasattr(image, "convert") or not hasattr(image, "size"):
-        return None
-    from PIL import Image
-
-    img = image.convert("RGB")
-    if aspect is None:
-        aspect = (geometry[1][1] / geometry[1][0]) if geometry is not None else img.size[0] / img.size[1]
-    if geometry is not None and geometry[0] == "crop":
-        img = _centre_crop(img, aspect)
-    if aspect >= 1:
-        size = (px, max(1, round(px / aspect)))
-    else:
-        size = (max(1, round(px * aspect)), px)
-    img = img.resize(size, Image.BICUBIC)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _compact(values: torch.Tensor) -> list:
@@ -311,7 +125,7 @@ class ExampleMaps:
 
     ``head``: also keep that head's maps (``maps_head``); None keeps only the
     mean over heads. ``geometry``: the image processor's geometry
-    (:func:`mmdiag.regions.preprocess_geometry`) for the thumbnail; None uses the
+    (:func:`mmdiag.models.regions.preprocess_geometry`) for the thumbnail; None uses the
     input's aspect (``trace.image_size``) with a plain resize.
     """
 
@@ -335,8 +149,6 @@ class ExampleMaps:
         """An instance with the thumbnail geometry of ``adapter``'s image processor (if it has one)."""
         processor = getattr(adapter, "image_processor", None)
         if processor is not None and "geometry" not in kwargs:
-            from mmdiag.regions import preprocess_geometry
-
             try:
                 kwargs["geometry"] = preprocess_geometry(processor)
             except (KeyError, TypeError, ValueError):
@@ -353,7 +165,7 @@ class ExampleMaps:
         for stream in ("joint", "cross"):
             groups = trace.groups.get(stream)
             if (trace.attentions.get(stream) and groups is not None and trace.word_ids is not None
-                    and bool((groups == G_IMAGE).any()) and bool((groups == G_TEXT).any())):
+                    and bool((groups == GROUP_IMAGE).any()) and bool((groups == GROUP_TEXT).any())):
                 return stream, "word"
         if trace.attentions.get("image") and trace.groups.get("image") is not None and trace.patch_grid:
             return "image", "cls"
@@ -390,7 +202,7 @@ class ExampleMaps:
         grid = trace.patch_grid
         if grid is None:
             return None
-        n_image = int((groups == G_IMAGE).sum())
+        n_image = int((groups == GROUP_IMAGE).sum())
         return (int(grid[0]), int(grid[1])) if n_image >= int(grid[0]) * int(grid[1]) else None
 
     def _base(self, trace: Any, stream: str, sample: Any, grid: Optional[tuple[int, int]]) -> dict:
@@ -410,12 +222,10 @@ class ExampleMaps:
         return pool_grid(maps, grid, self.max_cells)
 
     def _word_example(self, trace: Any, stream: str, b: int, sample: Any) -> dict:
-        from mmdiag.models.dual import caption_words
-
         groups = trace.groups[stream][b]
         wids = joint_word_ids(groups, trace.word_ids[b])
         grid = self._grid(trace, groups)
-        n_keys = int(grid[0] * grid[1]) if grid else int((groups == G_IMAGE).sum())
+        n_keys = int(grid[0] * grid[1]) if grid else int((groups == GROUP_IMAGE).sum())
         if n_keys == 0:
             raise ValueError("no image token in the stream")
         n_words = int(wids.max()) + 1 if bool((wids >= 0).any()) else 0
@@ -456,8 +266,6 @@ class ExampleMaps:
         image = getattr(sample, "image", None)
         if image is None or not hasattr(image, "size"):
             return None
-        from mmdiag.region_features import normalized_boxes, sample_boxes
-
         boxes = sample_boxes(sample)
         if len(boxes) != n_regions:
             return None
@@ -492,11 +300,8 @@ def example_maps(adapter: Any, samples: Sequence[Any], k: int = 3, head: Optiona
     For runs whose activations came from the cache (no traces to read), or as a
     stand-alone helper. Restores the adapter's ``output_attentions`` afterwards.
     """
-    from mmdiag.data.images import open_image
-    from mmdiag.record import _with_image
-
     collector = ExampleMaps.for_adapter(adapter, k=k, head=head)
-    chosen = [_with_image(s, open_image) for s in list(samples)[:k]]
+    chosen = [with_opened_image(s, open_image) for s in list(samples)[:k]]
     if not chosen:
         return collector.result()
     before = getattr(adapter, "output_attentions", False)

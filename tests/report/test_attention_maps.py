@@ -13,10 +13,11 @@ import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
-from mmdiag.analyses.attention_maps import (ExampleMaps, cls_to_patch, example_maps, joint_word_ids,
-                                            pick_layers, pool_grid, select_words, thumbnail_uri,
+from mmdiag.analyses.attention_maps import ExampleMaps, example_maps
+from mmdiag.analyses.thumbnails import thumbnail_uri
+from mmdiag.analyses.word_attention import (cls_to_patch, joint_word_ids, pick_layers, pool_grid, select_words,
                                             word_to_patch)
-from mmdiag.metrics.attention import IMAGE, PAD, SPECIAL, TEXT
+from mmdiag.models.base import GROUP_IMAGE as IMAGE, GROUP_PAD as PAD, GROUP_SPECIAL as SPECIAL, GROUP_TEXT as TEXT
 from mmdiag.report import figures as plots
 from mmdiag.report.html import render_html
 
