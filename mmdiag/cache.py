@@ -18,6 +18,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
+from filelock import FileLock
+from safetensors.torch import load_file, save_file
 
 from mmdiag.atomic import atomic_write, atomic_write_text
 from mmdiag.record import Activations
@@ -33,8 +35,6 @@ def cache_key(parts: dict[str, Any]) -> str:
 @contextmanager
 def locked(directory: Path, key: str, timeout: float = 3600) -> Iterator[None]:
     """Hold ``key``'s lock (so one process computes an entry while others wait)."""
-    from filelock import FileLock
-
     directory.mkdir(parents=True, exist_ok=True)
     with FileLock(str(directory / f"{key}.lock"), timeout=timeout):
         yield
@@ -75,8 +75,6 @@ def _flatten(acts: Activations) -> tuple[dict[str, torch.Tensor], dict[str, Any]
 
 def save(acts: Activations, path: Path) -> None:
     """Write ``acts`` as ``path`` (safetensors) + ``path.json`` (metadata), atomically."""
-    from safetensors.torch import save_file
-
     tensors, meta = _flatten(acts)
     # metadata first: a reader that finds the tensors also finds their metadata
     atomic_write_text(str(path) + ".json", json.dumps(meta))
@@ -89,8 +87,6 @@ def load(path: Path, device: Optional[torch.device] = None) -> Optional[Activati
     if not path.is_file() or not meta_path.is_file():
         return None
     try:
-        from safetensors.torch import load_file
-
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT:
             raise ValueError("stale cache format")

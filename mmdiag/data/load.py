@@ -1,10 +1,15 @@
 """Turn a ``--mm-data`` spec into samples."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Iterable
 
+from mmdiag.data.captions import read_coco, read_jsonl
+from mmdiag.data.flickr30k import is_flickr30k_root, read_flickr30k
+from mmdiag.data.noise import make_noise
+from mmdiag.data.synthetic import make_synthetic
 from mmdiag.data.types import Sample
 from mmdiag.errors import SpecError
 
@@ -17,17 +22,11 @@ def load_samples(spec: str, n: int, seed: int = 0, vocab_size: int = 1000,
                  special_ids: Iterable[int] = ()) -> list[Sample]:
     """Up to ``n`` samples for ``spec`` (deterministic by ``seed``)."""
     if spec == "synthetic":
-        from mmdiag.data.synthetic import make_synthetic
-
         return make_synthetic(n, seed=seed)
     if spec == "noise":
-        from mmdiag.data.noise import make_noise
-
         return make_noise(n, seed=seed, vocab_size=vocab_size, exclude_ids=special_ids)
     path = Path(spec).expanduser()
     if path.is_dir():
-        from mmdiag.data.flickr30k import is_flickr30k_root, read_flickr30k
-
         if is_flickr30k_root(path):
             return read_flickr30k(path, limit=n)
         path = path / "captions.jsonl"
@@ -35,8 +34,6 @@ def load_samples(spec: str, n: int, seed: int = 0, vocab_size: int = 1000,
             raise SpecError(f"--mm-data={spec!r}: the directory has no captions.jsonl; {ACCEPTED}")
     if not path.is_file():
         raise SpecError(f"--mm-data={spec!r}: no such file or directory; {ACCEPTED}")
-    from mmdiag.data.captions import read_coco, read_jsonl
-
     if path.suffix == ".jsonl":
         return read_jsonl(path, limit=n)
     if path.suffix == ".json":
@@ -50,8 +47,6 @@ _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 def _file_digest(path: Path) -> str:
     """blake2b of a file's bytes (memoised by path, size and modification time); "missing" if unreadable."""
-    import hashlib
-
     try:
         stat = path.stat()
     except (OSError, ValueError):
@@ -78,8 +73,6 @@ def _image_identity(image: object) -> object:
         path = Path(image)
         return [path.name, _file_digest(path)]
     if hasattr(image, "tobytes") and hasattr(image, "mode"):
-        import hashlib
-
         return [image.mode, list(image.size), hashlib.blake2b(image.tobytes(), digest_size=8).hexdigest()]
     return repr(type(image))
 
@@ -91,8 +84,6 @@ def data_fingerprint(samples: list[Sample]) -> str:
     the same data copied elsewhere keeps its fingerprint while an edited or
     replaced image changes it, and with it the activation-cache key.
     """
-    import hashlib
-
     digest = hashlib.blake2b(digest_size=8)
     for s in samples:
         digest.update(json.dumps([s.uid, s.caption, s.token_ids, _image_identity(s.image)]).encode())
