@@ -60,10 +60,11 @@ def add_options(parser: Any) -> None:
     """Register the ``mmdiag`` option group and the ini twins on a pytest parser."""
     group = parser.getgroup("mmdiag", "mmdiag: interpretability checks of vision-language models")
     for option, kind, default, help_text in OPTIONS:
-        group.addoption(option, action="store", default=None, dest=ini_name(option), help=help_text)
+        # argparse %-formats option help (a bare % crashed pytest --help); ini help is printed as it is
+        group.addoption(option, action="store", default=None, dest=ini_name(option), help=help_text.replace("%", "%%"))
         parser.addini(ini_name(option), help_text, type=kind, default=default)
     for option, help_text in REPEATABLE:
-        group.addoption(option, action="append", default=[], dest=ini_name(option), help=help_text)
+        group.addoption(option, action="append", default=[], dest=ini_name(option), help=help_text.replace("%", "%%"))
         parser.addini(ini_name(option), help_text, type="linelist", default=[])
     group.addoption("--mm-no-cache", action="store_true", default=False, dest="mm_no_cache",
                     help="neither read nor write the activation cache")

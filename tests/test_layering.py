@@ -263,8 +263,6 @@ def test_models_and_metrics_agree_on_the_token_group_ids() -> None:
         attention.check_attention(torch.full((1, 1, 4, 4), 0.25), groups - 1)
 
 
-@pytest.mark.xfail(strict=False, reason="the big modules are being split by other engineers; drop this mark when "
-                                        "they are done")
 def test_modules_are_short(graph: ModuleGraph) -> None:
     root = package_dir()
     zoo_models = {p for p in (root / "zoo").iterdir() if p.is_dir()} if (root / "zoo").is_dir() else set()

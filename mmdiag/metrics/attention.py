@@ -65,6 +65,8 @@ from typing import Optional
 
 import torch
 
+from mmdiag.tokens import GROUP_NAMES, GROUP_PAD, N_GROUPS
+
 from mmdiag.errors import SpecError
 
 __all__ = [
@@ -85,11 +87,7 @@ __all__ = [
     "accumulator_dtype",
 ]
 
-#: the token-group ids of ``Trace.groups`` (``GROUP_*`` in :mod:`mmdiag.models.base`, which this layer
-#: does not import): padding is -1, the groups 0 .. N_GROUPS-1 are named here
-_PAD = -1
-GROUP_NAMES: dict[int, str] = {0: "special", 1: "text", 2: "image"}
-N_GROUPS = len(GROUP_NAMES)
+_PAD = GROUP_PAD
 DIRECTIONS = ("text->image", "text->text", "image->text", "image->image",
               "text->special", "image->special")
 DEFAULT_SINK_THRESHOLD = 0.3

@@ -14,19 +14,16 @@ from typing import Any, Optional, Protocol, Sequence, runtime_checkable
 import torch
 
 from mmdiag.data.types import Sample
+#: token groups of an attention stream (``Trace.groups``), re-exported from :mod:`mmdiag.tokens`
+from mmdiag.tokens import GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT
+
+__all__ = ["Adapter", "ModelAdapter", "ModelInfo", "PhraseMasks", "Trace", "count_params", "IMAGE", "TEXT",
+           "MODALITIES", "GROUP_PAD", "GROUP_SPECIAL", "GROUP_TEXT", "GROUP_IMAGE"]
 
 IMAGE = "image"
 TEXT = "text"
 MODALITIES = (IMAGE, TEXT)
 
-#: token groups of an attention stream (``Trace.groups``): padding (neither query nor key),
-#: special tokens (CLS/BOS/SEP/EOS...), caption text, image (patches or regions).
-#: :mod:`mmdiag.metrics.attention` reads these ids (negative = padding, else an index into
-#: its ``GROUP_NAMES``).
-GROUP_PAD = -1
-GROUP_SPECIAL = 0
-GROUP_TEXT = 1
-GROUP_IMAGE = 2
 
 
 @dataclass

@@ -51,3 +51,14 @@ def test_unsupported_architecture_names_the_fixture_route(pytester, tmp_path):
     result = pytester.runpytest(f"--mm-model={tmp_path / 'vit'}", "-p", "no:cacheprovider")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*'vit' model, which no built-in adapter supports*mm_model*fixture*"])
+
+
+def test_pytest_help_works_wherever_mmdiag_is_installed(tmp_path):
+    """argparse %-formats option help: a bare % in mmdiag's help once crashed `pytest --help` in every project."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pytest", "--help"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--mm-compare-fail" in done.stdout and "CHECK:5%," in done.stdout
