@@ -90,6 +90,23 @@ def parametrize(metafunc: Any, session: Any) -> None:
     metafunc.parametrize(names if len(names) > 1 else names[0], values, ids=ids)
 
 
+def _mm_model_fixture(node: Any) -> Any:
+    """The ``mm_model`` fixture definition in force for ``node`` (an item or a function definition)."""
+    manager = node.session._fixturemanager  # pytest offers no public lookup of a fixture's definition
+    try:
+        defs = manager.getfixturedefs("mm_model", node)
+    except TypeError:  # pytest < 8.1 took a node id
+        defs = manager.getfixturedefs("mm_model", node.nodeid)
+    return defs[-1] if defs else None
+
+
+def mm_model_is_builtin(node: Any) -> bool:
+    """Whether ``node`` sees mmdiag's own ``mm_model`` fixture (no user override in a conftest.py)."""
+    fixturedef = _mm_model_fixture(node)
+    func = getattr(fixturedef, "func", None)
+    return func is None or getattr(func, "__module__", "") == "mmdiag.plugin"
+
+
 def user_adapter_at_collection(metafunc: Any, session: Any) -> Any:
     """An ``mm_model`` fixture override without arguments is called once at collection for the layout.
 
@@ -99,14 +116,7 @@ def user_adapter_at_collection(metafunc: Any, session: Any) -> Any:
     """
     if session is None:
         return None
-    manager = metafunc.definition.session._fixturemanager
-    try:
-        defs = manager.getfixturedefs("mm_model", metafunc.definition)
-    except TypeError:  # pytest < 8.1 took a node id
-        defs = manager.getfixturedefs("mm_model", metafunc.definition.nodeid)
-    if not defs:
-        return None
-    fixturedef = defs[-1]
+    fixturedef = _mm_model_fixture(metafunc.definition)
     func = getattr(fixturedef, "func", None)
     if func is None or getattr(func, "__module__", "") == "mmdiag.plugin":
         return None

@@ -4,6 +4,7 @@ Every ``--mm-*`` option has an ini twin ``mm_*``; the command line wins.
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,10 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--mm-dtype", "string", "fp32", "fp32 or bf16"),
     ("--mm-json", "string", None, "write results.json here"),
     ("--mm-html", "string", None, "write the HTML report here"),
-    ("--mm-report-dir", "string", None, "write DIR/results.json and DIR/report.html"),
+    ("--mm-report-dir", "string", None, "write DIR/results.json and DIR/report.html (default for a diagnostic run: "
+                                        "reports/ under the rootdir)"),
+    ("--mm-markdown", "string", None, "write the gate's verdict as Markdown here (default: append to "
+                                      "$GITHUB_STEP_SUMMARY when that is set)"),
     ("--mm-save-baseline", "string", None, "save this run's results as a baseline JSON"),
     ("--mm-baseline", "string", None, "compare against a baseline JSON from an earlier run"),
     ("--mm-controls", "string", "", "controls to run beside the model: random-init, noise (comma-separated)"),
@@ -66,6 +70,9 @@ def add_options(parser: Any) -> None:
     for option, help_text in REPEATABLE:
         group.addoption(option, action="append", default=[], dest=ini_name(option), help=help_text.replace("%", "%%"))
         parser.addini(ini_name(option), help_text, type="linelist", default=[])
+    group.addoption("--mm-baseline-any", action="store_true", default=False, dest="mm_baseline_any",
+                    help="compare against a baseline from another model family, architecture or data set")
+    parser.addini("mm_baseline_any", "allow a baseline from another model or data set", type="bool", default=False)
     group.addoption("--mm-no-cache", action="store_true", default=False, dest="mm_no_cache",
                     help="neither read nor write the activation cache")
     parser.addini("mm_no_cache", "disable the activation cache", type="bool", default=False)
@@ -93,6 +100,10 @@ class RunConfig:
     dtype: str = "fp32"
     json: Optional[Path] = None
     html: Optional[Path] = None
+    #: the Markdown verdict, and whether it is appended (GitHub's step summary collects several steps)
+    markdown: Optional[Path] = None
+    markdown_append: bool = False
+    baseline_any: bool = False
     save_baseline: Optional[Path] = None
     baseline: Optional[Path] = None
     compare_fail: list[str] = field(default_factory=list)
@@ -167,6 +178,9 @@ def _validate_data_spec(spec: str) -> None:
 def from_pytest(config: Any) -> RunConfig:
     """Read and validate every ``--mm-*`` option (ini as fallback); raise SpecError on bad values."""
     cfg = RunConfig()
+    if config.getoption("mm_model", default=None) == "":
+        raise SpecError("--mm-model is empty (was it given from an unset variable, e.g. --mm-model=$MODEL?); "
+                        "accepted: random:PRESET, zoo:NAME, a save_pretrained directory or a hub id ORG/NAME")
     cfg.model = _get(config, "mm_model") or None
     cfg.data = _get(config, "mm_data") or "synthetic"
     _validate_data_spec(cfg.data)
@@ -195,12 +209,18 @@ def from_pytest(config: Any) -> RunConfig:
         cfg.json = Path(json_path)
     if html_path:
         cfg.html = Path(html_path)
+    markdown = _get(config, "mm_markdown")
+    if markdown:
+        cfg.markdown = Path(markdown)
+    elif os.environ.get("GITHUB_STEP_SUMMARY"):
+        cfg.markdown, cfg.markdown_append = Path(os.environ["GITHUB_STEP_SUMMARY"]), True
     for name in ("save_baseline", "baseline"):
         value = _get(config, f"mm_{name}")
         setattr(cfg, name, Path(value) if value else None)
     if cfg.baseline is not None and not cfg.baseline.is_file():
         raise SpecError(f"--mm-baseline={str(cfg.baseline)!r}: no such file (give a results JSON written by "
                         "--mm-save-baseline or --mm-json)")
+    cfg.baseline_any = bool(config.getoption("mm_baseline_any")) or bool(config.getini("mm_baseline_any"))
     cfg.compare_fail = list(_get(config, "mm_compare_fail") or [])
     from mmdiag.report.baseline import parse_rule
 
@@ -237,4 +257,8 @@ def from_pytest(config: Any) -> RunConfig:
     ]
     cli_model = config.getoption("mm_model", default=None)
     cfg.collect_checks = bool(cli_model) or bool(config.getoption("mm_checks")) or bool(config.getini("mm_checks"))
+    if cfg.collect_checks and not (report_dir or json_path or html_path):
+        # a diagnostic run always leaves its reports: the project's top-level reports/ folder
+        cfg.json = Path(config.rootpath) / "reports" / "results.json"
+        cfg.html = Path(config.rootpath) / "reports" / "report.html"
     return cfg

@@ -37,6 +37,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     parametrize(metafunc, _session(metafunc.config))
 
 
+def pytest_itemcollected(item: pytest.Item) -> None:
+    from mmdiag.runner import note_collected
+
+    note_collected(item, _session(item.config))
+
+
+def pytest_report_header(config: pytest.Config) -> Any:
+    from mmdiag.runner import report_header
+
+    return report_header(config, _session(config))
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     from mmdiag.runner import note_selected

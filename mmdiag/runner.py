@@ -1,12 +1,16 @@
 """What the plugin's hooks do: configure the run, build check contexts, record outcomes, write reports."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Optional
 
 import pytest
 
+from mmdiag import gate
 from mmdiag.api import CheckContext
+from mmdiag.atomic import atomic_write_text
+from mmdiag.collect import mm_model_is_builtin
 from mmdiag.checkspec import CheckSpec, marker_spec
 from mmdiag.errors import MMDiagError, SpecError
 from mmdiag.options import from_pytest
@@ -44,9 +48,19 @@ def configure(config: pytest.Config) -> Optional[MMSession]:
     return session
 
 
+def note_collected(item: pytest.Item, session: Optional[MMSession]) -> None:
+    """Every collected check item (before -k/-m deselection): the params that threshold keys may name."""
+    if session is None:
+        return
+    spec = _spec(item)
+    if spec is not None:
+        session.checks.add(spec, item.nodeid)
+        session.collected_items.append(item)
+
+
 def note_selected(items: list, session: Optional[MMSession]) -> None:
-    """Remember which checks stayed selected (the forward pass records only what they need); validate
-    threshold keys and compare rules against the known checks, built-in and collected."""
+    """Remember which checks stayed selected (the forward pass records only what they need); refuse, before
+    the forward pass, a gate that would check nothing or something else than it says."""
     if session is None:
         return
     selected = set()
@@ -56,7 +70,14 @@ def note_selected(items: list, session: Optional[MMSession]) -> None:
             session.checks.add(spec, item.nodeid)
             selected.add(spec.name)
     session.checks.selected = selected
-    validate_check_names(session)
+    collected = gate.collected_params(session.collected_items, check_params, _spec)
+    problems = [gate.unknown_checks(session), gate.unknown_params(session, collected),
+                gate.baseline_mismatch(session, session.config.baseline_any)]
+    if session.config.collect_checks and items:
+        problems.append(gate.no_model(session, mm_model_is_builtin(items[0])))
+    problems = [p for p in problems if p]
+    if problems:
+        raise pytest.UsageError("\n".join(f"mmdiag: {p}" for p in problems))
     if session.checks.selected:  # a diagnostic run: settle the process for the forward pass and the checks
         from mmdiag import heap
 
@@ -64,15 +85,13 @@ def note_selected(items: list, session: Optional[MMSession]) -> None:
         heap.freeze()
 
 
-def validate_check_names(session: MMSession) -> None:
-    """Threshold overrides and compare rules must name a check this run knows (exit 4 otherwise)."""
-    known = session.checks.__contains__
-    problems = [f"{where}: {session.checks.unknown(name)}" for where, name in session.thresholds.unknown_checks(known)]
-    if session.comparison is not None:
-        problems += [f"--mm-compare-fail: {session.checks.unknown(name)}"
-                     for name in session.comparison.unknown_checks(known)]
-    if problems:
-        raise pytest.UsageError("mmdiag: " + "; ".join(problems))
+def report_header(config: pytest.Config, session: Optional[MMSession]) -> Optional[str]:
+    """Say how to run the diagnostics when an ini file names a model that a plain ``pytest`` does not run."""
+    if session is None or session.config.collect_checks or not session.config.model:
+        return None
+    return (f"mmdiag: mm_model = {session.config.model} is set in the ini file but a plain `pytest` runs no "
+            "diagnostics; run `pytest --mm-checks` (the built-in checks on it) or "
+            f"`pytest --mm-model={session.config.model}`")
 
 
 def _spec(item: Any) -> Optional[CheckSpec]:
@@ -127,6 +146,7 @@ def record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.Test
     if spec is None:
         return
     _record_outcome(item, call, report, session, spec)
+    junit_properties(item, session)
     if _is_xdist_worker(item.config):
         new = [r.to_json() for r in session.results if r.nodeid == item.nodeid and not getattr(r, "_shipped", False)]
         for r in session.results:
@@ -139,6 +159,22 @@ def record_outcome(item: pytest.Item, call: pytest.CallInfo, report: pytest.Test
                                                       "timings": dict(session.timings),
                                                       "n": len(session.samples or []),
                                                       "flags": session.recorded_flags}))
+
+
+def junit_properties(item: pytest.Item, session: MMSession) -> None:
+    """Each new result of the item as JUnit XML properties (``mmdiag.check``, ``mmdiag.value``, ...; pinned)."""
+    for r in session.results:
+        if r.nodeid != item.nodeid or getattr(r, "_junit", False):
+            continue
+        r._junit = True  # type: ignore[attr-defined]
+        ci = getattr(r, "ci", None) or {}
+        for name, value in (("check", r.check), ("params", json.dumps(r.params, sort_keys=True)),
+                            ("value", "" if r.value is None else repr(r.value)),
+                            ("ci_low", "" if ci.get("low") is None else repr(ci["low"])),
+                            ("ci_high", "" if ci.get("high") is None else repr(ci["high"])),
+                            ("threshold", r.threshold.describe() if r.threshold else ""),
+                            ("status", r.status)):
+            item.user_properties.append((f"mmdiag.{name}", value))
 
 
 def _is_xdist_worker(config: pytest.Config) -> bool:
@@ -256,6 +292,8 @@ def terminal_summary(reporter: Any, session: Optional[MMSession]) -> None:
                             "run's checks (another model family, other checks, or other params?)", yellow=True)
     for path in getattr(session, "written", []):
         reporter.write_line(f"mmdiag: wrote {path}")
+    if session.empty_problem:
+        reporter.write_line(f"mmdiag: {session.empty_problem} (exit {int(pytest.ExitCode.USAGE_ERROR)})", red=True)
 
 
 def finish(pytest_session: pytest.Session, session: Optional[MMSession]) -> None:
@@ -280,3 +318,16 @@ def finish(pytest_session: pytest.Session, session: Optional[MMSession]) -> None
         from mmdiag.report.html import write_html
 
         session.written.append(write_html(doc, Path(cfg.html)))
+    if cfg.markdown is not None:
+        from mmdiag.report.markdown import render_markdown
+
+        text = render_markdown(doc) + "\n"
+        if cfg.markdown_append:  # GitHub's step summary collects the Markdown of every step of the job
+            with open(cfg.markdown, "a", encoding="utf-8") as handle:
+                handle.write(text)
+            session.written.append(Path(cfg.markdown))
+        else:
+            session.written.append(atomic_write_text(cfg.markdown, text))
+    session.empty_problem = gate.nothing_checked(session.results)
+    if session.empty_problem and pytest_session.exitstatus in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        pytest_session.exitstatus = pytest.ExitCode.USAGE_ERROR

@@ -36,6 +36,10 @@ class MMSession:
     family_seconds: dict[str, float] = field(default_factory=dict)
     #: the specs of the built-in and collected checks
     checks: CheckRegistry = field(default_factory=CheckRegistry)
+    #: every collected check item, before deselection (threshold keys are validated against their params)
+    collected_items: list = field(default_factory=list)
+    #: set at the end when no check produced a value (the run then exits 4)
+    empty_problem: Optional[str] = None
     #: called with the number of samples done after each batch (the plugin shows progress)
     progress: Any = None
     #: series keys already sent to the xdist controller

@@ -114,12 +114,15 @@ class Thresholds:
 
 
 def evaluate(value: Optional[float], threshold: Optional[Threshold]) -> str:
-    """Status of a value: pass, or the threshold's level when breached; non-finite fails."""
+    """Status of a value: ``info`` without a threshold (reported, not gated), else pass or the threshold's
+    level when breached; a missing value is an error and a non-finite one fails."""
     if value is None:
         return "error"
     if isinstance(value, float) and not math.isfinite(value):
         return "fail"
-    if threshold is None or threshold.holds(value):
+    if threshold is None:
+        return "info"
+    if threshold.holds(value):
         return "pass"
     return threshold.level
 

@@ -16,38 +16,68 @@ from typing import Callable, Mapping, Optional
 
 from mmdiag.errors import SpecError
 from mmdiag.checkspec import CheckSpec
+from mmdiag.report.jsonio import read_json
 from mmdiag.schema import SCHEMA
-from mmdiag.thresholds import Threshold
+from mmdiag.thresholds import Threshold, param_id
 
-_RULE = re.compile(r"^\s*(?P<check>\*|[a-z_]+\.[a-z_0-9]+)\s*:\s*(?P<amount>[0-9]*\.?[0-9]+)\s*(?P<pct>%)?\s*$")
-RULE_SYNTAX = "CHECK:TOL where TOL is a percentage of the baseline (5%) or an absolute change (0.02); CHECK may be *"
+_RULE = re.compile(r"^\s*(?P<check>\*|[a-z_]+\.[a-z_0-9]+)(?:\[(?P<params>[^\]]+)\])?\s*:\s*"
+                   r"(?P<amount>[0-9]*\.?[0-9]+)\s*(?P<pct>%)?\s*$")
+RULE_SYNTAX = ("CHECK[PARAMS]:TOL where TOL is a percentage of the baseline (5%) or an absolute change (0.02); "
+               "CHECK may be *, PARAMS a parametrisation such as image-L11")
 
 
 @dataclass(frozen=True)
 class Rule:
+    """``--mm-compare-fail`` rule: the allowed worsening of a check (or one parametrisation of it)."""
+
     check: str
     amount: float
     relative: bool
+    params: Optional[str] = None
+    text: str = ""
 
     def tolerance(self, baseline: float) -> float:
         return self.amount / 100 * abs(baseline) if self.relative else self.amount
+
+    def applies(self, check: str, params: Mapping[str, object]) -> bool:
+        if self.check not in ("*", check):
+            return False
+        return self.params is None or self.params == param_id(params)
 
 
 def parse_rule(text: str) -> Rule:
     match = _RULE.match(text)
     if not match:
         raise SpecError(f"--mm-compare-fail={text!r}: expected {RULE_SYNTAX}")
-    return Rule(match["check"], float(match["amount"]), bool(match["pct"]))
+    params = match["params"].strip() if match["params"] else None
+    return Rule(match["check"], float(match["amount"]), bool(match["pct"]), params, text.strip())
 
 
 def result_key(check: str, params: Mapping[str, object]) -> str:
     return json.dumps([check, sorted((str(k), str(v)) for k, v in params.items())])
 
 
-def load_baseline(path: Path) -> dict[str, dict]:
-    """Read a baseline results JSON into ``{result_key: result}``; schema mismatches are usage errors."""
-    from mmdiag.report.jsonio import read_json
+@dataclass(frozen=True)
+class Baseline:
+    """A previous release's results: by result key, plus what it was measured on."""
 
+    path: Path
+    results: dict
+    model: dict
+    data: dict
+
+    def identity(self) -> dict:
+        """What must match for a comparison to mean something: family, layer counts, data spec."""
+        return {"family": self.model.get("family"), "layers": self.model.get("layers"),
+                "data": self.data.get("spec")}
+
+
+def _value_ok(value: object) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def load_baseline(path: Path) -> Baseline:
+    """Read a baseline results JSON; a wrong schema or a non-numeric value is a usage error naming the file."""
     try:
         doc = read_json(path)
     except Exception as exc:  # DataError or an unexpected shape: either way the file is unusable
@@ -60,10 +90,26 @@ def load_baseline(path: Path) -> dict[str, dict]:
         raise SpecError(f"--mm-baseline={str(path)!r} has schema {schema!r}; this mmdiag reads {SCHEMA!r} "
                         "(re-create the baseline with this version's --mm-save-baseline)")
     table = {}
-    for r in doc.get("results", []):
+    for i, r in enumerate(doc.get("results", [])):
         if isinstance(r, dict) and isinstance(r.get("check"), str) and isinstance(r.get("params", {}), dict):
+            for key in ("value", "se"):
+                if not _value_ok(r.get(key)):
+                    raise SpecError(f"--mm-baseline={str(path)!r}: results[{i}] ({r['check']}) has {key} "
+                                    f"{r[key]!r}; a baseline value is a number or null")
             table[result_key(r["check"], r.get("params", {}))] = r
-    return table
+    model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
+    data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+    return Baseline(Path(path), table, model, data)
+
+
+def mismatch(baseline: Baseline, current: Mapping[str, object]) -> list[str]:
+    """How this run differs from what the baseline measured (``current`` as :meth:`Baseline.identity`)."""
+    problems = []
+    for key, theirs in baseline.identity().items():
+        ours = current.get(key)
+        if theirs is not None and ours is not None and theirs != ours:
+            problems.append(f"{key} {theirs!r} in the baseline, {ours!r} in this run")
+    return problems
 
 
 def worse_by(spec: Optional[CheckSpec], delta: float, threshold: Optional[Threshold]) -> float:
@@ -83,9 +129,10 @@ def worse_by(spec: Optional[CheckSpec], delta: float, threshold: Optional[Thresh
 class Comparison:
     """Matches results to a baseline and applies the compare-fail rules."""
 
-    def __init__(self, baseline: dict[str, dict], rules: list[Rule],
+    def __init__(self, baseline: Baseline, rules: list[Rule],
                  spec_of: Callable[[str], Optional[CheckSpec]] = lambda check: None) -> None:
-        self.baseline = baseline
+        self.source = baseline
+        self.baseline = baseline.results
         self.rules = rules
         self.spec_of = spec_of
         self.matched = 0
@@ -94,21 +141,26 @@ class Comparison:
         """The compare rules whose check ``known`` does not accept."""
         return [r.check for r in self.rules if r.check != "*" and not known(r.check)]
 
-    def rule_for(self, check: str) -> Optional[Rule]:
-        specific = [r for r in self.rules if r.check == check]
-        return specific[-1] if specific else next((r for r in reversed(self.rules) if r.check == "*"), None)
+    def rule_for(self, check: str, params: Mapping[str, object] = {}) -> Optional[Rule]:
+        """The most specific rule: one naming these params, then the check, then ``*`` (the last one given wins)."""
+        applicable = [r for r in self.rules if r.applies(check, params)]
+        for rank in (lambda r: r.params is not None, lambda r: r.check == check, lambda r: True):
+            ranked = [r for r in applicable if rank(r)]
+            if ranked:
+                return ranked[-1]
+        return None
 
     def compare(self, check: str, params: Mapping[str, object], value: Optional[float],
                 threshold: Optional[Threshold]) -> tuple[Optional[dict], Optional[str]]:
         """(baseline info for the JSON, a regression message or None)."""
         base = self.baseline.get(result_key(check, params))
-        if base is None or value is None or not isinstance(base.get("value"), (int, float)):
+        if base is None or value is None or base.get("value") is None:
             return None, None
         self.matched += 1
         base_value = float(base["value"])
         delta = value - base_value
         info = {"value": base_value, "delta": delta}
-        rule = self.rule_for(check)
+        rule = self.rule_for(check, params)
         if rule is None or not math.isfinite(delta):
             return info, None
         worse = worse_by(self.spec_of(check), delta, threshold)

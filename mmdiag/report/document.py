@@ -24,6 +24,8 @@ def _model_block(session: Any) -> dict:
              "fingerprint": getattr(info, "fingerprint", None)}
     if info is not None and info.extra:
         model.update(info.extra)
+    if adapter is not None:  # a baseline refuses a run of another architecture by these
+        model["layers"] = dict(adapter.layer_counts())
     return model
 
 

@@ -37,12 +37,13 @@ from mmdiag.checkspec import FAMILIES, FAMILY_ORDER, CheckSpec, PlotSpec
 from mmdiag.errors import MMDiagError
 from mmdiag.registry import builtin_specs
 from mmdiag.report.figures import figure
+from mmdiag.report.verdict import Verdict
 from mmdiag.schema import SCHEMA
 
 __all__ = ["render_html", "write_html", "SCHEMA", "FAMILY_ORDER", "STATUS_ORDER"]
 
 #: Statuses in summary order; any other status string is shown after them.
-STATUS_ORDER = ("pass", "warn", "fail", "error", "skip")
+STATUS_ORDER = ("pass", "warn", "fail", "error", "info", "skip")
 _DETAILS_MAX_CHARS = 2000
 
 def _get(mapping: Any, *keys: str) -> Any:
@@ -348,14 +349,7 @@ def _context(doc: Mapping) -> dict[str, Any]:
     summary = [{"status": s, "css": _status_css(s), "count": counter[s]}
                for s in [*STATUS_ORDER, *sorted(s for s in counter if s not in STATUS_ORDER)]
                if counter[s] or s in ("pass", "warn", "fail")]
-    if counter.get("fail") or counter.get("error"):
-        verdict = f"{counter.get('fail', 0) + counter.get('error', 0)} of {len(results)} checks failed or errored."
-    elif counter.get("warn"):
-        verdict = f"No failures; {counter['warn']} of {len(results)} checks warn."
-    elif results:
-        verdict = f"All {len(results)} checks that ran passed." if counter.get("pass") else "No check ran."
-    else:
-        verdict = "The document holds no results."
+    verdict = Verdict.of(results).sentence() if results else "The document holds no results."
 
     schema = doc.get("schema")
     schema_note = ""

@@ -10,9 +10,11 @@ from rich.table import Table
 from rich.text import Text
 
 from mmdiag.checkspec import FAMILY_ORDER
+from mmdiag.report.verdict import Verdict
 from mmdiag.thresholds import Result, param_id
 
-STYLES = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim", "error": "bold magenta"}
+STYLES = {"pass": "green", "warn": "yellow", "fail": "bold red", "skip": "dim", "error": "bold magenta",
+          "info": "cyan"}
 
 
 def family(check: str) -> str:
@@ -60,9 +62,7 @@ def render(results: list[Result], title: str, width: int, color: bool, with_delt
     console = Console(file=buffer, width=max(width, 60), force_terminal=color, no_color=not color,
                       color_system="standard" if color else None, highlight=False, emoji=False)
     console.print(build_table(results, title, with_deltas))
-    counts = {}
-    for r in results:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    summary = Text(", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
-    console.print(summary)
+    verdict = Verdict.of(results)
+    console.print(Text(verdict.sentence() + "  (" + ", ".join(f"{n} {status}" for status, n in verdict.ordered())
+                       + ")"))
     return buffer.getvalue()
