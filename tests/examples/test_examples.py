@@ -34,7 +34,7 @@ def test_user_checks_run_with_their_params_thresholds_and_recordings(project):
     by_k = {(r["params"]["modality"], r["params"]["k"]): r["value"] for r in spread}
     assert by_k[("image", 4)] >= by_k[("image", 1)]  # more directions hold more variance
     focus = [r for r in results if r["check"] == "mine.attention_focus"]
-    assert focus and all(r["status"] == "pass" and 0 < r["value"] <= 1 for r in focus), focus
+    assert focus and all(r["status"] == "info" and 0 < r["value"] <= 1 for r in focus), focus
     assert {r["params"]["layer"] for r in focus} == {1, 2, 3}  # blocks of the tiny towers
     doc = json.loads((project.path / "r.json").read_text())
     assert set(doc["series"]["mine.spectrum"]) == {"image", "text"}

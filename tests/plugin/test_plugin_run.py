@@ -20,7 +20,7 @@ def test_builtin_checks_run_in_an_empty_directory(pytester):
     assert {"cone.final", "cone.layer", "gap.norm", "geometry.rankme"} <= checks
     for r in doc["results"]:
         assert set(r) >= {"check", "params", "value", "status", "threshold", "details"}
-        assert r["status"] in {"pass", "warn", "fail", "skip", "error"}
+        assert r["status"] in {"pass", "warn", "fail", "info", "skip", "error"}
     layers = [r["params"]["layer"] for r in doc["results"] if r["check"] == "cone.layer"
               and r["params"]["modality"] == "image"]
     assert layers == [0, 1, 2, 3]
