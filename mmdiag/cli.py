@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
-USAGE = """usage: mmdiag MODEL [pytest options]      run the built-in checks on MODEL
+USAGE = """usage: mmdiag MODEL [pytest options]      run the built-in checks on MODEL (= pytest --mm-model=MODEL)
        mmdiag report RESULTS.json [-o OUT.html]  re-render the HTML report
+       mmdiag --version
 
 MODEL: random:PRESET, zoo:NAME, a save_pretrained directory or a Hugging Face hub id.
 Example: mmdiag zoo:shapes-clip --mm-report-dir=reports
@@ -40,19 +41,25 @@ def report_main(argv: Sequence[str]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``mmdiag MODEL [pytest options]`` is ``pytest --mm-model=MODEL [pytest options]`` in the current directory:
+    the project's ini file, its ``[tool.mmdiag.thresholds]``, ``--lf`` and every pytest option apply."""
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        from mmdiag import __version__
+
+        print(f"mmdiag {__version__}")
+        return 0
     if args[0] == "report":
         return report_main(args[1:])
     import pytest
 
-    from mmdiag.collect import builtin_checks_dir
-
     model, rest = args[0], args[1:]
-    return int(pytest.main([f"--mm-model={model}", "-p", "no:cacheprovider", "--rootdir", str(Path.cwd()),
-                            *rest, str(builtin_checks_dir())]))
+    # no path of our own: pytest finds the rootdir and ini file from the current directory, and the plugin
+    # collects the built-in checks because no test path was given (a path in ``rest`` selects those files)
+    return int(pytest.main([f"--mm-model={model}", *rest]))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -112,3 +112,24 @@ def test_a_diagnostic_run_writes_its_reports_by_default(pytester):
     statuses = {r["check"]: r["status"] for r in doc["results"]}
     assert statuses["geometry.rankme"] == "info"  # no threshold: reported, not a green pass
     result.stdout.fnmatch_lines(["*gated results*info (no threshold)*"])
+
+
+def _mmdiag(pytester, *args):
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "mmdiag.cli", *args], cwd=pytester.path, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_the_console_script_is_pytest_in_the_current_directory(pytester):
+    pytester.makepyprojecttoml('[tool.mmdiag.thresholds]\n"gap.norm" = "<:0.001"\n')
+    common = ("random:tiny-clip", "--mm-samples=10", "--mm-no-cache", "--color=no")
+    first = _mmdiag(pytester, *common, "-k", "gap_norm or cone_final")
+    assert first.returncode == 1, first.stdout[-2000:]  # the project's own threshold applies
+    assert "gap.norm=" in first.stdout and "breaches < 0.001 (fail)" in first.stdout
+    again = _mmdiag(pytester, *common, "--lf")  # pytest's cache works: only the failed checks run again
+    assert again.returncode == 1 and "test_gap_norm" in again.stdout and "test_cone_layer" not in again.stdout
+    assert "run-last-failure" in again.stdout or "rerun previous" in again.stdout
+    version = _mmdiag(pytester, "--version")
+    assert version.returncode == 0 and version.stdout.startswith("mmdiag ")
