@@ -35,6 +35,10 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
                                       "$GITHUB_STEP_SUMMARY when that is set)"),
     ("--mm-save-baseline", "string", None, "save this run's results as a baseline JSON"),
     ("--mm-baseline", "string", None, "compare against a baseline JSON from an earlier run"),
+    ("--mm-bootstrap", "string", "200", "bootstrap resamples behind each value's interval and standard error "
+                                        "(default 200; 0 = off)"),
+    ("--mm-gate", "string", "ci", "judge thresholds by the interval (ci, default: fail only when the whole 95% "
+                                  "interval breaches, warn 'inconclusive' when it straddles) or by the value alone"),
     ("--mm-controls", "string", "", "controls to run beside the model: random-init, noise (comma-separated)"),
     ("--mm-probe-regimen", "string", "fast", "structural-probe training: fast (default) or paper "
                                               "(Hewitt & Manning: batch 20, Adam 1e-3, up to 40 epochs)"),
@@ -104,6 +108,8 @@ class RunConfig:
     markdown: Optional[Path] = None
     markdown_append: bool = False
     baseline_any: bool = False
+    bootstrap: int = 200
+    gate: str = "ci"
     save_baseline: Optional[Path] = None
     baseline: Optional[Path] = None
     compare_fail: list[str] = field(default_factory=list)
@@ -220,6 +226,10 @@ def from_pytest(config: Any) -> RunConfig:
     if cfg.baseline is not None and not cfg.baseline.is_file():
         raise SpecError(f"--mm-baseline={str(cfg.baseline)!r}: no such file (give a results JSON written by "
                         "--mm-save-baseline or --mm-json)")
+    cfg.bootstrap = _int(config, "mm_bootstrap", 0)
+    cfg.gate = str(_get(config, "mm_gate") or "ci")
+    if cfg.gate not in ("ci", "value"):
+        raise SpecError(f"--mm-gate={cfg.gate!r}: accepted: ci (judge the interval), value (judge the value alone)")
     cfg.baseline_any = bool(config.getoption("mm_baseline_any")) or bool(config.getini("mm_baseline_any"))
     cfg.compare_fail = list(_get(config, "mm_compare_fail") or [])
     from mmdiag.report.baseline import parse_rule

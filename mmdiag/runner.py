@@ -207,7 +207,7 @@ def merge_worker_report(report: pytest.TestReport, session: Optional[MMSession])
             t = r.get("threshold")
             threshold = Threshold(t["op"], t["value"], t["level"]) if t else None
             result = Result(r["check"], r["params"], r["value"], r["status"], threshold, r.get("details"),
-                            r.get("message", ""), report.nodeid, r.get("baseline"))
+                            r.get("message", ""), report.nodeid, r.get("baseline"), r.get("ci"), r.get("se"))
             session.add(result)
         session.series.update(payload["series"])
         session.timings.update({k: v for k, v in payload["timings"].items() if k not in session.timings})

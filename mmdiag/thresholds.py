@@ -127,6 +127,24 @@ def evaluate(value: Optional[float], threshold: Optional[Threshold]) -> str:
     return threshold.level
 
 
+def judge(value: Optional[float], threshold: Optional[Threshold], low: Optional[float] = None,
+          high: Optional[float] = None) -> tuple[str, bool]:
+    """(status, inconclusive) of a value with its interval ``[low, high]`` (DESIGN.md §8, ``--mm-gate=ci``).
+
+    A breach counts only when the whole interval is past the threshold; when the value
+    breaches but the interval straddles the threshold the result is ``warn`` and
+    inconclusive (more samples would decide it). Without an interval this is :func:`evaluate`.
+    """
+    status = evaluate(value, threshold)
+    if status not in ("fail", "warn") or threshold is None or value is None or not math.isfinite(value):
+        return status, False
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return status, False
+    if threshold.holds(low) or threshold.holds(high):
+        return "warn", True
+    return status, False
+
+
 @dataclass
 class Result:
     """One check's outcome for one parametrisation, as written to results.json."""
@@ -140,6 +158,9 @@ class Result:
     message: str = ""
     nodeid: str = ""
     baseline: Optional[dict] = None
+    #: the value's sampling interval ``{"low", "high", "level", "method"}`` and standard error (DESIGN.md §8)
+    ci: Optional[dict] = None
+    se: Optional[float] = None
 
     def to_json(self) -> dict:
         value = self.value
@@ -148,6 +169,9 @@ class Result:
         doc = {"check": self.check, "params": dict(self.params), "value": value, "status": self.status,
                "threshold": self.threshold.to_json() if self.threshold else None,
                "details": self.details or {}, "message": self.message}
+        if value is not None:  # every value carries its uncertainty, null where none was estimated
+            doc["ci"] = dict(self.ci) if self.ci else {"low": None, "high": None, "level": None, "method": "none"}
+            doc["se"] = self.se
         if self.baseline is not None:
             doc["baseline"] = dict(self.baseline)
         return doc
