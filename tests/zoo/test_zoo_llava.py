@@ -1,4 +1,4 @@
-"""The LLaVA-style zoo captioner (mmdiag/zoo/shapes-llava, trained by mmdiag.zoo.train.train_llava).
+"""The LLaVA-style zoo captioner (mmdiag/zoo/shapes-llava, trained by mmdiag.zoo.training.train_llava).
 
 Loaded through ``zoo:shapes-llava`` and compared with the random-init control of
 the same architecture (``random_init_like``, the plugin's ``--mm-controls=random-init``)
@@ -24,7 +24,7 @@ from mmdiag.metrics.attention import direction_index
 from mmdiag.models.load import load_adapter, random_init_like
 from mmdiag.record import record
 from mmdiag.zoo import ZOO_DIR, zoo_names, zoo_path
-from mmdiag.zoo import train as zt
+from mmdiag.zoo import training as zt
 
 NAME = "shapes-llava"
 N = 32

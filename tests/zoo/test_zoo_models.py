@@ -22,7 +22,7 @@ from mmdiag.metrics.gap import gap_norm
 from mmdiag.metrics.shift import recall_at_1
 from mmdiag.models.load import load_adapter, random_init_like
 from mmdiag.zoo import ZOO_DIR, zoo_names, zoo_path
-from mmdiag.zoo.train import EVAL_DATA_SEED, ZOO_MODELS
+from mmdiag.zoo.training import EVAL_DATA_SEED, ZOO_MODELS
 
 N = 64
 NAMES = sorted(ZOO_MODELS)

@@ -1,4 +1,4 @@
-"""The zoo's training script: loss, tokenizer, determinism, saving (mmdiag/zoo/train.py)."""
+"""The zoo's training script: loss, tokenizer, determinism, saving (mmdiag/zoo/training/)."""
 import math
 from dataclasses import replace
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from mmdiag.data.synthetic import SYNTHETIC_VOCAB, make_synthetic
 from mmdiag.metrics.shift import symmetric_infonce
-from mmdiag.zoo import train as zt
+from mmdiag.zoo import training as zt
 
 TINY = zt.TrainConfig(steps=15, batch_size=16, warmup=3, n_eval=0, log_every=0, lr=1e-3)
 
