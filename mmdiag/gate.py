@@ -12,6 +12,22 @@ from mmdiag.report.verdict import Verdict
 from mmdiag.thresholds import check_of, param_id
 
 
+def misspelt_builtin(config: Any) -> Optional[str]:
+    """Before collection: a threshold or compare rule naming a built-in family's check that does not exist.
+
+    Checks of other families may be a user's own, known only after collection.
+    """
+    from mmdiag.checkspec import FAMILIES
+    from mmdiag.registry import CheckRegistry
+
+    registry = CheckRegistry()
+    names = [(t.rationale or key, check_of(key)) for layer in config.threshold_layers for key, t in layer.items()]
+    names += [(f"--mm-compare-fail={r.text}", r.check) for r in config.compare_rules if r.check != "*"]
+    problems = [f"{where}: {registry.unknown(name)}" for where, name in names
+                if name.split(".", 1)[0] in FAMILIES and name not in registry]
+    return "; ".join(problems) or None
+
+
 def unknown_checks(session: Any) -> Optional[str]:
     """Threshold overrides and compare rules must name a check this run knows, built in or collected."""
     known = session.checks.__contains__

@@ -30,6 +30,9 @@ def configure(config: pytest.Config) -> Optional[MMSession]:
     if config.getoption("help", default=False) or config.getoption("version", default=False):
         return None
     cfg = from_pytest(config)
+    early = gate.misspelt_builtin(cfg)  # what can be told before collection (also on an xdist controller)
+    if early:
+        raise MMDiagError(early)
     from mmdiag import heap
 
     # registered before pytest's own unraisable-exception cleanup, so it runs after its five gc passes
@@ -76,7 +79,10 @@ def note_selected(items: list, session: Optional[MMSession]) -> None:
     if session.config.collect_checks and items:
         problems.append(gate.no_model(session, mm_model_is_builtin(items[0])))
     problems = [p for p in problems if p]
-    if problems:
+    if problems and _is_xdist_worker(items[0].config if items else None):
+        # a worker cannot end the run with a usage error (xdist reports a crash): every check fails with it
+        session.gate_problem = "; ".join(problems)
+    elif problems:
         raise pytest.UsageError("\n".join(f"mmdiag: {p}" for p in problems))
     if session.checks.selected:  # a diagnostic run: settle the process for the forward pass and the checks
         from mmdiag import heap
@@ -119,6 +125,8 @@ def check_context(request: pytest.FixtureRequest, session: Optional[MMSession]) 
         raise pytest.UsageError(f"{request.node.nodeid}: the mm fixture needs @pytest.mark.mm('check.name')")
     if session is None:
         pytest.skip("mmdiag is not configured for this run")
+    if session.gate_problem:
+        pytest.fail(f"mmdiag: {session.gate_problem}", pytrace=False)
     if getattr(session, "adapter_from_fixture", False) and session.adapter is not None:
         adapter = session.adapter
     else:
@@ -177,8 +185,8 @@ def junit_properties(item: pytest.Item, session: MMSession) -> None:
             item.user_properties.append((f"mmdiag.{name}", value))
 
 
-def _is_xdist_worker(config: pytest.Config) -> bool:
-    return hasattr(config, "workerinput")
+def _is_xdist_worker(config: Optional[pytest.Config]) -> bool:
+    return config is not None and hasattr(config, "workerinput")
 
 
 class WorkerResults:

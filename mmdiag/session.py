@@ -40,6 +40,8 @@ class MMSession:
     collected_items: list = field(default_factory=list)
     #: set at the end when no check produced a value (the run then exits 4)
     empty_problem: Optional[str] = None
+    #: on an xdist worker, the refusal that a serial run raises as a usage error (each check fails with it)
+    gate_problem: Optional[str] = None
     #: called with the number of samples done after each batch (the plugin shows progress)
     progress: Any = None
     #: series keys already sent to the xdist controller

@@ -133,3 +133,15 @@ def test_the_console_script_is_pytest_in_the_current_directory(pytester):
     assert "run-last-failure" in again.stdout or "rerun previous" in again.stdout
     version = _mmdiag(pytester, "--version")
     assert version.returncode == 0 and version.stdout.startswith("mmdiag ")
+
+
+@pytest.mark.slow
+def test_under_xdist_a_refusal_fails_every_check_instead_of_crashing_the_run(pytester):
+    pytest.importorskip("xdist")
+    typo = pytester.runpytest(*TINY, "-n", "2", "--mm-threshold=gap.nrom=<:1")
+    _one_line_usage_error(typo, "*unknown check 'gap.nrom'*")  # built-in names: refused before collection
+    result = pytester.runpytest(*TINY, "-n", "2", "-k", "gap_norm or cone_final",
+                                "--mm-threshold=cone.layer[imgae-L01]=<:0.5")
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.stdout.fnmatch_lines(["*cone.layer has no parametrisation 'imgae-L01'*"])
+    assert "INTERNALERROR" not in result.stdout.str()
