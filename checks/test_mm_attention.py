@@ -69,12 +69,12 @@ def _joint(mm):
 
 def _share_series(mm, stats):
     def compute():
-        series = {"layers": list(range(1, stats["share"].shape[0] + 1)), "heads": int(stats["share"].shape[1]),
+        series = {"layers": list(range(1, stats.share.shape[0] + 1)), "heads": int(stats.share.shape[1]),
                   "causal": bool(mm.acts.causal.get(JOINT, False)), "directions": {}, "directions_nosink": {}}
         for name in DIRECTIONS:
             a, b = direction_index(name)
-            series["directions"][name] = stats["share"][:, :, a, b].tolist()
-            series["directions_nosink"][name] = stats["share_nosink"][:, :, a, b].tolist()
+            series["directions"][name] = stats.share[:, :, a, b].tolist()
+            series["directions_nosink"][name] = stats.share_nosink[:, :, a, b].tolist()
         return mm.publish("attention.share", series)
     return mm.memo("attention.share", compute)
 
@@ -84,22 +84,22 @@ def test_attention_share(mm, direction, layer):
     stats = _joint(mm)
     _share_series(mm, stats)
     a, b = direction_index(direction)
-    layers = [layer] if layer is not None else list(range(1, stats["share"].shape[0] + 1))
+    layers = [layer] if layer is not None else list(range(1, stats.share.shape[0] + 1))
     source, target = direction.split("->")
 
     def value(k):
-        share = float(stats["share_mean"][k - 1, a, b])
+        share = float(stats.share_mean[k - 1, a, b])
         if math.isnan(share):
             mm.skip(f"no {source} query could attend to {target} tokens (the data or the model has none of them)")
         return share
 
     def details(k):
-        controls = {name: float(acts.attention[JOINT]["share_mean"][k - 1, a, b])
+        controls = {name: float(acts.attention[JOINT].share_mean[k - 1, a, b])
                     for name, acts in mm.controls().items() if acts is not None and JOINT in acts.attention}
-        return {"per_head": stats["share"][k - 1, :, a, b].tolist(), "controls": controls,
-                "without_sinks": float(stats["share_mean_nosink"][k - 1, a, b]),
-                "all_queries": float(np.nanmean(stats["share_total"][k - 1, :, a, b])),
-                "sinks_per_sample": float(np.mean(stats["sinks_per_sample"][k - 1]))}
+        return {"per_head": stats.share[k - 1, :, a, b].tolist(), "controls": controls,
+                "without_sinks": float(stats.share_mean_nosink[k - 1, a, b]),
+                "all_queries": float(np.nanmean(stats.share_total[k - 1, :, a, b])),
+                "sinks_per_sample": float(np.mean(stats.sinks_per_sample[k - 1]))}
     mm.report_layers(layers, value, details)
 
 
@@ -108,14 +108,14 @@ def test_attention_image_use(mm):
     """The largest text->image share over layers: near 0 means the text ignores the image."""
     stats = _joint(mm)
     a, b = direction_index("text->image")
-    shares = stats["share_mean"][:, a, b]
+    shares = stats.share_mean[:, a, b]
     if np.all(np.isnan(shares)):
         mm.skip("no text query could see an image token")
     best = int(np.nanargmax(shares))
     controls = {}
     for name, acts in mm.controls().items():
         if acts is not None and JOINT in acts.attention:
-            controls[name] = float(np.nanmax(acts.attention[JOINT]["share_mean"][:, a, b]))
+            controls[name] = float(np.nanmax(acts.attention[JOINT].share_mean[:, a, b]))
     mm.report(float(shares[best]), details={"layer": best + 1, "per_layer": shares.tolist(), "controls": controls})
 
 
@@ -128,14 +128,14 @@ def test_attention_entropy(mm, modality, layer):
         mm.skip(f"the adapter returned no attention maps for {modality} (it needs an output_attentions switch)")
     stats = attention[stream]
     group = GROUP[modality]
-    n_layers = stats["entropy_mean"].shape[0]
+    n_layers = stats.entropy_mean.shape[0]
     layers = [layer] if layer is not None else list(range(1, n_layers + 1))
 
     def value(k):
         if k - 1 >= n_layers:
             mm.skip(f"the {modality} stream has {n_layers} attention layers")
-        return float(stats["entropy_mean"][k - 1, group])
-    mm.report_layers(layers, value, lambda k: {"per_head": stats["entropy"][k - 1, :, group].tolist(),
+        return float(stats.entropy_mean[k - 1, group])
+    mm.report_layers(layers, value, lambda k: {"per_head": stats.entropy[k - 1, :, group].tolist(),
                                                "stream": stream, "unit": "nats"})
 
 
@@ -148,17 +148,17 @@ def test_attention_grounding(mm, layer):
         mm.skip("attention.grounding needs a model whose text attends to image regions or patches with phrase boxes "
                 "in the data (VisualBERT/LXMERT-style adapters with --mm-data=synthetic)")
     stats = grounding[stream]
-    n_layers = len(stats["share_mean"])
+    n_layers = len(stats.share_mean)
     layers = [layer] if layer is not None else list(range(1, n_layers + 1))
 
     def value(k):
         if k > n_layers:
             mm.skip(f"the {stream} attention stream has {n_layers} layers")
-        share = float(stats["share_mean"][k - 1])
+        share = float(stats.share_mean[k - 1])
         if math.isnan(share):
             mm.skip("no grounded phrase could be scored (no phrase words or boxes in the data)")
         return share
     mm.report_layers(layers, value, lambda k: {
-        "chance": float(stats["chance_mean"][k - 1]), "lift": float(stats["lift_mean"][k - 1]),
-        "above_chance": float(stats["above_chance_mean"][k - 1]), "per_head": stats["share"][k - 1].tolist(),
+        "chance": float(stats.chance_mean[k - 1]), "lift": float(stats.lift_mean[k - 1]),
+        "above_chance": float(stats.above_chance_mean[k - 1]), "per_head": stats.share[k - 1].tolist(),
         "stream": stream})

@@ -22,6 +22,7 @@ _EXPORTS = {
     "Result": "mmdiag.thresholds",
     "Trace": "mmdiag.models.base",
     "Adapter": "mmdiag.models.base",
+    "AttentionStream": "mmdiag.models.base",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -23,8 +24,11 @@ from safetensors.torch import load_file, save_file
 
 from mmdiag.atomic import atomic_write, atomic_write_text
 from mmdiag.record import Activations
+from mmdiag.recording.stats import AttentionStats, GroundingStats
 
-FORMAT = 3
+#: layout version of an entry; an entry of another version is rebuilt (4: attention/grounding statistics
+#: stored per stream as the fields of AttentionStats/GroundingStats)
+FORMAT = 4
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -48,7 +52,8 @@ def _flatten(acts: Activations) -> tuple[dict[str, torch.Tensor], dict[str, Any]
                             "truncated_captions": acts.truncated_captions,
                             "skipped_samples": acts.skipped_samples, "kept": acts.kept,
                             "nonfinite": [[m, k, v] for (m, k), v in acts.nonfinite.items()],
-                            "causal": acts.causal, "attention_keys": {}, "grounding_keys": {},
+                            "causal": acts.causal, "attention_streams": list(acts.attention),
+                            "grounding_streams": list(acts.grounding),
                             "attention_image": acts.attention_image}
     for m, layers in acts.pooled.items():
         for k, t in enumerate(layers):
@@ -62,15 +67,16 @@ def _flatten(acts: Activations) -> tuple[dict[str, torch.Tensor], dict[str, Any]
             meta[f"{name}_layers"] = len(layers)
             for k, t in enumerate(layers):
                 tensors[f"{name}.{k}"] = t
-    for stream, stats in acts.attention.items():
-        meta["attention_keys"][stream] = sorted(stats)
-        for key, arr in stats.items():
-            tensors[f"attention.{stream}.{key}"] = torch.as_tensor(np.asarray(arr, dtype=np.float64))
-    for stream, stats in acts.grounding.items():
-        meta["grounding_keys"][stream] = sorted(stats)
-        for key, arr in stats.items():
-            tensors[f"grounding.{stream}.{key}"] = torch.as_tensor(np.asarray(arr, dtype=np.float64))
+    for prefix, per_stream in (("attention", acts.attention), ("grounding", acts.grounding)):
+        for stream, stats in per_stream.items():
+            for key, arr in stats.to_arrays().items():
+                tensors[f"{prefix}.{stream}.{key}"] = torch.as_tensor(np.asarray(arr, dtype=np.float64))
     return {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, meta
+
+
+def _stats(cls: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
+    """One stream's statistics (``cls``: AttentionStats or GroundingStats) from its ``prefix.field`` tensors."""
+    return cls.from_arrays({f.name: tensors[prefix + f.name].numpy() for f in fields(cls)})
 
 
 def save(acts: Activations, path: Path) -> None:
@@ -100,10 +106,10 @@ def load(path: Path, device: Optional[torch.device] = None) -> Optional[Activati
             acts.word_states = [t[f"words.{k}"] for k in range(meta["words_layers"])]
         if "regions_layers" in meta:
             acts.region_states = [t[f"regions.{k}"] for k in range(meta["regions_layers"])]
-        acts.attention = {stream: {key: t[f"attention.{stream}.{key}"].numpy() for key in keys}
-                          for stream, keys in meta["attention_keys"].items()}
-        acts.grounding = {stream: {key: t[f"grounding.{stream}.{key}"].numpy() for key in keys}
-                          for stream, keys in meta.get("grounding_keys", {}).items()}
+        acts.attention = {stream: _stats(AttentionStats, t, f"attention.{stream}.")
+                          for stream in meta["attention_streams"]}
+        acts.grounding = {stream: _stats(GroundingStats, t, f"grounding.{stream}.")
+                          for stream in meta["grounding_streams"]}
         acts.word_counts, acts.region_counts = meta["word_counts"], meta["region_counts"]
         acts.logit_scale, acts.forward_s = meta["logit_scale"], meta["forward_s"]
         acts.truncated_captions = meta["truncated_captions"]

@@ -16,10 +16,11 @@ import torch
 from mmdiag.data.images import open_image
 from mmdiag.data.types import Sample
 from mmdiag.errors import DataError, SpecError
-from mmdiag.models.base import Trace
+from mmdiag.models.base import Trace, optional
 from mmdiag.models.regions import preprocess_geometry, region_masks, stack_region_masks, stacked_region_states
 from mmdiag.recording.attention import ShareAccumulator
 from mmdiag.recording.grounding import GroundingAccumulator, update_from_trace
+from mmdiag.recording.stats import AttentionStats, GroundingStats
 
 
 @dataclass
@@ -53,12 +54,12 @@ class Activations:
     #: indices (into the samples given to record) of the samples that were recorded
     kept: list[int] = field(default_factory=list)
     #: per attention stream ("joint", or a tower "image"/"text"): ShareAccumulator.result()
-    attention: dict[str, dict] = field(default_factory=dict)
+    attention: dict[str, AttentionStats] = field(default_factory=dict)
     causal: dict[str, bool] = field(default_factory=dict)
     #: attention from caption words (or the CLS) to image patches for a few examples (report series)
     attention_image: Optional[dict] = None
     #: per attention stream: GroundingAccumulator.result() (share of a phrase's attention inside its own box)
-    grounding: dict[str, dict] = field(default_factory=dict)
+    grounding: dict[str, GroundingStats] = field(default_factory=dict)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -131,9 +132,9 @@ class Recorder:
                 self._words = [[] for _ in trace.hidden["text"]]
             for k, h in enumerate(trace.hidden["text"]):
                 self._words[k].append(word_means(h, trace.word_ids, n_words))
-        for stream, maps in trace.attentions.items():
-            self._add_attention(stream, maps, trace.groups[stream], trace.causal.get(stream, False))
-        if trace.grounding and trace.attentions:
+        for name, stream in trace.attention.items():
+            self._add_attention(name, stream.maps, stream.groups, stream.causal)
+        if any(stream.grounding is not None for stream in trace.attention.values()):
             update_from_trace(self._grounding, trace)
         if trace.logit_scale is not None:
             self.logit_scale = trace.logit_scale
@@ -193,7 +194,7 @@ AUTO_START_CUDA = 256
 
 
 def _on_cuda(adapter: Any) -> bool:
-    return getattr(getattr(adapter, "device", None), "type", None) == "cuda"
+    return getattr(optional(adapter, "device"), "type", None) == "cuda"
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -237,13 +238,13 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
     given modalities out of a single-stream model's attention (adapters whose
     prepared batch is a dict honour a ``"hide"`` entry).
     """
-    if hasattr(adapter, "output_attentions") or attentions:
+    if attentions or optional(adapter, "output_attentions"):  # switch it on, or back off
         try:
             adapter.output_attentions = attentions
         except AttributeError:
             pass
     recorder = Recorder(adapter.layer_counts(), words=words)
-    truncated_before = int(getattr(adapter, "truncated_captions", 0))
+    truncated_before = int(optional(adapter, "truncated_captions"))
     start = time.perf_counter()
     skipped: list[str] = []
     kept: list[int] = []
@@ -262,13 +263,13 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
                     raise
                 skipped.append(f"{sample.uid}: {exc}")
         if loaded:
-            truncated_so_far = getattr(adapter, "truncated_captions", None)
+            truncated_so_far = optional(adapter, "truncated_captions")
             try:
                 trace = _forward(adapter, loaded, hide)
             except Exception as exc:
                 if not (auto and size > 1 and _is_oom(exc)):
                     raise
-                if truncated_so_far is not None:
+                if optional(adapter, "truncated_captions") != truncated_so_far:  # undo the failed batch's count
                     adapter.truncated_captions = truncated_so_far
                 skipped = [s for s in skipped if not any(s.startswith(f"{c.uid}: ") for c in chunk)]
                 size = max(1, size // 2)  # back off and retry the same samples
@@ -277,12 +278,12 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
                 continue
             kept.extend(loaded_idx)
             recorder.add(trace)
-            if examples is not None and trace.attentions:
+            if examples is not None and trace.attention:
                 examples.update(trace, loaded)
-            if regions and hasattr(adapter, "region_masks") and "image" in trace.hidden:
+            if regions and optional(adapter, "region_masks") is not None and "image" in trace.hidden:
                 recorder.add_regions(trace, adapter.region_masks(loaded, trace))
             elif regions and trace.patch_grid is not None and "image" in trace.hidden:
-                geometry = preprocess_geometry(getattr(adapter, "image_processor", None))
+                geometry = preprocess_geometry(optional(adapter, "image_processor"))
                 masks = region_masks(loaded, trace.patch_grid, trace.image_size or geometry[1], geometry)
                 recorder.add_regions(trace, masks)
         if progress is not None:
@@ -295,7 +296,7 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     acts.forward_s = time.perf_counter() - start
-    acts.truncated_captions = int(getattr(adapter, "truncated_captions", 0)) - truncated_before
+    acts.truncated_captions = int(optional(adapter, "truncated_captions")) - truncated_before
     acts.skipped_samples = skipped
     acts.kept = kept
     acts.batch_size = batch_used

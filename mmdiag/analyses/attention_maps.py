@@ -88,7 +88,7 @@ from mmdiag.analyses.thumbnails import thumbnail_uri
 from mmdiag.analyses.word_attention import (cls_to_patch, joint_word_ids, pick_layers, pool_grid, select_words,
                                             word_to_patch)
 from mmdiag.data.images import open_image
-from mmdiag.models.base import GROUP_IMAGE, GROUP_TEXT
+from mmdiag.models.base import GROUP_IMAGE, GROUP_TEXT, optional
 from mmdiag.models.dual import caption_words
 from mmdiag.models.region_features import normalized_boxes, sample_boxes
 from mmdiag.models.regions import preprocess_geometry
@@ -147,7 +147,7 @@ class ExampleMaps:
     @classmethod
     def for_adapter(cls, adapter: Any, **kwargs: Any) -> "ExampleMaps":
         """An instance with the thumbnail geometry of ``adapter``'s image processor (if it has one)."""
-        processor = getattr(adapter, "image_processor", None)
+        processor = optional(adapter, "image_processor")
         if processor is not None and "geometry" not in kwargs:
             try:
                 kwargs["geometry"] = preprocess_geometry(processor)
@@ -163,11 +163,12 @@ class ExampleMaps:
     def choose_stream(trace: Any) -> Optional[tuple[str, str]]:
         """``(stream, "word"|"cls")``: joint > cross (word maps) > the image tower (cls maps); None if none."""
         for stream in ("joint", "cross"):
-            groups = trace.groups.get(stream)
-            if (trace.attentions.get(stream) and groups is not None and trace.word_ids is not None
-                    and bool((groups == GROUP_IMAGE).any()) and bool((groups == GROUP_TEXT).any())):
+            found = trace.attention.get(stream)
+            if (found is not None and found.maps and found.groups is not None and trace.word_ids is not None
+                    and bool((found.groups == GROUP_IMAGE).any()) and bool((found.groups == GROUP_TEXT).any())):
                 return stream, "word"
-        if trace.attentions.get("image") and trace.groups.get("image") is not None and trace.patch_grid:
+        image = trace.attention.get("image")
+        if image is not None and image.maps and image.groups is not None and trace.patch_grid:
             return "image", "cls"
         return None
 
@@ -179,7 +180,7 @@ class ExampleMaps:
         if choice is None:
             return
         stream, mode = choice
-        maps = trace.attentions[stream]
+        maps = trace.attention[stream].maps
         if self.head is not None and self.head >= maps[0].shape[1]:
             raise ValueError(f"head {self.head} does not exist: the {stream} stream has {maps[0].shape[1]} heads")
         for b, sample in enumerate(samples):
@@ -222,7 +223,7 @@ class ExampleMaps:
         return pool_grid(maps, grid, self.max_cells)
 
     def _word_example(self, trace: Any, stream: str, b: int, sample: Any) -> dict:
-        groups = trace.groups[stream][b]
+        groups = trace.attention[stream].groups[b]
         wids = joint_word_ids(groups, trace.word_ids[b])
         grid = self._grid(trace, groups)
         n_keys = int(grid[0] * grid[1]) if grid else int((groups == GROUP_IMAGE).sum())
@@ -238,11 +239,11 @@ class ExampleMaps:
         upos = list(tree.upos) if tree is not None and len(tree.upos) == len(words) else None
         chosen = select_words(labels, upos[:n_words] if upos else None, self.max_words)
         index = torch.tensor(chosen, dtype=torch.long, device=groups.device)
-        layers = pick_layers(len(trace.attentions[stream]), self.max_layers)
+        layers = pick_layers(len(trace.attention[stream].maps), self.max_layers)
         in_grid = out_grid = grid or (1, n_keys)
         maps, head_maps = {}, {}
         for layer in layers:
-            attn = trace.attentions[stream][layer - 1][b]
+            attn = trace.attention[stream].maps[layer - 1][b]
             m, out_grid = self._pool(word_to_patch(attn, groups, wids, grid)[index], in_grid)
             maps[str(layer)] = _compact(m)
             if self.head is not None:
@@ -272,14 +273,14 @@ class ExampleMaps:
         return [[round(float(v), 4) for v in row] for row in normalized_boxes(boxes, image.size).tolist()]
 
     def _cls_example(self, trace: Any, stream: str, b: int, sample: Any) -> dict:
-        groups = trace.groups[stream][b]
+        groups = trace.attention[stream].groups[b]
         grid = self._grid(trace, groups)
         if grid is None:
             raise ValueError("the image tower's tokens do not fill the patch grid")
-        layers = pick_layers(len(trace.attentions[stream]), self.max_layers)
+        layers = pick_layers(len(trace.attention[stream].maps), self.max_layers)
         maps, head_maps, kind, out_grid = {}, {}, "cls->patch", grid
         for layer in layers:
-            attn = trace.attentions[stream][layer - 1][b]
+            attn = trace.attention[stream].maps[layer - 1][b]
             m, kind = cls_to_patch(attn, groups, grid)
             m, out_grid = self._pool(m, grid)
             maps[str(layer)] = _compact(m)
@@ -304,7 +305,7 @@ def example_maps(adapter: Any, samples: Sequence[Any], k: int = 3, head: Optiona
     chosen = [with_opened_image(s, open_image) for s in list(samples)[:k]]
     if not chosen:
         return collector.result()
-    before = getattr(adapter, "output_attentions", False)
+    before = optional(adapter, "output_attentions")
     adapter.output_attentions = True
     try:
         collector.update(adapter.forward(adapter.prepare(chosen)), chosen)

@@ -6,7 +6,7 @@ with caption words (:func:`joint_word_ids`), average a block's attention from
 each word (:func:`word_to_patch`) or from a vision tower's CLS or all queries
 (:func:`cls_to_patch`) over the image tokens, pool large patch grids
 (:func:`pool_grid`), and choose the blocks (:func:`pick_layers`) and words
-(:func:`select_words`) to keep. Token groups are ``Trace.groups``'s ids
+(:func:`select_words`) to keep. Token groups are ``AttentionStream.groups``'s ids
 (``GROUP_*`` of :mod:`mmdiag.models.base`).
 """
 from __future__ import annotations

@@ -11,8 +11,8 @@ from typing import Any, Optional, Sequence
 import torch
 
 from mmdiag.data.types import Sample
-from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, ModelAdapter,
-                                ModelInfo, Trace)
+from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, AttentionStream,
+                                ModelAdapter, ModelInfo, Trace)
 
 
 @dataclass
@@ -152,9 +152,7 @@ class DualEncoderAdapter(ModelAdapter):
                             device=mask.device)
         groups[special] = GROUP_SPECIAL
         groups[~mask] = GROUP_PAD
-        trace.attentions[modality] = attentions
-        trace.groups[modality] = groups
-        trace.causal[modality] = causal
+        trace.attention[modality] = AttentionStream(attentions, groups, causal=causal)
 
     def run_text(self, ids: torch.Tensor, mask: torch.Tensor, trace: Trace) -> None:
         raise NotImplementedError

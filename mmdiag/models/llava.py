@@ -38,8 +38,8 @@ from typing import Any, Optional, Sequence
 import torch
 
 from mmdiag.data.types import Sample
-from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, ModelAdapter,
-                                ModelInfo, Trace)
+from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, AttentionStream,
+                                ModelAdapter, ModelInfo, Trace)
 from mmdiag.models.dual import pixel_values, tokenize_captions
 from mmdiag.models.vilt import masked_token_mean
 
@@ -162,9 +162,8 @@ class LlavaAdapter(ModelAdapter):
         trace.embeds[TEXT] = masked_token_mean(last[:, end:], text_words >= 0)
         trace.embeds[IMAGE] = last[:, start:end].mean(dim=1)
         if self.output_attentions:
-            trace.attentions["joint"] = out.attentions
-            trace.groups["joint"] = self.joint_groups(real, word_ids, start, end)
-            trace.causal["joint"] = True
+            trace.attention["joint"] = AttentionStream(out.attentions, self.joint_groups(real, word_ids, start, end),
+                                                       causal=True)
         return trace
 
     @staticmethod

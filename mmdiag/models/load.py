@@ -250,7 +250,7 @@ def random_init_like(adapter: Any, seed: int):
 
     Returns None for adapters without a Hugging Face ``model``.
     """
-    model = getattr(adapter, "model", None)
+    model = optional(adapter, "model")
     if model is None or not hasattr(model, "config"):
         return None
     torch.manual_seed(seed)

@@ -49,7 +49,7 @@ first output). Streams:
   finding here); its ``entropy[:, :, TEXT]`` is the entropy of text queries over
   the regions and ``entropy[:, :, IMAGE]`` that of regions over the words.
 
-``trace.grounding = {"cross": PhraseMasks}``: each phrase's word tokens as
+``trace.attention["cross"].grounding``, a PhraseMasks: each phrase's word tokens as
 queries and its own region token as the in-box key, for
 :mod:`mmdiag.metrics.grounding`. :meth:`attention_layers` maps each stream's
 attention layers to the hidden-state entries they feed.
@@ -62,7 +62,7 @@ from typing import Any, Iterator, Optional
 import torch
 from transformers import LxmertModel
 
-from mmdiag.models.base import IMAGE, TEXT, ModelInfo, Trace
+from mmdiag.models.base import IMAGE, TEXT, AttentionStream, ModelInfo, Trace
 from mmdiag.models.presets import PRESETS as ALL_PRESETS, Preset
 from mmdiag.models.region_features import (RegionModelAdapter, build_region_adapter, build_region_parts,
                                             masked_token_mean)
@@ -179,16 +179,16 @@ class LxmertAdapter(RegionModelAdapter):
         l_layers, r_layers, x_layers = self._layers()
         text_groups = self.text_groups(text_mask, word_ids)
         image_groups = self.image_groups(region_mask)
-        trace.attentions[TEXT] = [maps[(TEXT, i)][0] for i in range(l_layers + x_layers)]
-        trace.attentions[IMAGE] = [maps[(IMAGE, i)][0] for i in range(r_layers + x_layers)]
-        trace.groups[TEXT], trace.groups[IMAGE] = text_groups, image_groups
-        trace.causal[TEXT] = trace.causal[IMAGE] = False
+        trace.attention[TEXT] = AttentionStream([maps[(TEXT, i)][0] for i in range(l_layers + x_layers)],
+                                                text_groups, causal=False)
+        trace.attention[IMAGE] = AttentionStream([maps[(IMAGE, i)][0] for i in range(r_layers + x_layers)],
+                                                 image_groups, causal=False)
         if x_layers:
             n_text = text_mask.shape[1]
-            trace.attentions[CROSS] = [cross_square(*maps[(CROSS, i)], n_text) for i in range(x_layers)]
-            trace.groups[CROSS] = torch.cat([text_groups, image_groups], dim=1)
-            trace.causal[CROSS] = False
-            trace.grounding = {CROSS: self.phrase_masks(batch, n_text, text_mask.device)}
+            trace.attention[CROSS] = AttentionStream(
+                [cross_square(*maps[(CROSS, i)], n_text) for i in range(x_layers)],
+                torch.cat([text_groups, image_groups], dim=1), causal=False,
+                grounding=self.phrase_masks(batch, n_text, text_mask.device))
 
 
 def cross_square(text_to_image: torch.Tensor, image_to_text: torch.Tensor, n_text: int) -> torch.Tensor:

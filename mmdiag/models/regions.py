@@ -5,7 +5,8 @@ models a region's state is the mean of the patch tokens whose patch overlaps
 the (preprocessed) box, and the image root is the model's pooled image state.
 :func:`phrase_query_mask` and :func:`place_key_masks` place a batch's phrases
 (their words' tokens, their boxes' keys) in a stream's token sequence, the
-:class:`~mmdiag.models.base.PhraseMasks` an adapter puts in ``Trace.grounding``.
+:class:`~mmdiag.models.base.PhraseMasks` an adapter puts in an
+:class:`~mmdiag.models.base.AttentionStream`'s ``grounding``.
 """
 from __future__ import annotations
 

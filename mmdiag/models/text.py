@@ -11,7 +11,8 @@ from typing import Any, Sequence
 import torch
 
 from mmdiag.data.types import Sample
-from mmdiag.models.base import GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, TEXT, ModelAdapter, ModelInfo, Trace
+from mmdiag.models.base import (GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, TEXT, AttentionStream, ModelAdapter, ModelInfo,
+                                Trace)
 from mmdiag.models.dual import tokenize_captions
 
 
@@ -54,5 +55,5 @@ class TextEncoderAdapter(ModelAdapter):
             groups = torch.full(ids.shape, GROUP_TEXT, dtype=torch.long, device=ids.device)
             groups[(word_ids < 0)] = GROUP_SPECIAL
             groups[~mask.bool()] = GROUP_PAD
-            trace.attentions[TEXT], trace.groups[TEXT], trace.causal[TEXT] = out.attentions, groups, False
+            trace.attention[TEXT] = AttentionStream(out.attentions, groups, causal=False)
         return trace

@@ -37,8 +37,8 @@ import torch
 from PIL import Image
 
 from mmdiag.data.types import Sample
-from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, ModelAdapter,
-                                ModelInfo, Trace)
+from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, AttentionStream,
+                                ModelAdapter, ModelInfo, Trace)
 from mmdiag.models.dual import TextInputs, tokenize_captions
 
 #: seed of the RNG fork around ViLT's patch sampling (only fills padded patches once sorted)
@@ -163,9 +163,9 @@ class ViltAdapter(ModelAdapter):
         trace.embeds[TEXT] = masked_token_mean(last[:, :n_text], content_text)
         trace.embeds[IMAGE] = masked_token_mean(last[:, n_text:], content_image)
         if self.output_attentions:
-            trace.attentions["joint"] = out.attentions
-            trace.groups["joint"] = self.joint_groups(text_mask, content_text, image_mask)
-            trace.causal["joint"] = False
+            trace.attention["joint"] = AttentionStream(out.attentions,
+                                                       self.joint_groups(text_mask, content_text, image_mask),
+                                                       causal=False)
         return trace
 
     @staticmethod

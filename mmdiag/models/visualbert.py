@@ -21,7 +21,7 @@ per-modality embedding space), ``patch_grid`` None and ``patch_offset`` 1 (see
 
 Attention: stream ``"joint"`` (bidirectional) with groups words TEXT,
 ``[CLS]``/``[SEP]`` SPECIAL, regions IMAGE, text and region padding PAD; and
-``trace.grounding = {"joint": PhraseMasks}`` (each phrase's word tokens as
+``trace.attention["joint"].grounding``, a PhraseMasks (each phrase's word tokens as
 queries, its own region token as the in-box key).
 
 A batch in which no sample has an image (a treebank) runs text-only, a
@@ -40,7 +40,7 @@ from transformers import VisualBertModel
 
 from mmdiag.data.types import Sample
 from mmdiag.errors import SpecError
-from mmdiag.models.base import IMAGE, TEXT, ModelInfo, Trace
+from mmdiag.models.base import IMAGE, TEXT, AttentionStream, ModelInfo, Trace
 from mmdiag.models.dual import tokenize_captions
 from mmdiag.models.presets import PRESETS as ALL_PRESETS, Preset
 from mmdiag.models.region_features import (RegionModelAdapter, build_region_adapter, build_region_parts,
@@ -130,11 +130,9 @@ class VisualBertAdapter(RegionModelAdapter):
             trace.embeds[IMAGE] = masked_token_mean(last[:, n_text:], region_mask)
             groups.append(self.image_groups(region_mask))
         if self.output_attentions:
-            trace.attentions[JOINT] = out.attentions
-            trace.groups[JOINT] = torch.cat(groups, dim=1)
-            trace.causal[JOINT] = False
-            if regions is not None:
-                trace.grounding = {JOINT: self.phrase_masks(batch, n_text, ids.device)}
+            grounding = self.phrase_masks(batch, n_text, ids.device) if regions is not None else None
+            trace.attention[JOINT] = AttentionStream(out.attentions, torch.cat(groups, dim=1), causal=False,
+                                                     grounding=grounding)
         return trace
 
 

@@ -18,6 +18,7 @@ import torch
 from mmdiag.metrics.attention import (DEFAULT_SINK_THRESHOLD, N_GROUPS, accumulator_dtype, check_attention,
                                       group_onehot, mass_count, row_entropy, sinks_from_mass, valid_row_mass)
 from mmdiag.models.base import GROUP_PAD
+from mmdiag.recording.stats import AttentionStats
 
 __all__ = ["ShareAccumulator"]
 
@@ -170,14 +171,11 @@ class ShareAccumulator:
             mine += getattr(other, name).to(device=mine.device, dtype=mine.dtype)
         return self
 
-    def result(self) -> dict[str, np.ndarray]:
-        """Averages as numpy arrays (NaN where a count is 0).
+    def result(self) -> AttentionStats:
+        """Averages as numpy arrays (NaN where a count is 0); the fields and shapes are :class:`AttentionStats`'s.
 
-        Keys: ``share[L, H, A, A]`` (= mass / count), ``share_mean[L, A, A]`` (mean
-        over heads), ``share_total[L, H, A, A]`` (= mass / n_queries, sums to 1 over
-        key groups), the ``*_nosink`` versions of these three, ``entropy[L, H, A]``
-        and ``entropy_mean[L, A]`` (nats), ``sinks_per_sample[L, H]``, and the raw
-        ``count``, ``count_nosink``, ``n_queries``, ``n_samples``.
+        ``share`` = mass / count, ``share_total`` = mass / n_queries (sums to 1 over
+        key groups), ``*_mean`` the mean over heads, entropies in nats.
         """
         if self.empty:
             self._alloc(torch.device("cpu"))
@@ -203,4 +201,4 @@ class ShareAccumulator:
         out["n_queries"] = np_["n_queries"]
         out["n_samples"] = np_["n_samples"]
         out["sinks_per_sample"] = ratio(np_["n_sinks"], np_["n_samples"][:, None])
-        return out
+        return AttentionStats(**out)

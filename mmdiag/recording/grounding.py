@@ -17,6 +17,7 @@ import torch
 from mmdiag.metrics.attention import accumulator_dtype
 from mmdiag.metrics.grounding import phrase_grounding
 from mmdiag.models.base import PhraseMasks, Trace
+from mmdiag.recording.stats import GroundingStats
 
 __all__ = ["GroundingAccumulator", "update_from_trace"]
 
@@ -79,13 +80,11 @@ class GroundingAccumulator:
             mine += getattr(other, name).to(device=mine.device, dtype=mine.dtype)
         return self
 
-    def result(self) -> dict[str, np.ndarray]:
-        """Averages over phrases as numpy (NaN where no phrase counted).
+    def result(self) -> GroundingStats:
+        """Averages over phrases as numpy (NaN where no phrase counted); fields and shapes: :class:`GroundingStats`.
 
-        ``share[L, H]``, ``chance[L, H]``, ``above_chance[L, H]`` (fraction of phrases
-        with share > chance), their head means ``share_mean[L]``, ``chance_mean[L]``,
-        ``above_chance_mean[L]``, ``lift_mean[L]`` (= share_mean / chance_mean) and
-        ``n_phrases[L, H]``.
+        ``above_chance`` is the fraction of phrases with share > chance, ``lift_mean``
+        = share_mean / chance_mean.
         """
         if self.share_sum is None:
             self._alloc(torch.device("cpu"))
@@ -102,22 +101,22 @@ class GroundingAccumulator:
 
             share_mean, chance_mean = head_mean(share), head_mean(chance)
             lift = np.where(chance_mean > 0, share_mean / np.where(chance_mean > 0, chance_mean, 1), np.nan)
-        return {"share": share, "chance": chance, "above_chance": above, "share_mean": share_mean,
-                "chance_mean": chance_mean, "above_chance_mean": head_mean(above), "lift_mean": lift,
-                "n_phrases": n}
+        return GroundingStats(share=share, chance=chance, above_chance=above, share_mean=share_mean,
+                              chance_mean=chance_mean, above_chance_mean=head_mean(above), lift_mean=lift,
+                              n_phrases=n)
 
 
 def update_from_trace(accumulators: dict[str, GroundingAccumulator], trace: Trace) -> None:
     """Feed one batch's trace into per-stream accumulators (created on first use).
 
-    Reads ``trace.grounding`` (``{stream: PhraseMasks}``, set by adapters that know
-    where phrases and boxes sit in a stream) and ``trace.attentions[stream]``.
+    Reads the streams of ``trace.attention`` whose ``grounding`` is set (adapters
+    that know where phrases and boxes sit in a stream): their maps and :class:`PhraseMasks`.
     """
-    for stream, masks in (getattr(trace, "grounding", None) or {}).items():
-        maps = trace.attentions.get(stream)
-        if not maps:
+    for name, stream in trace.attention.items():
+        masks, maps = stream.grounding, stream.maps
+        if masks is None or not maps:
             continue
-        acc = accumulators.get(stream)
+        acc = accumulators.get(name)
         if acc is None:
-            acc = accumulators[stream] = GroundingAccumulator(n_layers=len(maps), n_heads=maps[0].shape[1])
+            acc = accumulators[name] = GroundingAccumulator(n_layers=len(maps), n_heads=maps[0].shape[1])
         acc.update_layers(maps, masks)

@@ -222,8 +222,8 @@ def test_entropy_uniform_is_log_k_and_matches_scipy():
     assert torch.allclose(h[0, :, :5], torch.full((3, 5), math.log(5), dtype=h.dtype))
     acc = ShareAccumulator(n_layers=1, n_heads=3)
     acc.update(0, attn, groups)
-    np.testing.assert_allclose(acc.result()["entropy"][0], math.log(5), atol=1e-12)
-    np.testing.assert_allclose(acc.result()["entropy_mean"][0], math.log(5), atol=1e-12)
+    np.testing.assert_allclose(acc.result().entropy[0], math.log(5), atol=1e-12)
+    np.testing.assert_allclose(acc.result().entropy_mean[0], math.log(5), atol=1e-12)
     # causal uniform: query i sees i+1 keys -> entropy log(i+1)
     hc = row_entropy(uniform_attn(torch.tensor([[X] * 5]), causal=True))
     np.testing.assert_allclose(hc[0, 0].numpy(), np.log(np.arange(1, 6)), atol=1e-12)
@@ -266,23 +266,23 @@ def test_planted_sink_column():
     acc = ShareAccumulator(n_layers=1, n_heads=2, sink_threshold=0.3)
     acc.update(0, attn, groups)
     r = acc.result()
-    np.testing.assert_allclose(r["sinks_per_sample"][0], [0.5, 0.5])
+    np.testing.assert_allclose(r.sinks_per_sample[0], [0.5, 0.5])
     # with the sink: text->special big in head 0; without it: only the rest
-    assert r["share"][0, 0, TEXT, SPECIAL] > 0.3
+    assert r.share[0, 0, TEXT, SPECIAL] > 0.3
     m_ns, c_ns, _ = ref_stats(attn, groups, keep=~want)
     with np.errstate(invalid="ignore"):
-        np.testing.assert_allclose(r["share_nosink"][0], m_ns / c_ns, atol=1e-10, equal_nan=True)
+        np.testing.assert_allclose(r.share_nosink[0], m_ns / c_ns, atol=1e-10, equal_nan=True)
     # sample 0 head 0 lost its only special key -> text->special undefined there; sample 1 counts
-    assert r["count_nosink"][0, 0, TEXT, SPECIAL] == 3
+    assert r.count_nosink[0, 0, TEXT, SPECIAL] == 3
     # renormalised over the remaining keys, rows still sum to 1
-    np.testing.assert_allclose(r["share_total_nosink"][0].sum(-1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(r.share_total_nosink[0].sum(-1), 1.0, atol=1e-12)
     # a sink-free tensor: nosink == plain
     acc2 = ShareAccumulator(n_layers=1, n_heads=2)
     plain = softmax_attn(torch.zeros(2, 2, T, T), groups)
     acc2.update(0, plain, groups)
     r2 = acc2.result()
-    np.testing.assert_allclose(r2["share_nosink"], r2["share"], atol=1e-12)
-    assert (r2["sinks_per_sample"] == 0).all()
+    np.testing.assert_allclose(r2.share_nosink, r2.share, atol=1e-12)
+    assert (r2.sinks_per_sample == 0).all()
 
 
 # ----------------------------------------------------------------------------- properties
@@ -329,7 +329,7 @@ def test_batch_order_invariance(batch, causal, seed):
     acc2 = ShareAccumulator(n_layers=1, n_heads=attn.shape[1])
     acc1.update(0, attn, groups, causal)
     acc2.update(0, attn[perm], groups[perm], causal)
-    r1, r2 = acc1.result(), acc2.result()
+    r1, r2 = acc1.result().to_arrays(), acc2.result().to_arrays()
     assert r1.keys() == r2.keys()
     for k in r1:
         np.testing.assert_allclose(r1[k], r2[k], atol=1e-12, equal_nan=True, err_msg=k)
@@ -352,12 +352,12 @@ def test_merge_equals_concatenated_batch(batch, causal, split):
             part2.update(layer, x[split:], groups[split:], causal)
     merged = part1.merge(part2)
     rw, rm = whole.result(), merged.result()
-    for k in rw:
-        np.testing.assert_allclose(rm[k], rw[k], atol=1e-12, equal_nan=True, err_msg=k)
+    for k, v in rw.to_arrays().items():
+        np.testing.assert_allclose(rm.to_arrays()[k], v, atol=1e-12, equal_nan=True, err_msg=k)
     # and the accumulator equals the pure per-batch function
     mass, count, _ = modality_mass(attn, groups, causal)
     with np.errstate(invalid="ignore"):
-        np.testing.assert_allclose(rw["share"][0], mass.numpy() / count.numpy(), equal_nan=True)
+        np.testing.assert_allclose(rw.share[0], mass.numpy() / count.numpy(), equal_nan=True)
 
 
 def test_accumulator_streams_batches_of_different_length():
@@ -369,11 +369,11 @@ def test_accumulator_streams_batches_of_different_length():
     acc.update(0, a2, g2)
     r = acc.result()
     # text queries: 2 with share 2/5 on image, 1 with share 4/6
-    np.testing.assert_allclose(r["share"][0, :, TEXT, IMAGE], (2 * 2 / 5 + 4 / 6) / 3)
-    np.testing.assert_allclose(r["share_mean"][0, TEXT, IMAGE], (2 * 2 / 5 + 4 / 6) / 3)
-    np.testing.assert_array_equal(r["n_samples"], [2])
-    assert r["share"].shape == (1, 2, 3, 3) and r["entropy"].shape == (1, 2, 3)
-    assert r["share_mean"].shape == (1, 3, 3) and r["count"].shape == (1, 2, 3, 3)
+    np.testing.assert_allclose(r.share[0, :, TEXT, IMAGE], (2 * 2 / 5 + 4 / 6) / 3)
+    np.testing.assert_allclose(r.share_mean[0, TEXT, IMAGE], (2 * 2 / 5 + 4 / 6) / 3)
+    np.testing.assert_array_equal(r.n_samples, [2])
+    assert r.share.shape == (1, 2, 3, 3) and r.entropy.shape == (1, 2, 3)
+    assert r.share_mean.shape == (1, 3, 3) and r.count.shape == (1, 2, 3, 3)
 
 
 def test_accumulator_dtypes_and_errors():
@@ -382,8 +382,8 @@ def test_accumulator_dtypes_and_errors():
     acc = ShareAccumulator(n_layers=2, n_heads=2)
     acc.update(1, attn.to(torch.bfloat16), groups)  # bf16 from the model: computed in fp32
     r = acc.result()
-    np.testing.assert_allclose(r["share"][1, :, TEXT], [[0.25, 0.25, 0.5]] * 2, atol=1e-6)
-    assert np.isnan(r["share"][0]).all() and np.isnan(r["entropy"][0]).all()  # layer 0 unseen
+    np.testing.assert_allclose(r.share[1, :, TEXT], [[0.25, 0.25, 0.5]] * 2, atol=1e-6)
+    assert np.isnan(r.share[0]).all() and np.isnan(r.entropy[0]).all()  # layer 0 unseen
     assert acc.mass.dtype == torch.float64 and acc.mass.device == attn.device
     with pytest.raises(ValueError, match="layer"):
         acc.update(2, attn, groups)
@@ -396,8 +396,8 @@ def test_accumulator_dtypes_and_errors():
     with pytest.raises(ValueError):
         acc.merge(ShareAccumulator(n_layers=2, n_heads=2, sink_threshold=0.5))
     empty = ShareAccumulator(n_layers=2, n_heads=2).merge(acc)
-    np.testing.assert_allclose(empty.result()["share"], r["share"], equal_nan=True)
-    assert np.isnan(ShareAccumulator(n_layers=1, n_heads=1).result()["share"]).all()
+    np.testing.assert_allclose(empty.result().share, r.share, equal_nan=True)
+    assert np.isnan(ShareAccumulator(n_layers=1, n_heads=1).result().share).all()
 
 
 @settings(max_examples=30, deadline=None)
@@ -411,9 +411,9 @@ def test_entropy_only_accumulator_matches_the_full_one(batch):
     full.update(0, attn, groups)
     ent.update(0, attn, groups)
     a, b = full.result(), ent.result()
-    np.testing.assert_allclose(b["entropy"], a["entropy"], rtol=1e-9, atol=1e-12, equal_nan=True)
-    np.testing.assert_array_equal(b["n_queries"], a["n_queries"])
-    assert np.isnan(b["share"]).all() and np.isnan(b["share_mean_nosink"]).all()
+    np.testing.assert_allclose(b.entropy, a.entropy, rtol=1e-9, atol=1e-12, equal_nan=True)
+    np.testing.assert_array_equal(b.n_queries, a.n_queries)
+    assert np.isnan(b.share).all() and np.isnan(b.share_mean_nosink).all()
 
 
 def test_entropy_only_accumulator_errors():
@@ -423,7 +423,7 @@ def test_entropy_only_accumulator_errors():
     with_nan_pad_row = attn.clone()
     with_nan_pad_row[0, 0, 3] = float("nan")  # a fully masked PAD query: ignored
     acc.update(0, with_nan_pad_row, groups)
-    np.testing.assert_allclose(acc.result()["entropy"][0, 0, IMAGE], math.log(3))
+    np.testing.assert_allclose(acc.result().entropy[0, 0, IMAGE], math.log(3))
     bad = attn.clone()
     bad[0, 0, 1, 1] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
@@ -441,5 +441,5 @@ def test_stays_on_gpu():
     assert acc.mass.is_cuda and acc.entropy.is_cuda
     cpu = ShareAccumulator(n_layers=1, n_heads=2)
     cpu.update(0, attn.cpu(), groups.cpu())
-    for k, v in acc.result().items():
-        np.testing.assert_allclose(v, cpu.result()[k], atol=1e-6, equal_nan=True, err_msg=k)
+    for k, v in acc.result().to_arrays().items():
+        np.testing.assert_allclose(v, cpu.result().to_arrays()[k], atol=1e-6, equal_nan=True, err_msg=k)

@@ -176,17 +176,17 @@ def test_accumulator_streams_and_merges():
         acc.update_layers([attn[sl], attn.flip(-1)[sl]], sub)
     merged = parts[0].merge(parts[1]).merge(parts[2])
     a, m = whole.result(), merged.result()
-    for key in a:
-        np.testing.assert_allclose(a[key], m[key], atol=1e-12)
+    for key, value in a.to_arrays().items():
+        np.testing.assert_allclose(value, m.to_arrays()[key], atol=1e-12)
     share, valid, chance = phrase_grounding(attn, masks)
     ref = np.nanmean(np.where(valid.numpy(), share.numpy(), np.nan), axis=(0, 2))
-    np.testing.assert_allclose(a["share"][0], ref, atol=1e-12)
+    np.testing.assert_allclose(a.share[0], ref, atol=1e-12)
     above = ((share > chance[:, None, :]) & valid).sum((0, 2)).numpy() / valid.sum((0, 2)).numpy()
-    np.testing.assert_allclose(a["above_chance"][0], above)
-    assert a["n_phrases"][0].tolist() == valid.sum((0, 2)).tolist()
-    np.testing.assert_allclose(a["lift_mean"], a["share_mean"] / a["chance_mean"])
+    np.testing.assert_allclose(a.above_chance[0], above)
+    assert a.n_phrases[0].tolist() == valid.sum((0, 2)).tolist()
+    np.testing.assert_allclose(a.lift_mean, a.share_mean / a.chance_mean)
     empty = GroundingAccumulator(1, 1).result()
-    assert np.isnan(empty["share_mean"]).all()
+    assert np.isnan(empty.share_mean).all()
 
 
 def test_planted_grounding_is_one_and_uniform_is_chance():
@@ -203,9 +203,9 @@ def test_planted_grounding_is_one_and_uniform_is_chance():
     acc.update(0, planted, masks)
     acc.update(1, torch.full((B, 2, T, T), 1 / T, dtype=torch.float64), masks)
     res = acc.result()
-    np.testing.assert_allclose(res["share"][0], 1.0)
-    np.testing.assert_allclose(res["share"][1], res["chance"][1])
-    assert res["above_chance"][1].max() == 0.0
+    np.testing.assert_allclose(res.share[0], 1.0)
+    np.testing.assert_allclose(res.share[1], res.chance[1])
+    assert res.above_chance[1].max() == 0.0
 
 
 def test_mask_builders():
@@ -223,16 +223,18 @@ def test_mask_builders():
 
 
 def test_update_from_trace_reads_grounding_streams():
-    from mmdiag.models.base import Trace
+    from mmdiag.models.base import AttentionStream, Trace
 
     attn, masks = _random_case(3)
+    groups = torch.zeros(attn.shape[0], attn.shape[-1], dtype=torch.long)
     trace = Trace(hidden={}, mask={}, pool_index={}, content={})
-    trace.attentions["joint"] = [attn, attn]
-    trace.grounding = {"joint": masks, "absent": masks}
+    trace.attention["joint"] = AttentionStream([attn, attn], groups, grounding=masks)
+    trace.attention["absent"] = AttentionStream([], groups, grounding=masks)  # phrase masks but no maps
+    trace.attention["plain"] = AttentionStream([attn], groups)  # maps but no phrase masks
     accs: dict = {}
     update_from_trace(accs, trace)
     update_from_trace(accs, Trace(hidden={}, mask={}, pool_index={}, content={}))  # nothing to add
     assert set(accs) == {"joint"} and accs["joint"].n_layers == 2
     direct = GroundingAccumulator(2, 2)
     direct.update_layers([attn, attn], masks)
-    np.testing.assert_allclose(accs["joint"].result()["share"], direct.result()["share"])
+    np.testing.assert_allclose(accs["joint"].result().share, direct.result().share)

@@ -84,15 +84,15 @@ def test_record_end_to_end_and_causal_counts(adapter, samples):
     assert [w.shape[0] for w in acts.word_states] == [sum(acts.word_counts)] * 4
     stats = acts.attention["joint"]
     assert acts.causal["joint"] is True
-    np.testing.assert_allclose(stats["share_total"].sum(-1), 1.0, atol=1e-6)
-    count, nq = stats["count"], stats["n_queries"]
+    np.testing.assert_allclose(stats.share_total.sum(-1), 1.0, atol=1e-6)
+    count, nq = stats.count, stats.n_queries
     # only BOS (SPECIAL) precedes the image: it sees neither image nor text; every text query sees all groups
     assert np.all(nq[:, :, SPECIAL] == n) and np.all(nq[:, :, IMAGE] == N_IMAGE * n)
     assert np.all(count[:, :, SPECIAL, IMAGE] == 0) and np.all(count[:, :, SPECIAL, TEXT] == 0)
     assert np.all(count[:, :, TEXT, IMAGE] == nq[:, :, TEXT]) and np.all(count[:, :, TEXT, SPECIAL] == nq[:, :, TEXT])
-    assert np.all(count[:, :, IMAGE, TEXT] == 0) and np.all(np.isnan(stats["share"][:, :, IMAGE, TEXT]))
-    np.testing.assert_allclose(stats["share"][:, :, TEXT, :].sum(-1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(stats["share"][:, :, SPECIAL, SPECIAL], 1.0, atol=1e-6)  # BOS attends to itself
+    assert np.all(count[:, :, IMAGE, TEXT] == 0) and np.all(np.isnan(stats.share[:, :, IMAGE, TEXT]))
+    np.testing.assert_allclose(stats.share[:, :, TEXT, :].sum(-1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(stats.share[:, :, SPECIAL, SPECIAL], 1.0, atol=1e-6)  # BOS attends to itself
 
 
 def test_trace_positions_match_the_model(adapter, samples):
@@ -137,7 +137,7 @@ def test_deterministic(adapter, samples):
     b = record(adapter, samples, 5, words=True, attentions=True)
     for m in ("image", "text"):
         assert all(torch.equal(x, y) for x, y in zip(a.pooled[m], b.pooled[m]))
-    np.testing.assert_array_equal(a.attention["joint"]["share_total"], b.attention["joint"]["share_total"])
+    np.testing.assert_array_equal(a.attention["joint"].share_total, b.attention["joint"].share_total)
 
 
 def test_hiding_the_image_gives_zero_text_to_image_share(adapter, samples):
@@ -151,13 +151,13 @@ def test_hiding_the_image_gives_zero_text_to_image_share(adapter, samples):
     results = []
     for trace in (seen, hidden):
         acc = ShareAccumulator(n_layers=3, n_heads=4)
-        acc.update_layers(trace.attentions["joint"], trace.groups["joint"], causal=True)
+        acc.update_layers(trace.attention["joint"].maps, trace.attention["joint"].groups, causal=True)
         results.append(acc.result())
     normal, knocked = results
-    assert np.all(normal["share"][:, :, TEXT, IMAGE] > 0.05)
-    assert np.all(knocked["count"][:, :, TEXT, IMAGE] > 0)
-    np.testing.assert_allclose(knocked["share"][:, :, TEXT, IMAGE], 0.0, atol=1e-7)
-    assert torch.equal(seen.groups["joint"], hidden.groups["joint"])
+    assert np.all(normal.share[:, :, TEXT, IMAGE] > 0.05)
+    assert np.all(knocked.count[:, :, TEXT, IMAGE] > 0)
+    np.testing.assert_allclose(knocked.share[:, :, TEXT, IMAGE], 0.0, atol=1e-7)
+    assert torch.equal(seen.attention["joint"].groups, hidden.attention["joint"].groups)
     assert not torch.allclose(seen.hidden["text"][1], hidden.hidden["text"][1])
 
 
@@ -199,7 +199,7 @@ def test_plugin_attention_checks(pytester):
     assert doc["model"]["family"] == "llava"
     by_id = {(r["check"], r["params"].get("direction"), r["params"].get("layer")): r for r in doc["results"]}
     for layer in (1, 2, 3):
-        assert by_id[("attention.share", "text->image", layer)]["status"] == "pass"
+        assert by_id[("attention.share", "text->image", layer)]["status"] == "info"  # ungated: reported
         # image tokens precede the caption in a causal decoder: no image query can see text
         assert by_id[("attention.share", "image->text", layer)]["status"] == "skip"
     assert by_id[("attention.image_use", None, None)]["status"] == "pass"

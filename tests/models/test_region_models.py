@@ -156,21 +156,21 @@ def test_lxmert_record_end_to_end(lx, samples):
     assert [w.shape[0] for w in acts.word_states] == [sum(acts.word_counts)] * 5
     att = acts.attention
     assert set(att) == {"text", "image", "cross"}
-    assert att["text"]["share"].shape == (4, 4, 3, 3) and att["image"]["share"].shape == (3, 4, 3, 3)
-    assert att["cross"]["share"].shape == (2, 4, 3, 3)
-    np.testing.assert_allclose(att["cross"]["share_mean"][:, TEXT, IMAGE], 1.0)
+    assert att["text"].share.shape == (4, 4, 3, 3) and att["image"].share.shape == (3, 4, 3, 3)
+    assert att["cross"].share.shape == (2, 4, 3, 3)
+    np.testing.assert_allclose(att["cross"].share_mean[:, TEXT, IMAGE], 1.0)
     # regions attend over the words and [CLS]/[SEP]
-    cross = att["cross"]["share_mean"]
+    cross = att["cross"].share_mean
     np.testing.assert_allclose(cross[:, IMAGE, TEXT] + cross[:, IMAGE, SPECIAL], 1.0)
-    np.testing.assert_allclose(att["cross"]["share_mean"][:, IMAGE, IMAGE], 0.0)
+    np.testing.assert_allclose(att["cross"].share_mean[:, IMAGE, IMAGE], 0.0)
     # the single-modality streams keep entropies only (no shares between modalities exist there)
-    assert np.isnan(att["text"]["share_mean"]).all() and np.isnan(att["image"]["share_mean"]).all()
-    assert np.isfinite(att["text"]["entropy_mean"][:, TEXT]).all()
-    assert np.isfinite(att["image"]["entropy_mean"][:, IMAGE]).all()
+    assert np.isnan(att["text"].share_mean).all() and np.isnan(att["image"].share_mean).all()
+    assert np.isfinite(att["text"].entropy_mean[:, TEXT]).all()
+    assert np.isfinite(att["image"].entropy_mean[:, IMAGE]).all()
     assert acts.causal == {"text": False, "image": False, "cross": False}
     # entropy of text queries over regions is at most log(#regions)
     max_regions = max(1 + len(s.phrases) for s in samples)
-    assert (att["cross"]["entropy_mean"][:, TEXT] <= np.log(max_regions) + 1e-6).all()
+    assert (att["cross"].entropy_mean[:, TEXT] <= np.log(max_regions) + 1e-6).all()
 
 
 def test_lxmert_matches_hf_outputs_and_hooks_change_nothing(lx, samples):
@@ -200,14 +200,14 @@ def test_lxmert_matches_hf_outputs_and_hooks_change_nothing(lx, samples):
     for a, b in zip(plain.hidden["image"][1:], out.vision_hidden_states):
         torch.testing.assert_close(a, b)
     # the hooked maps agree with what HF returns where HF returns them
-    for a, b in zip(traced.attentions["text"][:2], out.language_attentions):
+    for a, b in zip(traced.attention["text"].maps[:2], out.language_attentions):
         torch.testing.assert_close(a, b)
-    torch.testing.assert_close(traced.attentions["image"][0], out.vision_attentions[0])
+    torch.testing.assert_close(traced.attention["image"].maps[0], out.vision_attentions[0])
     n_text = text.input_ids.shape[1]
-    for joint, cross in zip(traced.attentions["cross"], out.cross_encoder_attentions):
+    for joint, cross in zip(traced.attention["cross"].maps, out.cross_encoder_attentions):
         torch.testing.assert_close(joint[:, :, :n_text, n_text:], cross)
         assert float(joint[:, :, :n_text, :n_text].abs().max()) == 0.0
-        valid = traced.groups["cross"] != PAD
+        valid = traced.attention["cross"].groups != PAD
         rows = joint.sum(-1)[valid.unsqueeze(1).expand_as(joint.sum(-1))]
         torch.testing.assert_close(rows, torch.ones_like(rows))
     # pooled text = [CLS], pooled image = whole-image region, embeds = content means of the last layer
@@ -226,7 +226,7 @@ def test_lxmert_groups_and_region_tokens(lx, samples):
         trace = lx.forward(batch)
     finally:
         lx.output_attentions = False
-    g_text, g_image = trace.groups["text"], trace.groups["image"]
+    g_text, g_image = trace.attention["text"].groups, trace.attention["image"].groups
     ids = batch["text"].input_ids
     assert (g_text[ids == 101] == SPECIAL).all() and (g_text[ids == 102] == SPECIAL).all()
     assert (g_text[batch["text"].word_ids >= 0] == TEXT).all()
@@ -249,7 +249,7 @@ def test_lxmert_grounding_masks(lx, samples):
         trace = lx.forward(batch)
     finally:
         lx.output_attentions = False
-    masks = trace.grounding["cross"]
+    masks = trace.attention["cross"].grounding
     n_text = batch["text"].input_ids.shape[1]
     for b, s in enumerate(samples[:2]):
         wid = batch["text"].word_ids[b]
@@ -260,12 +260,12 @@ def test_lxmert_grounding_masks(lx, samples):
     accs: dict = {}
     update_from_trace(accs, trace)
     res = accs["cross"].result()
-    assert res["share"].shape == (2, 4)
-    assert ((res["share"] >= 0) & (res["share"] <= 1)).all()
-    assert res["n_phrases"][0, 0] == sum(len(s.phrases) for s in samples[:2])
+    assert res.share.shape == (2, 4)
+    assert ((res.share >= 0) & (res.share <= 1)).all()
+    assert res.n_phrases[0, 0] == sum(len(s.phrases) for s in samples[:2])
     # chance = 1 / (number of regions) per phrase
     ref = np.mean([1 / (1 + len(s.phrases)) for s in samples[:2] for _ in s.phrases])
-    np.testing.assert_allclose(res["chance_mean"], ref)
+    np.testing.assert_allclose(res.chance_mean, ref)
 
 
 def test_lxmert_determinism_and_seed(lx, samples):
@@ -302,11 +302,11 @@ def test_visualbert_record_end_to_end(vb, samples):
     assert [w.shape[0] for w in acts.word_states] == [sum(len(s.words) for s in samples)] * 4
     stats = acts.attention["joint"]
     assert set(acts.attention) == {"joint"} and acts.causal["joint"] is False
-    assert stats["share"].shape == (3, 4, 3, 3)
-    share = stats["share_mean"]
+    assert stats.share.shape == (3, 4, 3, 3)
+    share = stats.share_mean
     total = share[:, TEXT, TEXT] + share[:, TEXT, IMAGE] + share[:, TEXT, SPECIAL]
     np.testing.assert_allclose(total, 1.0, atol=1e-9)
-    assert (stats["share_mean"][:, TEXT, IMAGE] > 0).all()
+    assert (stats.share_mean[:, TEXT, IMAGE] > 0).all()
 
 
 def test_visualbert_slices_groups_and_grounding(vb, samples):
@@ -325,15 +325,15 @@ def test_visualbert_slices_groups_and_grounding(vb, samples):
     for k, h in enumerate(out.hidden_states):
         torch.testing.assert_close(trace.hidden["text"][k], h[:, :n_text])
         torch.testing.assert_close(trace.hidden["image"][k], h[:, n_text:])
-    groups = trace.groups["joint"]
+    groups = trace.attention["joint"].groups
     assert groups.shape == (3, n_text + n_reg)
     assert (groups[:, n_text:][regions.mask] == IMAGE).all() and (groups[:, n_text:][~regions.mask] == PAD).all()
-    assert all(a.shape == (3, 4, n_text + n_reg, n_text + n_reg) for a in trace.attentions["joint"])
+    assert all(a.shape == (3, 4, n_text + n_reg, n_text + n_reg) for a in trace.attention["joint"].maps)
     # padded region keys get no attention
-    for a in trace.attentions["joint"]:
+    for a in trace.attention["joint"].maps:
         assert float(a[..., n_text:][~regions.mask[:, None, None, :].expand_as(a[..., n_text:])].max()) < 1e-6
-    masks = trace.grounding["joint"]
-    share, valid, chance = phrase_grounding(trace.attentions["joint"][0], masks)
+    masks = trace.attention["joint"].grounding
+    share, valid, chance = phrase_grounding(trace.attention["joint"].maps[0], masks)
     n_phr = [len(s.phrases) for s in samples[:3]]
     assert valid.sum().item() == sum(n_phr) * 4
     for b, s in enumerate(samples[:3]):
@@ -365,12 +365,12 @@ def test_visualbert_text_only_and_hidden_image(vb, lx, samples):
     text_only = [Sample(uid=f"t{i}", image=None, caption=s.caption, words=s.words) for i, s in enumerate(samples[:3])]
     acts = record(vb, text_only, 3, words=True, attentions=True)
     assert set(acts.pooled) == {"text"} and len(acts.word_states) == 4
-    assert np.isnan(acts.attention["joint"]["share_mean"][:, TEXT, IMAGE]).all()
+    assert np.isnan(acts.attention["joint"].share_mean[:, TEXT, IMAGE]).all()
     # the same words through plain BERT-style masking match the text slice of a text-only forward
     hidden = record(vb, samples[:3], 3, attentions=True, hide=("image",))
-    np.testing.assert_allclose(hidden.attention["joint"]["share_mean"][:, TEXT, IMAGE], 0.0, atol=1e-6)
+    np.testing.assert_allclose(hidden.attention["joint"].share_mean[:, TEXT, IMAGE], 0.0, atol=1e-6)
     seen = record(vb, samples[:3], 3, attentions=True)
-    assert (seen.attention["joint"]["share_mean"][:, TEXT, IMAGE] > 0.05).all()
+    assert (seen.attention["joint"].share_mean[:, TEXT, IMAGE] > 0.05).all()
     # with the image hidden the text states equal the text-only run's (regions are invisible keys;
     # VisualBERT's text positions/types do not depend on the regions)
     for a, b in zip(hidden.pooled["text"], acts.pooled["text"]):

@@ -47,12 +47,12 @@ def test_record_end_to_end(adapter, samples):
     assert [w.shape[0] for w in acts.word_states] == [sum(acts.word_counts)] * 4
     stats = acts.attention["joint"]
     assert acts.causal["joint"] is False
-    assert stats["share"].shape == (3, 4, 3, 3)
+    assert stats.share.shape == (3, 4, 3, 3)
     # bidirectional: every valid query sees every key group, so shares over key groups sum to 1
-    np.testing.assert_allclose(stats["share"].sum(-1), 1.0, atol=1e-6)
-    np.testing.assert_allclose(stats["share_total"].sum(-1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(stats.share.sum(-1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(stats.share_total.sum(-1), 1.0, atol=1e-6)
     # query counts: 3 specials ([CLS], [SEP], image CLS), every word piece, 16 patches per sample
-    nq = stats["n_queries"][0, 0]
+    nq = stats.n_queries[0, 0]
     assert nq[SPECIAL] == 3 * n and nq[IMAGE] == 16 * n
     assert nq[TEXT] >= sum(acts.word_counts)
 
@@ -66,13 +66,13 @@ def test_trace_layout_and_groups(adapter, samples):
         adapter.output_attentions = False
     ids = batch["text"].input_ids
     n_text = ids.shape[1]
-    joint = trace.attentions["joint"][0]
+    joint = trace.attention["joint"].maps[0]
     assert joint.shape == (2, 4, n_text + 17, n_text + 17)
     for k in range(4):
         assert trace.hidden["text"][k].shape[1] == n_text and trace.hidden["image"][k].shape[1] == 17
     # views of the joint tensor, not copies
     assert trace.hidden["text"][1].untyped_storage().data_ptr() == trace.hidden["image"][1].untyped_storage().data_ptr()
-    groups = trace.groups["joint"]
+    groups = trace.attention["joint"].groups
     text_groups, image_groups = groups[:, :n_text], groups[:, n_text:]
     real = batch["text"].attention_mask.bool()
     assert torch.equal(text_groups == PAD, ~real)
@@ -132,7 +132,7 @@ def test_deterministic_and_independent_of_the_global_rng(adapter, samples):
         assert all(torch.equal(x, y) for x, y in zip(a.pooled[m], b.pooled[m]))
         assert torch.equal(a.embeds[m], b.embeds[m])
     assert all(torch.equal(x, y) for x, y in zip(a.word_states, b.word_states))
-    np.testing.assert_array_equal(a.attention["joint"]["share"], b.attention["joint"]["share"])
+    np.testing.assert_array_equal(a.attention["joint"].share, b.attention["joint"].share)
 
 
 def _shares(adapter, batch):
@@ -142,7 +142,7 @@ def _shares(adapter, batch):
     finally:
         adapter.output_attentions = False
     acc = ShareAccumulator(n_layers=3, n_heads=4)
-    acc.update_layers(trace.attentions["joint"], trace.groups["joint"], causal=False)
+    acc.update_layers(trace.attention["joint"].maps, trace.attention["joint"].groups, causal=False)
     return trace, acc.result()
 
 
@@ -150,10 +150,10 @@ def test_hiding_the_image_gives_zero_text_to_image_share(adapter, samples):
     batch = adapter.prepare(samples[:3])
     seen, normal = _shares(adapter, batch)
     hidden, knocked = _shares(adapter, {**batch, "hide": ("image",)})
-    assert np.all(normal["share"][:, :, TEXT, IMAGE] > 0.05)
-    assert np.all(knocked["count"][:, :, TEXT, IMAGE] > 0)  # image keys still counted ...
-    np.testing.assert_allclose(knocked["share"][:, :, TEXT, IMAGE], 0.0, atol=1e-7)  # ... but get no mass
-    np.testing.assert_allclose(knocked["share"][:, :, TEXT, :].sum(-1), 1.0 - knocked["share"][:, :, TEXT, IMAGE],
+    assert np.all(normal.share[:, :, TEXT, IMAGE] > 0.05)
+    assert np.all(knocked.count[:, :, TEXT, IMAGE] > 0)  # image keys still counted ...
+    np.testing.assert_allclose(knocked.share[:, :, TEXT, IMAGE], 0.0, atol=1e-7)  # ... but get no mass
+    np.testing.assert_allclose(knocked.share[:, :, TEXT, :].sum(-1), 1.0 - knocked.share[:, :, TEXT, IMAGE],
                                atol=1e-6)
     # the knock-out changes the text states after the first block, not the embeddings
     assert torch.equal(seen.hidden["text"][0], hidden.hidden["text"][0])
@@ -166,13 +166,13 @@ def test_padded_patches_are_pad(adapter, samples):
     pixel_mask[0, :, 32:] = 0  # the right half of image 0 is padding: 2 of 4 patch columns
     trace, stats = _shares(adapter, {**batch, "pixel_mask": pixel_mask})
     n_text = batch["text"].input_ids.shape[1]
-    image_groups = trace.groups["joint"][:, n_text:]
+    image_groups = trace.attention["joint"].groups[:, n_text:]
     assert (image_groups[0] == PAD).sum() == 8 and (image_groups[1] == PAD).sum() == 0
     assert torch.equal(trace.mask["image"][0], image_groups[0] != PAD)
     assert trace.content["image"].sum(1).tolist() == [8, 16]
     # real patches come first (sorted), padding last
     assert (image_groups[0, 1:9] == IMAGE).all() and (image_groups[0, 9:] == PAD).all()
-    assert stats["n_queries"][0, 0, IMAGE] == 8 + 16
+    assert stats.n_queries[0, 0, IMAGE] == 8 + 16
 
 
 @settings(max_examples=25, deadline=None)
@@ -235,6 +235,6 @@ def test_plugin_attention_checks(pytester):
     for direction in ("text->image", "image->text", "text->text", "image->image"):
         for layer in (1, 2, 3):
             r = by_id[("attention.share", direction, layer)]
-            assert r["status"] == "pass" and 0.0 < r["value"] < 1.0
+            assert r["status"] == "info" and 0.0 < r["value"] < 1.0
     assert by_id[("attention.image_use", None, None)]["status"] == "pass"
     assert result.ret == 0

@@ -184,7 +184,7 @@ def test_vilt_word_maps(vilt, samples):
     collector.update(trace, samples)
     result = json.loads(json.dumps(collector.result(), allow_nan=False))
     assert result["head"] == 1 and result["skipped"] == [] and len(result["examples"]) == 2
-    groups = trace.groups["joint"]
+    groups = trace.attention["joint"].groups
     for b, (ex, sample) in enumerate(zip(result["examples"], samples)):
         assert ex["kind"] == "word->patch" and ex["stream"] == "joint" and ex["grid"] == [4, 4]
         assert ex["uid"] == sample.uid and ex["caption"] == sample.caption
@@ -198,7 +198,7 @@ def test_vilt_word_maps(vilt, samples):
             rows = np.array(ex["maps"][str(layer)], dtype=float)
             assert rows.shape == (len(ex["words"]), 16)
             assert (rows >= 0).all() and (rows.sum(1) <= 1 + ROUNDING).all()
-            attn = trace.attentions["joint"][layer - 1][b].numpy()
+            attn = trace.attention["joint"].maps[layer - 1][b].numpy()
             for j, w in enumerate(ex["word_index"]):
                 queries = [q for q in text_pos if int(trace.word_ids[b, q]) == w]
                 expect = attn[:, queries][:, :, image_pos].mean(axis=(0, 1))
@@ -242,7 +242,7 @@ def test_dual_encoders_give_tower_maps(spec, kind, samples):
         assert ex["kind"] == kind and ex["stream"] == "image" and ex["grid"] == [4, 4] and ex["words"] == []
         for layer in ex["layers"]:
             vec = np.array(ex["maps"][str(layer)])
-            attn = trace.attentions["image"][layer - 1][b].numpy().mean(0)
+            attn = trace.attention["image"].maps[layer - 1][b].numpy().mean(0)
             expect = attn[0, 1:] if kind == "cls->patch" else attn.mean(0)
             np.testing.assert_allclose(vec, expect, rtol=5e-3, atol=1e-4)
             assert vec.sum() <= 1 + ROUNDING

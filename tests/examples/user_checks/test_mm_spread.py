@@ -46,7 +46,7 @@ def test_attention_focus(mm, modality, layer):
     stream = mm.acts.attention.get(modality) or mm.acts.attention.get("joint")
     if stream is None:
         mm.skip("the adapter returned no attention maps")
-    entropy = stream["entropy_mean"]  # (blocks, token groups), in nats
+    entropy = stream.entropy_mean  # (blocks, token groups), in nats
     group = {"text": 1, "image": 2}[modality]
     layers = [layer] if layer is not None else range(1, entropy.shape[0] + 1)
     mm.report_layers(layers, lambda k: math.exp(-float(entropy[k - 1, group])))
