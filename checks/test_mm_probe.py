@@ -86,17 +86,18 @@ def _scores(mm, modality):
         scores = probe_scores(pset, cfg.seed, cfg.probe_regimen, cfg.probe_rank,
                               control=mm.selected("probe.selectivity"))
         mm.publish(("probe", modality),
-                   {k: scores[k] for k in ("layers", "nspr", "dspr", "uuas", "root_acc") if k in scores})
-        if "example" in scores and (modality == "text" or mm.published(("probe", "example")) is None):
-            mm.publish(("probe", "example"), {"modality": modality, **scores["example"]})
-        mm.add_timing(f"probe_{modality}_fit_s", scores["fit_s"])
+                   {k: getattr(scores, k) for k in ("layers", "nspr", "dspr", "uuas", "root_acc")
+                    if getattr(scores, k) is not None})
+        if scores.example is not None and (modality == "text" or mm.published(("probe", "example")) is None):
+            mm.publish(("probe", "example"), {"modality": modality, **scores.example})
+        mm.add_timing(f"probe_{modality}_fit_s", scores.fit_s)
         return scores
     return mm.memo(f"probe:{modality}", compute)
 
 
 def _split(scores):
-    return {"n_train": scores["n_train"], "n_dev": scores["n_dev"], "n_test": scores["n_test"],
-            "regimen": scores["regimen"]}
+    return {"n_train": scores.n_train, "n_dev": scores.n_dev, "n_test": scores.n_test,
+            "regimen": scores.regimen}
 
 
 @pytest.mark.mm(DEPTH)
@@ -104,34 +105,35 @@ def test_probe_depth(mm, modality, layer):
     scores = _scores(mm, modality)
 
     def details(k):
-        found = {**_split(scores), "nspr_fallback_all_lengths": scores["nspr_fallback"]}
-        if "root_acc" in scores:
-            found["root_accuracy"] = scores["root_acc"][k]
+        found = {**_split(scores), "nspr_fallback_all_lengths": scores.nspr_fallback}
+        if scores.root_acc is not None:
+            found["root_accuracy"] = scores.root_acc[k]
         return found
-    mm.report_layers(mm.layers(modality, layer), lambda k: scores["nspr"][k], details)
+    mm.report_layers(mm.layers(modality, layer), lambda k: scores.nspr[k], details)
 
 
 @pytest.mark.mm(DISTANCE)
 def test_probe_distance(mm, modality, layer):
     scores = _scores(mm, modality)
-    mm.report_layers(mm.layers(modality, layer), lambda k: scores["dspr"][k], lambda k: {
-        **_split(scores), "uuas": scores["uuas"][k], "dspr_fallback_all_lengths": scores["dspr_fallback"]})
+    mm.report_layers(mm.layers(modality, layer), lambda k: scores.dspr[k], lambda k: {
+        **_split(scores), "uuas": scores.uuas[k], "dspr_fallback_all_lengths": scores.dspr_fallback})
 
 
 @pytest.mark.mm(SELECTIVITY)
 def test_probe_selectivity(mm, modality):
     """Best-layer DSpr minus the same probe's DSpr on the control task (Hewitt & Liang 2019)."""
     scores = _scores(mm, modality)
-    layer, value = best(scores["dspr"])
+    layer, value = best(scores.dspr)
     cfg = mm.config
-    control_dspr = scores.get("control_dspr", float("nan"))  # the control task's probe, fitted at the best layer
+    # the control task's probe, fitted at the best layer
+    control_dspr = scores.control_dspr if scores.control_dspr is not None else float("nan")
     details = {"best_layer": layer, "best_dspr": value, "control_task_dspr": control_dspr}
     ctrl = mm.control("random-init")
     if ctrl is not None:
         cset = text_probe_set(ctrl, mm.samples) if modality == "text" else image_probe_set(ctrl, mm.samples)
         if cset is not None and cset.data.n_sentences >= MIN_SENTENCES:
             random_scores = probe_scores(cset, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",))
-            details["random_init_best_dspr"] = best(random_scores["dspr"])[1]
+            details["random_init_best_dspr"] = best(random_scores.dspr)[1]
             details["selectivity_vs_random_init"] = value - details["random_init_best_dspr"]
     mm.report(value - control_dspr, details=details)
 
@@ -149,8 +151,8 @@ def test_probe_text_retention(mm):
     if ref_set is None or ref_set.data.n_sentences != pset.data.n_sentences:
         mm.skip("the reference encoder's tokenizer lost words of some sentences; no like-for-like comparison")
     ref = probe_scores(ref_set, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",))
-    (_, model_dspr), (_, ref_dspr) = best(scores["dspr"]), best(ref["dspr"])
-    (_, model_uuas), (_, ref_uuas) = best(scores["uuas"]), best(ref["uuas"])
+    (_, model_dspr), (_, ref_dspr) = best(scores.dspr), best(ref.dspr)
+    (_, model_uuas), (_, ref_uuas) = best(scores.uuas), best(ref.uuas)
     value = model_dspr / ref_dspr if ref_dspr and not math.isnan(ref_dspr) else float("nan")
     mm.report(value, details={"model_best_dspr": model_dspr, "reference_best_dspr": ref_dspr,
                               "model_best_uuas": model_uuas, "reference_best_uuas": ref_uuas,
@@ -162,10 +164,10 @@ def test_probe_text_retention(mm):
 def test_probe_scene_vs_raw(mm):
     """RQ2 of Milewski et al.: best-layer scene-tree DSpr minus the DSpr on raw patch embeddings (layer 0)."""
     scores = _scores(mm, "image")
-    layer, value = best(scores["dspr"][1:])
-    raw = scores["dspr"][0]
+    layer, value = best(scores.dspr[1:])
+    raw = scores.dspr[0]
     mm.report(value - raw, details={"best_layer": layer + 1, "best_dspr": value, "raw_dspr": raw,
-                                    "best_uuas": scores["uuas"][layer + 1], "raw_uuas": scores["uuas"][0]})
+                                    "best_uuas": scores.uuas[layer + 1], "raw_uuas": scores.uuas[0]})
 
 
 @pytest.mark.mm(IMAGE_EFFECT)
@@ -181,7 +183,7 @@ def test_probe_image_effect(mm):
         mm.skip(f"probe.image_effect needs at least {MIN_SENTENCES} {WHAT['text']}")
     without = mm.memo("probe:text-without-image", lambda: probe_scores(
         pset, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",)))
-    (layer, with_image), (layer_wo, without_image) = best(scores["dspr"]), best(without["dspr"])
+    (layer, with_image), (layer_wo, without_image) = best(scores.dspr), best(without.dspr)
     mm.report(with_image - without_image,
-              details={"with_image_dspr": scores["dspr"], "without_image_dspr": without["dspr"],
+              details={"with_image_dspr": scores.dspr, "without_image_dspr": without.dspr,
                        "best_layer_with_image": layer, "best_layer_without_image": layer_wo})

@@ -52,18 +52,20 @@ def regimen_figures(pset: Any, seed: int, regimen: str, rank: Optional[int]) -> 
 
     depth = probe_scores(pset, seed, regimen=regimen, rank=rank, kinds=("depth",))
     distance = probe_scores(pset, seed, regimen=regimen, rank=rank, kinds=("distance",))
-    out: dict[str, Any] = {"depth_fit_s": depth["fit_s"], "distance_fit_s": distance["fit_s"],
-                           "fit_s": depth["fit_s"] + distance["fit_s"], "per_layer": {}, "best": {},
+    out: dict[str, Any] = {"depth_fit_s": depth.fit_s, "distance_fit_s": distance.fit_s,
+                           "fit_s": depth.fit_s + distance.fit_s, "per_layer": {}, "best": {},
                            "best_layer": {}}
     for key, _ in METRICS:
-        values = depth.get(key, distance.get(key))
+        values = getattr(depth, key)
+        if values is None:
+            values = getattr(distance, key)
         if values is None:
             continue
         layer, value = best(values)
         out["per_layer"][key] = _finite(values)
         out["best"][key] = value if np.isfinite(value) else None
         out["best_layer"][key] = layer
-    out["split"] = {k: depth[k] for k in ("n_train", "n_dev", "n_test")}
+    out["split"] = {"n_train": depth.n_train, "n_dev": depth.n_dev, "n_test": depth.n_test}
     return out
 
 
@@ -119,6 +121,7 @@ def run(model: Optional[str] = None, n: int = 256, seed: int = 0, batch_size: in
     """Record once, then compare the regimens on every modality with probe data; returns the figures."""
     from mmdiag.analyses.probes import image_probe_set, text_probe_set
     from mmdiag.data.synthetic import make_synthetic
+    from mmdiag.models.base import optional
     from mmdiag.record import record
 
     say = progress or (lambda msg: None)
@@ -133,7 +136,7 @@ def run(model: Optional[str] = None, n: int = 256, seed: int = 0, batch_size: in
     acts = record(adapter, samples, batch_size, words=True, regions=with_image)
     fig: dict[str, Any] = {
         "model": model or DEFAULT_PRESET, "model_label": label, "n": n, "seed": seed, "batch_size": batch_size,
-        "device": str(getattr(adapter, "device", device)), "threads": torch.get_num_threads(),
+        "device": str(optional(adapter, "device") or device), "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
         "load_s": load_s, "forward_s": acts.forward_s,
         "targets": {"score_tolerance": SCORE_TOLERANCE, "time_ratio": TIME_RATIO_TARGET},

@@ -27,6 +27,48 @@ MIN_SENTENCES = 20
 
 
 @dataclass
+class ProbeScores:
+    """Depth and distance probe scores of every layer on the test split (:func:`probe_scores`).
+
+    Per-layer lists have one entry per hidden-state layer (``layers``). A field of
+    a probe kind that was not fitted (``kinds``), of gold trees without heads, or
+    of the control task when it was not asked for, is None.
+    """
+
+    #: the layer indices scored, ``0 .. L-1`` (entry 0 = embedding output)
+    layers: list[int]
+    #: sentences in the train / dev / test splits
+    n_train: int
+    n_dev: int
+    n_test: int
+    #: the fitting regimen (``"fast"`` or ``"paper"``)
+    regimen: str
+    #: seconds spent fitting (all probes, control included)
+    fit_s: float
+    #: depth probe: per-layer NSpr (Spearman of predicted vs gold depth, averaged per length)
+    nspr: Optional[list[float]] = None
+    #: depth probe: the sentence lengths NSpr averaged over (None when no layer was scored)
+    nspr_lengths: Any = None
+    #: depth probe: NSpr fell back to all lengths (no sentence of length 5-50)
+    nspr_fallback: Optional[bool] = None
+    #: depth probe: per-layer root accuracy (gold heads needed)
+    root_acc: Optional[list[float]] = None
+    #: distance probe: per-layer DSpr (per-word Spearman of predicted vs gold distances)
+    dspr: Optional[list[float]] = None
+    #: distance probe: DSpr fell back to all lengths
+    dspr_fallback: Optional[bool] = None
+    #: distance probe: per-layer UUAS of the minimum spanning tree (gold heads needed)
+    uuas: Optional[list[float]] = None
+    #: distance probe: the longest test sentence at the best UUAS layer, ``{"layer", "words", "gold_heads",
+    #: "pred_edges"}`` (gold heads needed)
+    example: Optional[dict[str, Any]] = None
+    #: control task (``control=True``): the layer of the best test DSpr it was fitted at
+    control_layer: Optional[int] = None
+    #: control task: the control probe's test DSpr at ``control_layer``
+    control_dspr: Optional[float] = None
+
+
+@dataclass
 class ProbeSet:
     """States and gold trees of one modality, ready to probe."""
 
@@ -89,12 +131,12 @@ def _with_targets(data: ProbeData, depths: Optional[list] = None, distances: Opt
 
 
 def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optional[int] = None,
-                 kinds: Sequence[str] = ("depth", "distance"), control: bool = False) -> dict[str, Any]:
+                 kinds: Sequence[str] = ("depth", "distance"), control: bool = False) -> ProbeScores:
     """Fit and score depth and distance probes for every layer, all in one batched program.
 
-    Returns per-layer lists ``nspr``, ``root_acc`` (depth) and ``dspr``, ``uuas``
-    (distance) on the test split, the split sizes, fit seconds, and an example
-    of predicted vs gold edges at the best distance layer.  ``control``: also
+    Returns the :class:`ProbeScores`: per-layer lists ``nspr``, ``root_acc`` (depth)
+    and ``dspr``, ``uuas`` (distance) on the test split, the split sizes, fit
+    seconds, and an example of predicted vs gold edges at the best distance layer.  ``control``: also
     fit a distance probe on the control task (Hewitt & Liang 2019) at the
     layer of the best test DSpr, ``control_layer``, and return its test DSpr
     there as ``control_dspr``: selectivity is read at that layer only, and
@@ -108,39 +150,39 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
         raise ValueError("probe_scores: the control task is read at the best distance layer; include 'distance'")
     tasks = {kind: ProbeTask(kind, train, dev) for kind in kinds}
     fits = dict(zip(tasks, fit_probes(list(tasks.values()), rank=rank, regimen=regimen, seed=seed)))
-    out: dict[str, Any] = {"layers": list(range(data.states.shape[0])), "n_train": len(train_idx),
-                           "n_dev": len(dev_idx), "n_test": len(test_idx), "regimen": regimen,
-                           "fit_s": next(iter(fits.values())).seconds if fits else 0.0}
+    out = ProbeScores(layers=list(range(data.states.shape[0])), n_train=len(train_idx), n_dev=len(dev_idx),
+                      n_test=len(test_idx), regimen=regimen,
+                      fit_s=next(iter(fits.values())).seconds if fits else 0.0)
     if "depth" in fits:
         preds, gold = fits["depth"].predict_depths(test), test.gold_depths()
         details = nspr_details_by_layer(preds, gold)
-        out["nspr"] = [d["value"] for d in details]
-        out["nspr_lengths"] = details[0].get("lengths_used") if details else None
-        out["nspr_fallback"] = bool(details[0].get("fallback")) if details else False
+        out.nspr = [d["value"] for d in details]
+        out.nspr_lengths = details[0].get("lengths_used") if details else None
+        out.nspr_fallback = bool(details[0].get("fallback")) if details else False
         if test.heads is not None:
-            out["root_acc"] = [root_accuracy(p, test.heads, test.upos) for p in preds]
+            out.root_acc = [root_accuracy(p, test.heads, test.upos) for p in preds]
     if "distance" in fits:
         preds, gold = fits["distance"].predict_distances(test), test.gold_distances()
         details = dspr_details_by_layer(preds, gold)
-        out["dspr"] = [d["value"] for d in details]
-        out["dspr_fallback"] = bool(details[0].get("fallback")) if details else False
+        out.dspr = [d["value"] for d in details]
+        out.dspr_fallback = bool(details[0].get("fallback")) if details else False
         if test.heads is not None:
-            out["uuas"] = uuas_by_layer(preds, test.heads, test.upos)
-            best = int(np.nanargmax(out["uuas"])) if out["uuas"] else 0
+            out.uuas = uuas_by_layer(preds, test.heads, test.upos)
+            best = int(np.nanargmax(out.uuas)) if out.uuas else 0
             example = int(np.argmax(test.lengths))
             test_words = [pset.words[i] for i in test_idx]
-            out["example"] = {"layer": best, "words": list(test_words[example]),
-                              "gold_heads": list(test.heads[example]),
-                              "pred_edges": sorted([list(e) for e in mst_edges(preds[best][example])])}
-    if control and not np.all(np.isnan(out["dspr"])):
-        layer = int(np.nanargmax(out["dspr"]))
+            out.example = {"layer": best, "words": list(test_words[example]),
+                           "gold_heads": list(test.heads[example]),
+                           "pred_edges": sorted([list(e) for e in mst_edges(preds[best][example])])}
+    if control and not np.all(np.isnan(out.dspr)):
+        layer = int(np.nanargmax(out.dspr))
         words = lambda idx: [pset.words[i] for i in idx]  # noqa: E731
         parts = [_with_targets(_layer(part, layer), distances=control_distances(words(idx), seed))
                  for part, idx in ((train, train_idx), (dev, dev_idx), (test, test_idx))]
         fit = fit_probes([ProbeTask("distance", parts[0], parts[1])], rank=rank, regimen=regimen, seed=seed)[0]
-        out["fit_s"] += fit.seconds
-        out["control_layer"] = layer
-        out["control_dspr"] = dspr_details(fit.predict_distances(parts[2])[0], parts[2].gold_distances())["value"]
+        out.fit_s += fit.seconds
+        out.control_layer = layer
+        out.control_dspr = dspr_details(fit.predict_distances(parts[2])[0], parts[2].gold_distances())["value"]
     return out
 
 
