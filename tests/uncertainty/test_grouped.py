@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from mmdiag.metrics.probe_recovery import root_accuracy, uuas
 from mmdiag.metrics.probe_scores import dspr, nspr, nspr_details
@@ -54,11 +55,11 @@ def test_nspr_and_dspr_resamples_match_the_plain_metric():
     gold_t = [tree_distances(h) for h in heads]
     idx = resample_indices(len(heads), 60, seed=1).numpy()
     items = nspr_items(depth, gold_d)
-    got = grouped_statistic(items.values, items.groups)(__import__("torch").from_numpy(idx)).numpy()
+    got = grouped_statistic(items.values, items.groups)(torch.from_numpy(idx)).numpy()
     want = [nspr(_take(depth, r), _take(gold_d, r)) for r in idx]
     np.testing.assert_allclose(got, want, rtol=1e-12)
     items = dspr_items(dist, gold_t)
-    got = grouped_statistic(items.values, items.groups)(__import__("torch").from_numpy(idx)).numpy()
+    got = grouped_statistic(items.values, items.groups)(torch.from_numpy(idx)).numpy()
     want = [dspr(_take(dist, r), _take(gold_t, r)) for r in idx]
     np.testing.assert_allclose(got, want, rtol=1e-12)
 
@@ -80,7 +81,6 @@ def test_the_fallback_to_all_lengths_is_recomputed_per_resample():
 
 def test_skipped_sentences_are_drawn_but_count_nowhere():
     stat = grouped_statistic([math.nan, 0.5, 0.7], [6, 6, 8])
-    import torch
     assert torch.isnan(stat(torch.tensor([[0, 0, 0]])))[0]
     assert float(stat(torch.tensor([[0, 1, 2]]))[0]) == pytest.approx(0.6)
 
