@@ -19,7 +19,7 @@ from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoTokeniz
 
 from mmdiag.errors import SpecError
 from mmdiag.models import lxmert, offline, visualbert
-from mmdiag.models.base import ModelInfo, count_params
+from mmdiag.models.base import ModelInfo, count_params, optional
 from mmdiag.models.clip import CLIPAdapter
 from mmdiag.models.llava import LlavaAdapter
 from mmdiag.models.presets import PRESETS, Preset
@@ -117,13 +117,16 @@ def build_random(preset: Preset, seed: int) -> tuple[torch.nn.Module, Any, Any]:
 
 
 def load_pretrained(path_or_id: str, device_map: Optional[str] = None,
-                    dtype: Optional[torch.dtype] = None) -> tuple[str, torch.nn.Module, Any, Any]:
-    """Load model, tokenizer and image processor from a local dir or hub id.
+                    dtype: Optional[torch.dtype] = None, revision: Optional[str] = None
+                    ) -> tuple[str, torch.nn.Module, Any, Any]:
+    """Load model, tokenizer and image processor from a local dir or hub id (at ``revision``: a commit, tag or
+    branch of the hub repository, so a release gate diagnoses the same weights every time).
 
     ``device_map="auto"`` lets accelerate place a model too large for one device.
     """
+    pinned = {"revision": revision} if revision else {}
     try:
-        config = AutoConfig.from_pretrained(path_or_id, trust_remote_code=False)
+        config = AutoConfig.from_pretrained(path_or_id, trust_remote_code=False, **pinned)
     except (OSError, ValueError) as exc:
         if "trust_remote_code" in str(exc) or "custom code" in str(exc):
             raise SpecError(f"--mm-model={path_or_id!r} needs remote code (its config has an auto_map), which "
@@ -154,13 +157,13 @@ def load_pretrained(path_or_id: str, device_map: Optional[str] = None,
             # AutoModel gives the headless LlavaModel; the checkpoints are saved from the
             # generation class, whose key layout this loads without conversion.
             model = LlavaForConditionalGeneration.from_pretrained(path_or_id, attn_implementation="eager",
-                                                                  trust_remote_code=False, **placement)
+                                                                  trust_remote_code=False, **placement, **pinned)
         else:
             model = AutoModel.from_pretrained(path_or_id, attn_implementation="eager", trust_remote_code=False,
-                                              **placement)
-        tokenizer = AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=False)
+                                              **placement, **pinned)
+        tokenizer = AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=False, **pinned)
         needs_processor = family not in ("text", *REGION_FAMILIES)
-        processor = (AutoImageProcessor.from_pretrained(path_or_id, trust_remote_code=False)
+        processor = (AutoImageProcessor.from_pretrained(path_or_id, trust_remote_code=False, **pinned)
                      if needs_processor else None)
     except (OSError, ValueError) as exc:
         raise SpecError(f"--mm-model={path_or_id!r}: the config loaded but the weights, tokenizer or image "
@@ -216,8 +219,14 @@ def load_parts(spec: str, seed: int = 0, device_map: Optional[str] = None,
     if path.is_dir() and not (path / "config.json").exists():
         raise SpecError(f"--mm-model={spec!r}: the directory has no config.json (write it with "
                         f"model.save_pretrained); {accepted_specs()}")
-    family, model, tok, proc = load_pretrained(str(path) if path.is_dir() else spec, device_map, dtype)
-    return family, model, tok, proc, "pretrained weights"
+    if path.is_dir():
+        family, model, tok, proc = load_pretrained(str(path), device_map, dtype)
+        return family, model, tok, proc, "pretrained weights"
+    hub_id, _, revision = spec.partition("@")  # ORG/NAME@REVISION pins a commit, tag or branch
+    if "@" in spec and not (hub_id and revision):
+        raise SpecError(f"--mm-model={spec!r}: a pinned hub id is ORG/NAME@REVISION (a commit, tag or branch)")
+    family, model, tok, proc = load_pretrained(hub_id, device_map, dtype, revision or None)
+    return family, model, tok, proc, f"pretrained weights at revision {revision}" if revision else "pretrained weights"
 
 
 def load_adapter(spec: str, device: str = "auto", dtype: str = "fp32", seed: int = 0,
