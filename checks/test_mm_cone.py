@@ -8,6 +8,7 @@ import pytest
 from mmdiag import CheckSpec, PlotSpec, Threshold
 from mmdiag.analyses.geometry import cone_series, final_cone_controls
 from mmdiag.metrics.cone import cone_narrowing, mean_pairwise_cosine
+from mmdiag.uncertainty import batched_cone
 
 SOURCE = "Liang et al. 2022, Mind the Gap, arXiv:2203.02053"
 CONE_PLOT = PlotSpec("cone-layer", ("cone.layer",), "cone_plot",
@@ -31,7 +32,8 @@ CONE_NARROWING = CheckSpec(
     "cone.narrowing", title="Cone narrowing with depth", over=("modality",), higher_is_better=None,
     series=("cone.layer",), plots=(CONE_PLOT,),
     meaning="Spearman correlation of the per-layer cone with depth (positive: the cone narrows deeper in)",
-    healthy="positive in the paper's models (each non-linear layer narrows the cone)", source=SOURCE)
+    healthy="positive in the paper's models (each non-linear layer narrows the cone)", source=SOURCE,
+    uncertainty="none")
 
 
 def _series(mm, modality):
@@ -50,7 +52,8 @@ def test_cone_final(mm, modality):
     mm.report(mean_pairwise_cosine(emb), details={"n": int(emb.shape[0]), "dim": int(emb.shape[1]),
                                                   "controls": controls,
                                                   "paper": {"clip_pretrained": {"image": 0.47, "text": 0.51},
-                                                            "random_init_noise": {"image": 0.94, "text": 0.41}}})
+                                                            "random_init_noise": {"image": 0.94, "text": 0.41}}},
+              interval=mm.bootstrap(batched_cone(emb)))
 
 
 @pytest.mark.mm(CONE_LAYER)
@@ -58,9 +61,14 @@ def test_cone_layer(mm, modality, layer):
     mm.require_modality(modality)
     mm.require_n(2)
     series = _series(mm, modality)
+    def interval(k):  # the cone of the states the value was measured on (the patch mean where CLS is constant)
+        pooling = series["pooling"][k]
+        states = mm.acts.pooled if pooling == "pooled token" else mm.acts.mean_tokens
+        return mm.bootstrap(batched_cone(states[modality][k])) if not pooling.startswith("not computed") else None
     mm.report_layers(mm.layers(modality, layer), lambda k: series["values"][k], lambda k: {
         "mean_tokens": series["mean_tokens"][k], "pooling": series["pooling"][k],
-        "controls": {name: curve[k] for name, curve in series["controls"].items() if k < len(curve)}})
+        "controls": {name: curve[k] for name, curve in series["controls"].items() if k < len(curve)}},
+        interval=interval)
 
 
 @pytest.mark.mm(CONE_NARROWING)

@@ -9,6 +9,7 @@ from mmdiag import CheckSpec, PlotSpec, Threshold
 from mmdiag.analyses.geometry import embedding_2d
 from mmdiag.metrics.gap import gap_l2i, gap_norm, modality_separability, relative_modality_gap
 from mmdiag.metrics.shift import shift_curve
+from mmdiag.uncertainty import batched_gap_l2i, batched_gap_norm, per_resample
 
 PAPER = {"clip_vit_b32_coco": 0.82, "random_init": 1.1891, "contrastive_trained": 1.2991}
 LIANG = "Liang et al. 2022, Mind the Gap, arXiv:2203.02053"
@@ -39,13 +40,14 @@ GAP_RMG = CheckSpec(
 GAP_SEPARABILITY = CheckSpec(
     "gap.separability", title="Linear separability of the modalities", higher_is_better=False, **_MAP,
     meaning="5-fold cross-validated accuracy of a logistic regression telling image from text embeddings",
-    healthy="1.0 for every CLIP-style model with a gap; 0.5 = indistinguishable modalities", source=LIANG)
+    healthy="1.0 for every CLIP-style model with a gap; 0.5 = indistinguishable modalities", source=LIANG,
+    uncertainty="none")
 GAP_SHIFT_OPTIMUM = CheckSpec(
     "gap.shift_optimum", title="Loss-minimising gap shift λ", higher_is_better=None, pairs=True,
     series=("embedding_2d", "gap.shift"), plots=(EMBEDDING_PLOT, SHIFT_PLOT),
     meaning="the shift λ along the gap that minimises the symmetric InfoNCE loss at the model's temperature",
     healthy="near 0: the model's own gap is where its contrastive loss is lowest (Liang et al. §4.2)",
-    source=LIANG)
+    source=LIANG, uncertainty="none")
 
 
 def _pair(mm):
@@ -61,19 +63,21 @@ def test_gap_norm(mm):
     for name, acts in mm.controls().items():
         if acts is not None and {"image", "text"} <= set(acts.embeds):
             controls[name] = gap_norm(acts.embeds["image"], acts.embeds["text"])
-    mm.report(gap_norm(img, txt), details={"controls": controls, "paper": PAPER})
+    mm.report(gap_norm(img, txt), details={"controls": controls, "paper": PAPER},
+              interval=mm.bootstrap(batched_gap_norm(img, txt)))
 
 
 @pytest.mark.mm(GAP_L2I)
 def test_gap_l2i(mm):
     img, txt = _pair(mm)
-    mm.report(gap_l2i(img, txt))
+    mm.report(gap_l2i(img, txt), interval=mm.bootstrap(batched_gap_l2i(img, txt)))
 
 
 @pytest.mark.mm(GAP_RMG)
 def test_gap_rmg(mm):
     img, txt = _pair(mm)
-    mm.report(relative_modality_gap(img, txt))
+    mm.report(relative_modality_gap(img, txt),
+              interval=mm.bootstrap(per_resample(relative_modality_gap, img, txt), expensive=True))
 
 
 @pytest.mark.mm(GAP_SEPARABILITY)

@@ -7,6 +7,8 @@ import pytest
 from mmdiag import CheckSpec
 from mmdiag.metrics.geometry import alignment, linear_cka, mutual_knn, rankme, uniformity
 from mmdiag.metrics.isotropy import isotropy
+from mmdiag.uncertainty import (batched_alignment, batched_isotropy, batched_linear_cka, batched_rankme,
+                                batched_uniformity, per_resample)
 
 MKNN_K = 10
 
@@ -42,13 +44,13 @@ ISOTROPY = CheckSpec(
 @pytest.mark.mm(ALIGNMENT)
 def test_alignment(mm):
     img, txt = mm.require_embeddings("image", "text")
-    mm.report(alignment(img, txt, alpha=2), details={"alpha": 2})
+    mm.report(alignment(img, txt, alpha=2), details={"alpha": 2}, interval=mm.bootstrap(batched_alignment(img, txt)))
 
 
 @pytest.mark.mm(UNIFORMITY)
 def test_uniformity(mm, modality):
     (emb,) = mm.require_embeddings(modality)
-    mm.report(uniformity(emb, t=2), details={"t": 2})
+    mm.report(uniformity(emb, t=2), details={"t": 2}, interval=mm.bootstrap(batched_uniformity(emb, t=2)))
 
 
 @pytest.mark.mm(RANKME)
@@ -57,23 +59,27 @@ def test_rankme(mm, modality, layer):
     mm.require_n(2)
     pooled = mm.acts.pooled[modality]
     mm.report_layers(mm.layers(modality, layer), lambda k: rankme(pooled[k]),
-                     lambda k: {"max": int(min(pooled[k].shape))})
+                     lambda k: {"max": int(min(pooled[k].shape))},
+                     interval=lambda k: mm.bootstrap(batched_rankme(pooled[k]), expensive=True,
+                                                     params=mm.layer_params(k)))
 
 
 @pytest.mark.mm(CKA)
 def test_cka(mm):
     img, txt = mm.require_embeddings("image", "text")
-    mm.report(linear_cka(img, txt))
+    mm.report(linear_cka(img, txt), interval=mm.bootstrap(batched_linear_cka(img, txt)))
 
 
 @pytest.mark.mm(MKNN)
 def test_mknn(mm):
     img, txt = mm.require_embeddings("image", "text")
     mm.require_n(MKNN_K + 1)
-    mm.report(mutual_knn(img, txt, k=MKNN_K), details={"k": MKNN_K, "chance": MKNN_K / (mm.acts.n - 1)})
+    mm.report(mutual_knn(img, txt, k=MKNN_K), details={"k": MKNN_K, "chance": MKNN_K / (mm.acts.n - 1)},
+              interval=mm.bootstrap(per_resample(lambda a, b: mutual_knn(a, b, k=MKNN_K), img, txt), expensive=True))
 
 
 @pytest.mark.mm(ISOTROPY)
 def test_isotropy(mm, modality):
     (emb,) = mm.require_embeddings(modality)
-    mm.report(isotropy(emb), details={"normalized": True, "directions": "± eigenvectors of XᵀX"})
+    mm.report(isotropy(emb), details={"normalized": True, "directions": "± eigenvectors of XᵀX"},
+              interval=mm.bootstrap(batched_isotropy(emb), expensive=True))

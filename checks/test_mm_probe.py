@@ -173,7 +173,7 @@ def test_probe_scene_vs_raw(mm):
 @pytest.mark.mm(IMAGE_EFFECT)
 def test_probe_image_effect(mm):
     """Sub-RQ1.1 of Milewski et al.: text DSpr with the image minus with the image masked out."""
-    if not getattr(mm.adapter, "joint_attention", False):
+    if not mm.adapter_member("joint_attention"):
         mm.skip("probe.image_effect applies to single-stream and decoder models, whose text states can see the "
                 f"image; the text tower of this {mm.adapter.family} model never sees it")
     scores = _scores(mm, "text")

@@ -17,7 +17,11 @@ import pytest
 
 from mmdiag.checkspec import CheckSpec
 from mmdiag.errors import SpecError
-from mmdiag.thresholds import Result, Threshold, evaluate
+from mmdiag.models.base import optional
+from mmdiag.thresholds import Result, Threshold, judge
+from mmdiag.uncertainty.bootstrap import BatchedStatistic, bootstrap
+from mmdiag.uncertainty.interval import Interval
+from mmdiag.uncertainty.regression import samples_to_decide
 
 
 class MMDiagWarning(UserWarning):
@@ -104,6 +108,11 @@ class CheckContext:
         from mmdiag.record import record
 
         return record(adapter, samples, self._session.config.batch_size, words=words)
+
+    def adapter_member(self, name: str) -> Any:
+        """An optional member of the model's adapter (e.g. ``joint_attention``), or the default the
+        :class:`~mmdiag.Adapter` protocol declares for it."""
+        return optional(self.adapter, name)
 
     def selected(self, check: str) -> bool:
         """Whether ``check`` is among this run's selected checks (to skip work no check will read)."""
@@ -192,40 +201,81 @@ class CheckContext:
         pytest.skip(reason)
 
     # -- reporting -------------------------------------------------------------------------------------------
-    def report(self, value: Optional[float], details: Optional[dict] = None, message: str = "") -> Result:
-        """Record this check's ``value``; fail the test or warn when its threshold is breached."""
-        result = self._result(value, details, message, dict(self.params))
+    def bootstrap(self, statistic: BatchedStatistic, expensive: bool = False,
+                  params: Optional[dict] = None) -> Optional[Interval]:
+        """The bootstrap interval and standard error of ``statistic`` over the run's samples.
+
+        ``--mm-bootstrap`` resamples (0: None), seeded by ``--mm-seed``, on the statistic's device
+        (:mod:`mmdiag.uncertainty` builds the statistics of the built-in metrics). An ``expensive``
+        statistic (one SVD or more per resample) is only bootstrapped where a threshold or a baseline
+        comparison will judge it, for these ``params`` (default: this check's).
+        """
+        boot = self._session.config.bootstrap
+        if boot <= 0 or statistic.n < 2:
+            return None
+        params = self.params if params is None else params
+        if expensive and self.threshold(self.check, params) is None and not self._compared(params):
+            return None
+        return bootstrap(statistic, statistic.n, boot, self._session.config.seed, device=statistic.device)
+
+    def _compared(self, params: dict) -> bool:
+        comparison = self._session.comparison
+        return comparison is not None and comparison.covers(self.check, params)
+
+    def report(self, value: Optional[float], details: Optional[dict] = None, message: str = "",
+               interval: Optional[Interval] = None) -> Result:
+        """Record this check's ``value`` (with its :meth:`bootstrap` ``interval``, if any); fail the test or
+        warn when its threshold is breached (with ``--mm-gate=ci``: when the whole interval is past it)."""
+        result = self._result(value, details, message, dict(self.params), interval)
         self._conclude()
         return result
 
     def report_layers(self, layers: Iterable[int], value: Callable[[int], Optional[float]],
-                      details: Optional[Callable[[int], dict]] = None) -> list[Result]:
+                      details: Optional[Callable[[int], dict]] = None,
+                      interval: Optional[Callable[[int], Optional[Interval]]] = None) -> list[Result]:
         """Record one value per layer (``params`` gain ``layer``), then fail if any of them failed.
 
-        ``value(k)`` and ``details(k)`` are called per layer ``k``; a skip raised in them
-        keeps the layers reported before it.
+        ``value(k)``, ``details(k)`` and ``interval(k)`` are called per layer ``k``; a skip raised in
+        them keeps the layers reported before it.
         """
         results = []
         for k in layers:
-            params = {**{p: v for p, v in self.params.items() if p != "layer"}, "layer": k}
-            results.append(self._result(value(k), details(k) if details else None, "", params))
+            params = self.layer_params(k)
+            found = value(k)
+            results.append(self._result(found, details(k) if details else None, "", params,
+                                        interval(k) if interval and found is not None else None))
         self._conclude()
         return results
 
-    def _result(self, value: Optional[float], details: Optional[dict], message: str, params: dict) -> Result:
+    def layer_params(self, k: int) -> dict:
+        """This check's params for layer ``k`` (what :meth:`report_layers` records)."""
+        return {**{p: v for p, v in self.params.items() if p != "layer"}, "layer": k}
+
+    def _result(self, value: Optional[float], details: Optional[dict], message: str, params: dict,
+                interval: Optional[Interval] = None) -> Result:
         threshold = self.threshold(self.check, params)
         value = None if value is None else float(value)
-        status = evaluate(value, threshold)
+        use_interval = interval is not None and interval.defined and self._session.config.gate == "ci"
+        status, inconclusive = judge(value, threshold, interval.low if use_interval else None,
+                                     interval.high if use_interval else None)
         if value is not None and not math.isfinite(value):
             message = message or (f"{self.check} is not finite ({value}); non-finite activations at: "
                                   f"{self._nonfinite_layers()}. The model overflowed or is degenerate: try "
                                   "--mm-dtype=fp32 (or bf16 instead of fp16)")
+        elif inconclusive:
+            needed = samples_to_decide(value, interval.se, self.acts.n, threshold.value)
+            decide = f"; about {needed} samples would decide it" if needed else ""
+            message = message or (f"inconclusive: {self.check}={value:.4g} breaches {threshold.describe()} but its "
+                                  f"95% interval [{interval.low:.4g}, {interval.high:.4g}] straddles it (n="
+                                  f"{self.acts.n}){decide}")
         elif status in ("fail", "warn"):
             message = message or f"{self.check}={value:.4g} breaches {threshold.describe()}"
         result = Result(self.check, params, value, status, threshold, details or {}, message, self.nodeid)
+        if interval is not None:
+            result.ci, result.se = interval.to_json(), interval.se
         comparison = self._session.comparison
         if comparison is not None:
-            result.baseline, regression = comparison.compare(self.check, params, value, threshold)
+            result.baseline, regression = comparison.compare(self.check, params, value, threshold, result.se)
             if regression is not None:
                 result.status = "fail"
                 result.message = "; ".join(m for m in (result.message if status != "pass" else "", regression) if m)

@@ -19,25 +19,34 @@ from mmdiag.checkspec import CheckSpec
 from mmdiag.report.jsonio import read_json
 from mmdiag.schema import SCHEMA
 from mmdiag.thresholds import Threshold, param_id
+from mmdiag.uncertainty.regression import regression_p_value, tolerance_for
 
 _RULE = re.compile(r"^\s*(?P<check>\*|[a-z_]+\.[a-z_0-9]+)(?:\[(?P<params>[^\]]+)\])?\s*:\s*"
-                   r"(?P<amount>[0-9]*\.?[0-9]+)\s*(?P<pct>%)?\s*$")
-RULE_SYNTAX = ("CHECK[PARAMS]:TOL where TOL is a percentage of the baseline (5%) or an absolute change (0.02); "
-               "CHECK may be *, PARAMS a parametrisation such as image-L11")
+                   r"(?:(?P<auto>auto)|(?P<amount>[0-9]*\.?[0-9]+)\s*(?P<pct>%)?)\s*$")
+RULE_SYNTAX = ("CHECK:TOL or CHECK[PARAMS]:TOL, where TOL is a percentage of the baseline (5%), an absolute change "
+               "(0.02) or auto; CHECK may be *, PARAMS a parametrisation such as image-L11; or auto alone")
+#: the family-wise false-alarm rate of --mm-compare-fail=auto over all the results a run compares
+ALPHA = 0.05
 
 
 @dataclass(frozen=True)
 class Rule:
-    """``--mm-compare-fail`` rule: the allowed worsening of a check (or one parametrisation of it)."""
+    """``--mm-compare-fail`` rule: the allowed worsening of a check (or one parametrisation of it).
+
+    ``auto``: the check's own direction and tolerance (its spec), and a change counts only when it
+    is distinguishable from both runs' sampling noise (see :meth:`Comparison.compare`).
+    """
 
     check: str
     amount: float
     relative: bool
     params: Optional[str] = None
     text: str = ""
+    auto: bool = False
 
     def tolerance(self, baseline: float) -> float:
-        return self.amount / 100 * abs(baseline) if self.relative else self.amount
+        """The allowed worsening; a relative one has an absolute floor so a near-zero baseline allows rounding."""
+        return tolerance_for(baseline, f"{self.amount}%" if self.relative else f"{self.amount}")
 
     def applies(self, check: str, params: Mapping[str, object]) -> bool:
         if self.check not in ("*", check):
@@ -46,10 +55,14 @@ class Rule:
 
 
 def parse_rule(text: str) -> Rule:
+    if text.strip() == "auto":
+        return Rule("*", 0.0, False, None, "auto", auto=True)
     match = _RULE.match(text)
     if not match:
         raise SpecError(f"--mm-compare-fail={text!r}: expected {RULE_SYNTAX}")
     params = match["params"].strip() if match["params"] else None
+    if match["auto"]:
+        return Rule(match["check"], 0.0, False, params, text.strip(), auto=True)
     return Rule(match["check"], float(match["amount"]), bool(match["pct"]), params, text.strip())
 
 
@@ -150,8 +163,13 @@ class Comparison:
                 return ranked[-1]
         return None
 
+    def covers(self, check: str, params: Mapping[str, object]) -> bool:
+        """Whether a rule will judge this result against a baseline value."""
+        base = self.baseline.get(result_key(check, params))
+        return base is not None and base.get("value") is not None and self.rule_for(check, params) is not None
+
     def compare(self, check: str, params: Mapping[str, object], value: Optional[float],
-                threshold: Optional[Threshold]) -> tuple[Optional[dict], Optional[str]]:
+                threshold: Optional[Threshold], se: Optional[float] = None) -> tuple[Optional[dict], Optional[str]]:
         """(baseline info for the JSON, a regression message or None)."""
         base = self.baseline.get(result_key(check, params))
         if base is None or value is None or base.get("value") is None:
@@ -159,14 +177,51 @@ class Comparison:
         self.matched += 1
         base_value = float(base["value"])
         delta = value - base_value
-        info = {"value": base_value, "delta": delta}
+        info = {"value": base_value, "delta": delta, "se": base.get("se")}
         rule = self.rule_for(check, params)
         if rule is None or not math.isfinite(delta):
             return info, None
-        worse = worse_by(self.spec_of(check), delta, threshold)
+        spec = self.spec_of(check)
+        if rule.auto:
+            return info, self._noise_aware(check, params, value, se, base_value, base.get("se"), spec, threshold, info)
+        worse = worse_by(spec, delta, threshold)
         tolerance = rule.tolerance(base_value)
         if worse > tolerance:
             amount = f"{rule.amount:g}%" if rule.relative else f"{rule.amount:g}"
             return info, (f"{check} regressed vs baseline: {value:.4g} (baseline {base_value:.4g}, "
                           f"change {delta:+.4g}) exceeds the allowed {amount}")
         return info, None
+
+    @property
+    def compared(self) -> int:
+        """m, the number of baseline values a run can compare: the Bonferroni divisor of :data:`ALPHA`."""
+        return max(1, sum(1 for r in self.baseline.values() if r.get("value") is not None))
+
+    def _noise_aware(self, check: str, params: Mapping[str, object], value: float, se: Optional[float],
+                     base: float, base_se: Optional[float], spec: Optional[CheckSpec],
+                     threshold: Optional[Threshold], info: dict) -> Optional[str]:
+        """``auto``: worse by more than the spec's tolerance, beyond both runs' noise, at ALPHA / m.
+
+        One-sided z test of H0 "worse by at most τ" with s² = se² + se_base² (two-sided "changed
+        by at most τ" for a check whose direction is "any change"); Bonferroni over the m results
+        the run compares keeps the whole run's false-alarm rate at or below ALPHA. (Holm's step-down
+        would need every p-value first; each check is decided as it runs, so its first step is used.)
+        """
+        direction = spec.worse_direction if spec is not None else 0
+        if spec is None and threshold is not None:
+            direction = +1 if threshold.op in ("<", "<=") else -1
+        tolerance = tolerance_for(base, spec.tolerance if spec is not None else "5%")
+        if se is None and base_se is None:
+            # no sampling uncertainty on either side (probe fits, attention shares, CV accuracies): noise
+            # cannot be told from a change, so auto leaves it to an explicit rule (CHECK:TOL)
+            info.update({"tolerance": tolerance, "not_gated": "no uncertainty estimate; name it in a CHECK:TOL rule"})
+            return None
+        p = regression_p_value(value, se, base, base_se, tolerance, direction)
+        alpha = ALPHA / self.compared
+        info.update({"p_value": p, "tolerance": tolerance, "alpha": alpha})
+        if not (p < alpha):
+            return None
+        verb = "changed" if direction == 0 else "regressed"
+        noise = " ± ".join(f"{x:.2g}" for x in (se, base_se) if x is not None) or "no se"
+        return (f"{check} {verb} vs baseline: {value:.4g} (baseline {base:.4g}, change {value - base:+.4g}, "
+                f"allowed {tolerance:.3g}, noise {noise}; p = {p:.2g} < {ALPHA:g}/{self.compared})")
