@@ -14,7 +14,7 @@ import pytest
 
 from mmdiag.checkspec import marker_spec
 from mmdiag.errors import SpecError
-from mmdiag.models.base import IMAGE, MODALITIES, TEXT
+from mmdiag.models.base import IMAGE, MODALITIES, TEXT, optional
 from mmdiag.registry import builtin_checks_dir
 
 DIRECTIONS = ("text->image", "text->text", "image->text", "image->image")
@@ -83,7 +83,7 @@ def parametrize(metafunc: Any, session: Any) -> None:
     layout = dict(adapter.layer_counts()) if adapter is not None else None
     modalities = tuple(getattr(adapter, "modalities", MODALITIES)) if adapter is not None else MODALITIES
     modalities = tuple(m for m in MODALITIES if m in modalities) or modalities
-    joint = getattr(adapter, "joint_attention", False) or (spec.cross_ok and hasattr(adapter, "extractor"))
+    joint = optional(adapter, "joint_attention") or (spec.cross_ok and optional(adapter, "extractor") is not None)
     if spec.needs_joint and adapter is not None and not joint:
         layout = None  # dual encoders: one (skipping) item instead of one per layer
     names, values, ids = expand(over, layout, modalities, blocks=spec.blocks)

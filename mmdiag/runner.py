@@ -13,6 +13,7 @@ from mmdiag.atomic import atomic_write_text
 from mmdiag.collect import mm_model_is_builtin
 from mmdiag.checkspec import CheckSpec, marker_spec
 from mmdiag.errors import MMDiagError, SpecError
+from mmdiag.models.base import optional
 from mmdiag.options import from_pytest
 from mmdiag.registry import builtin_checks_dir
 from mmdiag.report.document import build_document
@@ -290,7 +291,7 @@ def terminal_summary(reporter: Any, session: Optional[MMSession]) -> None:
     from mmdiag.report.terminal import render
 
     writer = reporter._tw
-    doc_model = session.config.model or getattr(getattr(session.adapter, "info", None), "spec", None) or "user model"
+    doc_model = session.config.model or getattr(optional(session.adapter, "info"), "spec", None) or "user model"
     title = f"mmdiag · {doc_model} · data {session.config.data} (n={len(session.samples or [])})"
     comparison = session.comparison
     reporter.write_sep("=", "mmdiag summary")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
+from mmdiag.models.base import optional
 from mmdiag.options import RunConfig
 from mmdiag.record import Activations, record
 from mmdiag.registry import CheckRegistry
@@ -81,7 +82,7 @@ class MMSession:
             self.adapter = load_adapter(self.config.model, self.config.device, self.config.dtype, self.config.seed,
                                         self.config.device_map)
             if self.config.region_features is not None:
-                if not hasattr(self.adapter, "extractor"):
+                if optional(self.adapter, "extractor") is None:
                     from mmdiag.errors import SpecError
 
                     raise SpecError(f"--mm-region-features applies to region-feature models (LXMERT, VisualBERT); "
@@ -101,7 +102,7 @@ class MMSession:
         if self.samples is None:
             from mmdiag.data.load import load_samples
 
-            tok = getattr(adapter, "tokenizer", None)
+            tok = optional(adapter, "tokenizer")
             vocab = len(tok) if tok is not None else 1000
             special = getattr(tok, "all_special_ids", []) if tok is not None else []
             self.samples = load_samples(self.config.data, self.config.samples, self.config.seed, vocab, special)
@@ -165,15 +166,14 @@ class MMSession:
 
     def _cached(self, adapter: Any, samples: list, flags: dict, compute: Any) -> Activations:
         """``compute()`` through the activation cache when the model has a fingerprint."""
-        fingerprint = getattr(getattr(adapter, "info", None), "fingerprint", None) or getattr(adapter, "fingerprint",
-                                                                                                None)
+        fingerprint = getattr(optional(adapter, "info"), "fingerprint", None) or optional(adapter, "fingerprint")
         directory = self.config.cache_dir
         if directory is None or not fingerprint:
             return compute()
         from mmdiag import __version__, cache
         from mmdiag.data.load import data_fingerprint
 
-        device = getattr(adapter, "device", None)
+        device = optional(adapter, "device")
         key = cache.cache_key({"model": fingerprint, "data": data_fingerprint(samples), "spec": self.config.data,
                                "n": len(samples), "seed": self.config.seed, "batch": self.config.batch_size,
                                "dtype": self.config.dtype, "device": str(getattr(device, "type", device)),
@@ -211,7 +211,7 @@ class MMSession:
             else:
                 from mmdiag.data.noise import make_noise
 
-                tok = getattr(adapter, "tokenizer", None)
+                tok = optional(adapter, "tokenizer")
                 control_adapter = adapter
                 samples = make_noise(len(self.load_data(adapter)), self.config.seed, len(tok) if tok else 1000,
                                      getattr(tok, "all_special_ids", []) if tok else [])

@@ -1,4 +1,4 @@
-"""The token groups of an attention stream (``Trace.groups``), declared once for the adapters that write them
+"""The token groups of an attention stream (``AttentionStream.groups``), declared once for the adapters that write them
 and the attention metrics that read them.
 
 Padding is neither query nor key; special tokens are CLS/BOS/SEP/EOS...; text is the caption's sub-words; image

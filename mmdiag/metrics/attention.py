@@ -14,7 +14,7 @@ tokens of group ``b``, averaged over the valid queries of group ``a``.
 
 Conventions (all documented choices):
 
-* Token groups are the ints of ``Trace.groups`` (``GROUP_*`` in
+* Token groups are the ints of ``AttentionStream.groups`` (``GROUP_*`` in
   :mod:`mmdiag.models.base`): ``PAD = -1`` (neither query nor key), ``SPECIAL = 0``
   (CLS/BOS/SEP/EOS...), ``TEXT = 1``, ``IMAGE = 2``.
 * Each row is renormalised over the non-PAD keys (a padded softmax already puts

@@ -12,12 +12,13 @@ from typing import Any
 
 from mmdiag.analyses.geometry import hidden_maps
 from mmdiag.data.load import data_fingerprint
+from mmdiag.models.base import optional
 from mmdiag.schema import SCHEMA
 
 
 def _model_block(session: Any) -> dict:
     adapter = session.adapter
-    info = getattr(adapter, "info", None)
+    info = optional(adapter, "info")
     model = {"spec": session.config.model or getattr(info, "spec", None) or type(adapter).__name__,
              "family": getattr(adapter, "family", None),
              "n_params": getattr(info, "n_params", None),
@@ -59,7 +60,7 @@ def _run_block(session: Any, acts: Any) -> dict:
     batch = acts.batch_size if acts is not None and cfg.batch_size <= 0 else cfg.batch_size
     return {"mmdiag": mmdiag.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "seed": cfg.seed,
-            "device": str(getattr(session.adapter, "device", cfg.device)), "dtype": cfg.dtype,
+            "device": str(optional(session.adapter, "device") or cfg.device), "dtype": cfg.dtype,
             "batch_size": batch, "started": session.started, "timings": timings}
 
 

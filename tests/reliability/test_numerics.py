@@ -42,9 +42,9 @@ def test_nonfinite_layer_fails_its_checks_and_spares_the_rest(pytester, rel, bad
         assert broken["status"] in ("fail", "error") and broken["value"] is None
         assert NONFINITE.search(broken["message"]), broken["message"]
     for layer in (0, 2, 3, 4):
-        assert results[("geometry.rankme", "image", layer)]["status"] == "pass"
+        assert results[("geometry.rankme", "image", layer)]["status"] == "info"  # reported, not gated
     for layer in range(5):
-        assert results[("geometry.rankme", "text", layer)]["status"] == "pass"
+        assert results[("geometry.rankme", "text", layer)]["status"] == "info"
         assert results[("cone.layer", "text", layer)]["value"] is not None
     assert results[("gap.norm", None, None)]["value"] is not None  # the final embeddings are finite
     assert not [r for r in doc["results"] if r["status"] == "pass" and r["value"] is None]

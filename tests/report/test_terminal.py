@@ -22,7 +22,7 @@ def test_plain_table_is_exact():
         "├────────────┼───────────┼───────┼────────────────┼────────┤\n"
         "│ gap.norm   │           │  0.82 │ <= 1.19 (warn) │ pass   │\n"
         "└────────────┴───────────┴───────┴────────────────┴────────┘\n"
-        "1 pass, 1 skip, 1 warn\n"
+        "No failures; 1 of 2 gated results warn; 1 skipped.  (1 warn, 1 pass, 1 skip)\n"
     )
     assert "\x1b[" not in text
 
