@@ -39,7 +39,7 @@ def test_bench_tiny_writes_figures(tmp_path, capsys):
     assert fig["suite_load_s"] + fig["mm_forward_s"] + sum(fig["checks_s"].values()) < fig["suite_s"]
     assert all(0 <= pct <= 100 for pct in fig["checks_pct"].values())
     assert fig["suite_exit_code"] in (0, 1)  # 1: a check failed (tiny random models do), the bench still reports
-    assert fig["statuses"] and set(fig["statuses"]) <= {"pass", "warn", "fail", "skip", "error"}
+    assert fig["statuses"] and set(fig["statuses"]) <= {"pass", "warn", "fail", "info", "skip", "error"}
     # memory: MB of a Python process with torch loaded (well above 50 MB, well below 1 TB)
     for key in ("peak_rss_mb", "suite_peak_rss_mb", "floor_peak_rss_mb"):
         assert 50 < fig[key] < 1e6, (key, fig[key])

@@ -125,7 +125,7 @@ def test_vision_tower_is_the_frozen_zoo_clip_encoder(trained):
 def _text_to_image(adapter, samples):
     acts = record(adapter, samples, batch_size=16, attentions=True)
     a, b = direction_index("text->image")
-    return np.asarray(acts.attention["joint"]["share_mean"])[:, a, b]
+    return np.asarray(acts.attention["joint"].share_mean)[:, a, b]
 
 
 def test_text_to_image_share_differs_from_random_init(trained, control, held_out):
