@@ -50,7 +50,7 @@ def test_alignment(mm):
 @pytest.mark.mm(UNIFORMITY)
 def test_uniformity(mm, modality):
     (emb,) = mm.require_embeddings(modality)
-    mm.report(uniformity(emb, t=2), details={"t": 2}, interval=mm.bootstrap(batched_uniformity(emb, t=2)))
+    mm.report(uniformity(emb, t=2), details={"t": 2}, interval=mm.bootstrap(batched_uniformity(emb, t=2), biased=True))
 
 
 @pytest.mark.mm(RANKME)
@@ -61,13 +61,13 @@ def test_rankme(mm, modality, layer):
     mm.report_layers(mm.layers(modality, layer), lambda k: rankme(pooled[k]),
                      lambda k: {"max": int(min(pooled[k].shape))},
                      interval=lambda k: mm.bootstrap(batched_rankme(pooled[k]), expensive=True,
-                                                     params=mm.layer_params(k)))
+                                                     params=mm.layer_params(k), biased=True))
 
 
 @pytest.mark.mm(CKA)
 def test_cka(mm):
     img, txt = mm.require_embeddings("image", "text")
-    mm.report(linear_cka(img, txt), interval=mm.bootstrap(batched_linear_cka(img, txt)))
+    mm.report(linear_cka(img, txt), interval=mm.bootstrap(batched_linear_cka(img, txt), biased=True))
 
 
 @pytest.mark.mm(MKNN)
@@ -75,11 +75,12 @@ def test_mknn(mm):
     img, txt = mm.require_embeddings("image", "text")
     mm.require_n(MKNN_K + 1)
     mm.report(mutual_knn(img, txt, k=MKNN_K), details={"k": MKNN_K, "chance": MKNN_K / (mm.acts.n - 1)},
-              interval=mm.bootstrap(per_resample(lambda a, b: mutual_knn(a, b, k=MKNN_K), img, txt), expensive=True))
+              interval=mm.bootstrap(per_resample(lambda a, b: mutual_knn(a, b, k=MKNN_K), img, txt),
+                                    expensive=True, biased=True))
 
 
 @pytest.mark.mm(ISOTROPY)
 def test_isotropy(mm, modality):
     (emb,) = mm.require_embeddings(modality)
     mm.report(isotropy(emb), details={"normalized": True, "directions": "± eigenvectors of XᵀX"},
-              interval=mm.bootstrap(batched_isotropy(emb), expensive=True))
+              interval=mm.bootstrap(batched_isotropy(emb), expensive=True, biased=True))

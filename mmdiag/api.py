@@ -202,13 +202,16 @@ class CheckContext:
 
     # -- reporting -------------------------------------------------------------------------------------------
     def bootstrap(self, statistic: BatchedStatistic, expensive: bool = False,
-                  params: Optional[dict] = None) -> Optional[Interval]:
+                  params: Optional[dict] = None, biased: bool = False) -> Optional[Interval]:
         """The bootstrap interval and standard error of ``statistic`` over the run's samples.
 
         ``--mm-bootstrap`` resamples (0: None), seeded by ``--mm-seed``, on the statistic's device
         (:mod:`mmdiag.uncertainty` builds the statistics of the built-in metrics). An ``expensive``
         statistic (one SVD or more per resample) is only bootstrapped where a threshold or a baseline
-        comparison will judge it, for these ``params`` (default: this check's).
+        comparison will judge it, for these ``params`` (default: this check's). ``biased``: resampling
+        shifts the statistic (rows repeated in a resample count as extra mass: spectra, pairwise and
+        neighbour statistics), so the interval is the value ± z·se rather than the percentile interval,
+        which can miss the value.
         """
         boot = self._session.config.bootstrap
         if boot <= 0 or statistic.n < 2:
@@ -216,7 +219,8 @@ class CheckContext:
         params = self.params if params is None else params
         if expensive and self.threshold(self.check, params) is None and not self._compared(params):
             return None
-        return bootstrap(statistic, statistic.n, boot, self._session.config.seed, device=statistic.device)
+        found = bootstrap(statistic, statistic.n, boot, self._session.config.seed, device=statistic.device)
+        return found.centred(statistic.point()) if biased and found is not None else found
 
     def _compared(self, params: dict) -> bool:
         comparison = self._session.comparison

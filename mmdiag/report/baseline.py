@@ -211,6 +211,12 @@ class Comparison:
         if spec is None and threshold is not None:
             direction = +1 if threshold.op in ("<", "<=") else -1
         tolerance = tolerance_for(base, spec.tolerance if spec is not None else "5%")
+        if spec is not None and spec.uncertainty != "samples" and (se is not None or base_se is not None):
+            # e.g. probe scores: their interval covers sentence sampling, not the probe's training, which also
+            # moves between runs; auto cannot tell that from a change
+            info.update({"tolerance": tolerance, "not_gated": f"its interval covers {spec.uncertainty} only; "
+                                                             "name it in a CHECK:TOL rule"})
+            return None
         if se is None and base_se is None:
             # no sampling uncertainty on either side (probe fits, attention shares, CV accuracies): noise
             # cannot be told from a change, so auto leaves it to an explicit rule (CHECK:TOL)

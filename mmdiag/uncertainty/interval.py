@@ -60,6 +60,20 @@ class Interval:
     method: str = "bootstrap"
     resamples: int = 0
 
+    def centred(self, value: float) -> "Interval":
+        """The normal-approximation interval ``value ± z·se`` with this interval's se (``bootstrap-normal``).
+
+        For statistics that resampling biases (a resample repeats rows, which a spectrum or a pairwise
+        statistic counts as extra mass), the percentile interval can sit beside the value; the bootstrap se
+        still measures the spread, so the interval is centred on the value itself.
+        """
+        from scipy.special import ndtri
+
+        if not (math.isfinite(value) and math.isfinite(self.se)):
+            return Interval(math.nan, math.nan, self.se, self.level, "bootstrap-normal", self.resamples)
+        half = float(ndtri((1 + self.level) / 2)) * self.se
+        return Interval(value - half, value + half, self.se, self.level, "bootstrap-normal", self.resamples)
+
     def __post_init__(self) -> None:
         if not 0.0 < float(self.level) < 1.0:
             raise ValueError(f"Interval: level must be in (0, 1), got {self.level}")
