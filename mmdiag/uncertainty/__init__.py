@@ -16,8 +16,8 @@ from mmdiag.uncertainty.batched import (NOT_RESAMPLED, batched_alignment, batche
 from mmdiag.uncertainty.batched_spectral import batched_isotropy, batched_linear_cka, batched_rankme
 from mmdiag.uncertainty.bootstrap import (BatchedStatistic, bootstrap, bootstrap_replicates, interval_from_replicates,
                                           resample_indices)
-from mmdiag.uncertainty.grouped import (bootstrap_grouped, bootstrap_ratio, dspr_items, nspr_items,
-                                        root_accuracy_items, uuas_items)
+from mmdiag.uncertainty.grouped import (bootstrap_grouped, bootstrap_grouped_difference, bootstrap_grouped_layers,
+                                        bootstrap_ratio, dspr_items, nspr_items, root_accuracy_items, uuas_items)
 from mmdiag.uncertainty.interval import Interval
 from mmdiag.uncertainty.regression import (Comparand, Verdict, benjamini_hochberg, holm, judge,
                                            regression_p_value, samples_to_decide, tolerance_for, worse_change)
@@ -26,7 +26,8 @@ __all__ = [
     "Interval", "BatchedStatistic", "resample_indices", "bootstrap", "bootstrap_replicates",
     "interval_from_replicates", "batched_cone", "batched_gap_norm", "batched_gap_l2i", "batched_alignment",
     "batched_uniformity", "batched_rankme", "batched_linear_cka", "batched_isotropy", "per_resample",
-    "NOT_RESAMPLED", "no_interval", "bootstrap_grouped", "bootstrap_ratio", "nspr_items", "dspr_items",
+    "NOT_RESAMPLED", "no_interval", "bootstrap_grouped", "bootstrap_grouped_layers",
+    "bootstrap_grouped_difference", "bootstrap_ratio", "nspr_items", "dspr_items",
     "uuas_items", "root_accuracy_items", "worse_change", "tolerance_for", "regression_p_value", "holm",
     "benjamini_hochberg", "Comparand", "Verdict", "judge", "samples_to_decide",
 ]

@@ -42,9 +42,11 @@ import numpy as np
 import torch
 
 from mmdiag.metrics.probe_recovery import _kept_gold_edges, root_accuracy, uuas
-from mmdiag.metrics.probe_scores import dspr_details, nspr_details
+from mmdiag.metrics.probe_scores import (_dspr_sentence, _nspr_sentence, count_layers, dspr_details, nspr_details,
+                                         stack_layers)
 from mmdiag.metrics.probe_trees import check_heads
-from mmdiag.uncertainty.bootstrap import MEMORY_BUDGET, BatchedStatistic, bootstrap, resample_counts
+from mmdiag.uncertainty.bootstrap import (MEMORY_BUDGET, BatchedStatistic, bootstrap,
+                                          interval_from_replicates, resample_counts, resample_indices)
 from mmdiag.uncertainty.interval import Interval
 
 __all__ = [
@@ -53,9 +55,14 @@ __all__ = [
     "dspr_items",
     "uuas_items",
     "root_accuracy_items",
+    "nspr_items_by_layer",
+    "dspr_items_by_layer",
     "grouped_statistic",
+    "grouped_difference_statistic",
     "ratio_statistic",
     "bootstrap_grouped",
+    "bootstrap_grouped_layers",
+    "bootstrap_grouped_difference",
     "bootstrap_ratio",
 ]
 
@@ -120,6 +127,70 @@ def root_accuracy_items(pred_depths: Sequence[np.ndarray], heads_list: Sequence[
     return ItemScores(np.asarray(hits, dtype=np.float64), totals=np.asarray(totals, dtype=np.float64))
 
 
+def _items_by_layer(preds_by_layer, gold, ndim: int, name: str, sentence_scores) -> ItemScores:
+    L = count_layers(preds_by_layer, gold, name)
+    values = np.full((L, len(gold)), np.nan)
+    for s, g in enumerate(gold):
+        g = np.asarray(g, dtype=np.float64)
+        values[:, s] = sentence_scores(stack_layers(preds_by_layer, s, g.shape, ndim, name), g)
+    return ItemScores(values, np.asarray([np.asarray(g).shape[0] for g in gold], dtype=np.int64))
+
+
+def nspr_items_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]],
+                        gold_depths: Sequence[np.ndarray]) -> ItemScores:
+    """ρ_s of every layer at once: ``values`` (L, S), ``groups`` (S,) the sentence lengths.
+
+    The per-sentence scores of :func:`~mmdiag.metrics.probe_scores.nspr_details_by_layer` (its own
+    sentence function), computed once; row l is :func:`nspr_items` of layer l's predictions.
+    """
+    return _items_by_layer(preds_by_layer, gold_depths, 1, "nspr", _nspr_sentence)
+
+
+def dspr_items_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]],
+                        gold_dist: Sequence[np.ndarray]) -> ItemScores:
+    """r_s of every layer at once (``values`` (L, S)), as :func:`~mmdiag.metrics.probe_scores.dspr_details_by_layer`."""
+    return _items_by_layer(preds_by_layer, gold_dist, 2, "dspr", _dspr_sentence)
+
+
+def _grouped_columns(values: np.ndarray, groups: np.ndarray, min_group: int, max_group: int, name: str):
+    """The batched macro-average of each column of ``values`` (S, C) over the same resampled items.
+
+    Returns ``(fn, n, bytes_per_resample)`` with ``fn(idx (b, m)) -> (b, C)``: column j is the
+    statistic of :func:`grouped_statistic` on ``values[:, j]``, all columns on the same resamples.
+    """
+    if values.ndim != 2 or values.shape[0] != groups.size:
+        raise ValueError(f"{name}: {values.shape[0] if values.ndim == 2 else values.size} scores but "
+                         f"{groups.size} groups")
+    if values.shape[0] == 0:
+        raise ValueError(f"{name} needs at least one item")
+    n, cols = values.shape
+    labels, inverse = np.unique(groups, return_inverse=True)
+    scored = ~np.isnan(values)                                          # (S, C)
+    onehot = np.zeros((n, labels.size))
+    onehot[np.arange(n), inverse] = 1.0
+    # member[s, g, j]: item s is in group g and scored in column j; weighted: times its score
+    member = onehot[:, :, None] * scored[:, None, :]
+    weighted = member * np.where(scored, values, 0.0)[:, None, :]
+    member = torch.from_numpy(member.reshape(n, -1))
+    weighted = torch.from_numpy(weighted.reshape(n, -1))
+    in_range = torch.from_numpy((labels >= min_group) & (labels <= max_group))[None, :, None]
+    shape = (labels.size, cols)
+
+    def fn(idx: torch.Tensor) -> torch.Tensor:
+        c = resample_counts(idx.cpu(), n)
+        count = (c @ member).reshape(-1, *shape)
+        total = (c @ weighted).reshape(-1, *shape)
+        present = count > 0
+        means = total / torch.where(present, count, torch.ones_like(count))
+        used = present & in_range
+        used = torch.where(used.any(dim=1, keepdim=True), used, present)
+        k = used.sum(dim=1)
+        value = (means * used).sum(dim=1) / k.clamp(min=1)
+        return torch.where(k > 0, value, torch.full_like(value, math.nan))
+
+    return fn, n, 8 * (n + 3 * labels.size * cols)
+
+
 def grouped_statistic(scores_by_item: Sequence[float], groups: Sequence[int], min_group: int = 5,
                       max_group: int = 50) -> BatchedStatistic:
     """Batched "mean per group, then mean over groups in [min_group, max_group]" over resampled items.
@@ -134,29 +205,34 @@ def grouped_statistic(scores_by_item: Sequence[float], groups: Sequence[int], mi
     g = np.asarray(groups).reshape(-1)
     if values.shape != g.shape:
         raise ValueError(f"bootstrap_grouped: {values.size} scores but {g.size} groups")
-    if values.size == 0:
-        raise ValueError("bootstrap_grouped needs at least one item")
-    labels, inverse = np.unique(g, return_inverse=True)
-    scored = ~np.isnan(values)
-    onehot = np.zeros((values.size, labels.size))
-    onehot[np.flatnonzero(scored), inverse[scored]] = 1.0
-    member = torch.from_numpy(onehot)
-    weighted = torch.from_numpy(onehot * np.where(scored, values, 0.0)[:, None])
-    in_range = torch.from_numpy((labels >= min_group) & (labels <= max_group))
-    n = values.size
+    fn, n, per = _grouped_columns(values[:, None], g, min_group, max_group, "bootstrap_grouped")
+    return BatchedStatistic(lambda idx: fn(idx)[:, 0], n, torch.device("cpu"), per, "grouped_mean")
 
-    def fn(idx: torch.Tensor) -> torch.Tensor:
-        c = resample_counts(idx.cpu(), n)
-        count, total = c @ member, c @ weighted
-        present = count > 0
-        means = total / torch.where(present, count, torch.ones_like(count))
-        used = present & in_range
-        used = torch.where(used.any(dim=1, keepdim=True), used, present)
-        k = used.sum(dim=1)
-        value = (means * used).sum(dim=1) / k.clamp(min=1)
-        return torch.where(k > 0, value, torch.full_like(value, math.nan))
 
-    return BatchedStatistic(fn, n, torch.device("cpu"), 8 * (n + 3 * labels.size), "grouped_mean")
+def grouped_difference_statistic(scores_a: Sequence[float], scores_b: Sequence[float], groups: Sequence[int],
+                                 min_group: int = 5, max_group: int = 50) -> BatchedStatistic:
+    """Batched difference A − B of two macro-averages (:func:`grouped_statistic`) over the SAME sentences.
+
+    ``scores_a[s]`` and ``scores_b[s]`` are two scores of the same sentence s (of length
+    ``groups[s]``), e.g. DSpr at the best layer and at layer 0, or of the probe and of its control
+    task. Both averages are taken on one resample of the sentences (paired resampling), so the
+    interval of the difference keeps their correlation; resampling them independently would
+    overstate its spread.
+    """
+    a = np.asarray(scores_a, dtype=np.float64).reshape(-1)
+    b = np.asarray(scores_b, dtype=np.float64).reshape(-1)
+    g = np.asarray(groups).reshape(-1)
+    if a.shape != b.shape or a.shape != g.shape:
+        raise ValueError(f"bootstrap_grouped_difference: {a.size} and {b.size} scores for {g.size} groups "
+                         "(the same sentences are needed on both sides)")
+    fn, n, per = _grouped_columns(np.stack([a, b], axis=1), g, min_group, max_group,
+                                  "bootstrap_grouped_difference")
+
+    def diff(idx: torch.Tensor) -> torch.Tensor:
+        both = fn(idx)
+        return both[:, 0] - both[:, 1]
+
+    return BatchedStatistic(diff, n, torch.device("cpu"), per, "grouped_mean_difference")
 
 
 def ratio_statistic(numerators: Sequence[float], denominators: Sequence[float]) -> BatchedStatistic:
@@ -196,4 +272,49 @@ def bootstrap_ratio(numerators: Sequence[float], denominators: Sequence[float], 
                     memory_budget: int = MEMORY_BUDGET) -> Optional[Interval]:
     """Interval of a pooled ratio (UUAS: correct edges / gold edges) over resampled sentences; None when ``boot == 0``."""
     stat = ratio_statistic(numerators, denominators)
+    return bootstrap(stat, stat.n, boot, seed, level, method=method, memory_budget=memory_budget)
+
+
+def bootstrap_grouped_layers(scores_by_layer: np.ndarray, groups: Sequence[int], boot: int, seed: int,
+                             level: float = 0.95, min_group: int = 5, max_group: int = 50,
+                             method: str = "percentile",
+                             memory_budget: int = MEMORY_BUDGET) -> Optional[list[Interval]]:
+    """:func:`bootstrap_grouped` of every row of ``scores_by_layer`` (L, S) on the same resamples; None when ``boot == 0``.
+
+    One pass over the resamples re-averages all L layers' per-sentence scores at once (no
+    metric is recomputed). Interval l equals ``bootstrap_grouped(scores_by_layer[l], groups, boot,
+    seed, ...)`` (the resamples are the same seeded stream; tested). ``method="bca"`` needs each
+    layer's jackknife and is done layer by layer.
+    """
+    values = np.asarray(scores_by_layer, dtype=np.float64)
+    if values.ndim != 2:
+        raise ValueError(f"bootstrap_grouped_layers needs scores of shape (L, S), got {values.shape}")
+    if boot == 0:
+        return None
+    if method != "percentile":
+        return [bootstrap_grouped(row, groups, boot, seed, level, min_group, max_group, method, memory_budget)
+                for row in values]
+    if boot < 0:
+        raise ValueError(f"bootstrap needs boot >= 0, got {boot}")
+    if not 0 < level < 1:
+        raise ValueError(f"bootstrap needs 0 < level < 1, got {level}")
+    fn, n, per = _grouped_columns(values.T, np.asarray(groups).reshape(-1), min_group, max_group,
+                                  "bootstrap_grouped_layers")
+    step = max(1, min(boot, int(memory_budget) // max(per, 1)))
+    reps = torch.cat([fn(resample_indices(n, min(step, boot - start), seed, start=start))
+                      for start in range(0, boot, step)])                      # (B, L)
+    return [interval_from_replicates(reps[:, l], level) for l in range(values.shape[0])]
+
+
+def bootstrap_grouped_difference(scores_a: Sequence[float], scores_b: Sequence[float], groups: Sequence[int],
+                                 boot: int, seed: int, level: float = 0.95, min_group: int = 5,
+                                 max_group: int = 50, method: str = "percentile",
+                                 memory_budget: int = MEMORY_BUDGET) -> Optional[Interval]:
+    """Interval of the difference of two macro-averages over the same sentences, resampled in pairs; None when ``boot == 0``.
+
+    See :func:`grouped_difference_statistic`. What it does not cover: a layer chosen as the best
+    on the data (``probe.selectivity``, ``probe.scene_vs_raw``) is held fixed, not re-chosen per
+    resample.
+    """
+    stat = grouped_difference_statistic(scores_a, scores_b, groups, min_group, max_group)
     return bootstrap(stat, stat.n, boot, seed, level, method=method, memory_budget=memory_budget)

@@ -118,3 +118,90 @@ def test_bad_inputs():
         ratio_statistic([1.0], [1.0, 2.0])
     with pytest.raises(ValueError):
         nspr_items([np.zeros(3)], [])
+
+
+# -- every layer at once, and paired differences --------------------------------------------------------------
+
+def _layers_of_predictions(heads, n_layers=3, seed=7):
+    """Depth and distance predictions of a few 'layers' of increasing noise, for the same sentences."""
+    rng = np.random.default_rng(seed)
+    depth, dist = [], []
+    for k in range(n_layers):
+        depth.append([tree_depths(h) + rng.normal(scale=0.5 + k, size=len(h)) for h in heads])
+        layer = []
+        for h in heads:
+            z = rng.normal(size=(len(h), 3))
+            noisy = tree_distances(h) + ((z[:, None] - z[None]) ** 2).sum(-1) * (0.2 + k)
+            layer.append((noisy + noisy.T) / 2)
+        dist.append(layer)
+    return depth, dist
+
+
+def test_items_by_layer_are_the_per_layer_items_and_their_point_is_the_metric():
+    from mmdiag.metrics.probe_scores import dspr_details_by_layer, nspr_details_by_layer
+    from mmdiag.uncertainty.grouped import dspr_items_by_layer, nspr_items_by_layer
+
+    heads, _, _, _ = _corpus(LENGTHS, seed=8)
+    depth, dist = _layers_of_predictions(heads)
+    gold_d, gold_t = [tree_depths(h) for h in heads], [tree_distances(h) for h in heads]
+    for by_layer, one, details, preds, gold in (
+            (nspr_items_by_layer, nspr_items, nspr_details_by_layer, depth, gold_d),
+            (dspr_items_by_layer, dspr_items, dspr_details_by_layer, dist, gold_t)):
+        items = by_layer(preds, gold)
+        assert items.values.shape == (3, len(heads))
+        for k in range(3):
+            alone = one(preds[k], gold)
+            np.testing.assert_allclose(items.values[k], alone.values, rtol=1e-12, equal_nan=True)
+            np.testing.assert_array_equal(items.groups, alone.groups)
+            assert grouped_statistic(items.values[k], items.groups).point() == pytest.approx(
+                details(preds, gold)[k]["value"], rel=1e-12, abs=1e-12)
+
+
+def test_all_layers_at_once_equal_one_layer_at_a_time():
+    from mmdiag.uncertainty.grouped import bootstrap_grouped_layers, dspr_items_by_layer
+
+    heads, _, _, _ = _corpus(LENGTHS * 2, seed=9)
+    _, dist = _layers_of_predictions(heads, n_layers=4)
+    items = dspr_items_by_layer(dist, [tree_distances(h) for h in heads])
+    # a tiny memory budget forces many chunks; the resamples are the same seeded stream
+    layered = bootstrap_grouped_layers(items.values, items.groups, boot=150, seed=3, memory_budget=2000)
+    for k, ci in enumerate(layered):
+        alone = bootstrap_grouped(items.values[k], items.groups, boot=150, seed=3)
+        assert ci.resamples == alone.resamples == 150 and ci.method == alone.method
+        assert (ci.low, ci.high, ci.se) == pytest.approx((alone.low, alone.high, alone.se), rel=1e-12, abs=1e-12)
+    assert bootstrap_grouped_layers(items.values, items.groups, boot=0, seed=3) is None
+    bca = bootstrap_grouped_layers(items.values[:2], items.groups, boot=50, seed=3, method="bca")
+    assert [c.method for c in bca] == ["bootstrap-bca"] * 2
+    with pytest.raises(ValueError):
+        bootstrap_grouped_layers(items.values[0], items.groups, boot=10, seed=0)
+
+
+def test_grouped_difference_resamples_both_sides_with_the_same_sentences():
+    """Against a brute-force loop: metric(A on resample r) − metric(B on resample r), r the same rows."""
+    from mmdiag.uncertainty.bootstrap import bootstrap_replicates, interval_from_replicates
+    from mmdiag.uncertainty.grouped import bootstrap_grouped_difference, grouped_difference_statistic
+
+    lengths = LENGTHS * 2 + [3, 4]          # some out-of-range lengths, and one-word sentences (skipped)
+    heads, _, _, _ = _corpus(lengths, seed=10)
+    _, dist = _layers_of_predictions(heads, n_layers=2, seed=11)
+    gold = [tree_distances(h) for h in heads]
+    a, b = dspr_items(dist[0], gold), dspr_items(dist[1], gold)
+    stat = grouped_difference_statistic(a.values, b.values, a.groups)
+    assert stat.point() == pytest.approx(dspr(dist[0], gold) - dspr(dist[1], gold), rel=1e-12)
+    boot, seed = 120, 4
+    idx = resample_indices(len(heads), boot, seed).numpy()
+    brute = np.array([dspr(_take(dist[0], r), _take(gold, r)) - dspr(_take(dist[1], r), _take(gold, r))
+                      for r in idx])
+    np.testing.assert_allclose(bootstrap_replicates(stat, stat.n, boot, seed).numpy(), brute, rtol=1e-10,
+                               atol=1e-12)
+    ci = bootstrap_grouped_difference(a.values, b.values, a.groups, boot, seed)
+    want = interval_from_replicates(torch.from_numpy(brute))
+    assert (ci.low, ci.high, ci.se) == pytest.approx((want.low, want.high, want.se), rel=1e-10, abs=1e-12)
+    # pairing matters: B = A − 0.1 + a little noise per sentence; paired, the difference barely varies
+    close = a.values - 0.1 + np.random.default_rng(0).normal(scale=0.01, size=a.values.size)
+    paired = bootstrap_grouped_difference(a.values, close, a.groups, boot, seed)
+    alone = bootstrap_grouped(a.values, a.groups, boot, seed)
+    assert paired.se < 0.2 * alone.se and paired.contains(0.1)
+    assert bootstrap_grouped_difference(a.values, b.values, a.groups, 0, seed) is None
+    with pytest.raises(ValueError, match="same sentences"):
+        grouped_difference_statistic(a.values, b.values[:-1], a.groups)
