@@ -39,3 +39,47 @@ def test_scores_without_control_and_bad_requests():
     assert scores.nspr is not None and scores.dspr is None and scores.control_dspr is None
     with pytest.raises(ValueError, match="include 'distance'"):
         probe_scores(pset, seed=0, kinds=("depth",), control=True)
+
+
+# -- intervals over the test sentences (boot > 0) ---------------------------------------------------------------
+
+def _interval_scores(boot, seed=2, control=True):
+    data = planted(5, n_sent=40)
+    words = [tuple(f"w{(s + i) % 7}" for i in range(n)) for s, n in enumerate(data.lengths)]
+    return probe_scores(ProbeSet(data, words), seed=seed, rank=8, control=control, boot=boot)
+
+
+def test_boot_gives_per_layer_intervals_whose_point_is_the_score():
+    from mmdiag.uncertainty.grouped import grouped_statistic
+
+    scores = _interval_scores(boot=200)
+    L = len(scores.layers)
+    for name in ("nspr_ci", "dspr_ci", "root_acc_ci", "uuas_ci"):
+        cis = getattr(scores, name)
+        assert cis is not None and len(cis) == L, name
+        assert all(ci.defined and ci.se >= 0 and ci.resamples == 200 and ci.method == "bootstrap-percentile"
+                   for ci in cis), name
+    assert all(ci.se > 0 for ci in scores.nspr_ci + scores.dspr_ci)   # root accuracy may be 1 on every resample
+    for items, values in ((scores.nspr_items, scores.nspr), (scores.dspr_items, scores.dspr)):
+        assert items.values.shape == (L, scores.n_test) and items.groups.shape == (scores.n_test,)
+        for k in range(L):
+            # the statistic the interval resamples, on the test sentences themselves, is the reported score
+            assert grouped_statistic(items.values[k], items.groups).point() == pytest.approx(values[k], rel=1e-12,
+                                                                                             abs=1e-12)
+    for k, ci in enumerate(scores.dspr_ci):
+        assert ci.low - 0.05 <= scores.dspr[k] <= ci.high + 0.05  # a percentile interval need not hold θ̂
+    c = scores.control_items
+    assert c.values.shape == (scores.n_test,)
+    assert grouped_statistic(c.values, scores.dspr_items.groups).point() == pytest.approx(scores.control_dspr,
+                                                                                          rel=1e-12, abs=1e-12)
+    assert all(0 <= ci.low <= ci.high <= 1 for ci in scores.uuas_ci + scores.root_acc_ci)
+
+
+def test_intervals_are_deterministic_by_seed_and_absent_without_boot():
+    a, b = _interval_scores(boot=100), _interval_scores(boot=100)
+    assert a.dspr_ci == b.dspr_ci and a.nspr_ci == b.nspr_ci and a.uuas_ci == b.uuas_ci
+    # the point scores do not depend on boot
+    none = _interval_scores(boot=0)
+    assert none.dspr == a.dspr and none.nspr == a.nspr and none.control_dspr == a.control_dspr
+    assert all(getattr(none, f) is None for f in ("nspr_ci", "dspr_ci", "root_acc_ci", "uuas_ci", "nspr_items",
+                                                 "dspr_items", "control_items"))

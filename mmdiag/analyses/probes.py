@@ -5,6 +5,9 @@ dependency trees (Hewitt & Manning 2019). Image: scene-tree node states
 (image root + phrase regions) against the scene trees of Milewski et al. 2022.
 Sentences are split train/dev/test (60/20/20, by seed); every score is on the
 test part. Probes of all layers are fitted together in one batched program.
+With ``boot > 0`` every per-layer score also gets a 95% bootstrap interval over
+the test sentences (:mod:`mmdiag.uncertainty.grouped`), from the same test-set
+predictions: the per-sentence scores are computed once and only re-averaged.
 """
 from __future__ import annotations
 
@@ -21,6 +24,9 @@ from mmdiag.probing.data import ProbeData
 from mmdiag.probing.fit import ProbeTask, fit_probes
 from mmdiag.probing.splits import split_indices
 from mmdiag.record import Activations
+from mmdiag.uncertainty.grouped import (ItemScores, bootstrap_grouped_layers, bootstrap_ratio, dspr_items,
+                                        dspr_items_by_layer, nspr_items_by_layer, root_accuracy_items, uuas_items)
+from mmdiag.uncertainty.interval import Interval
 
 #: fewer annotated sentences than this cannot be split into useful train/dev/test parts
 MIN_SENTENCES = 20
@@ -66,6 +72,18 @@ class ProbeScores:
     control_layer: Optional[int] = None
     #: control task: the control probe's test DSpr at ``control_layer``
     control_dspr: Optional[float] = None
+    # -- uncertainty (``boot > 0``; None otherwise): bootstrap over the test sentences, probes held fixed --
+    #: per-layer interval of ``nspr`` / ``root_acc`` / ``dspr`` / ``uuas``
+    nspr_ci: Optional[list[Interval]] = None
+    root_acc_ci: Optional[list[Interval]] = None
+    dspr_ci: Optional[list[Interval]] = None
+    uuas_ci: Optional[list[Interval]] = None
+    #: the per-test-sentence scores behind them: ``values`` (L, S) and ``groups`` (S,) the lengths, for
+    #: paired intervals of differences (:func:`~mmdiag.uncertainty.grouped.bootstrap_grouped_difference`)
+    nspr_items: Optional[ItemScores] = None
+    dspr_items: Optional[ItemScores] = None
+    #: the control probe's per-test-sentence DSpr at ``control_layer`` (``values`` (S,), same sentences)
+    control_items: Optional[ItemScores] = None
 
 
 @dataclass
@@ -131,7 +149,8 @@ def _with_targets(data: ProbeData, depths: Optional[list] = None, distances: Opt
 
 
 def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optional[int] = None,
-                 kinds: Sequence[str] = ("depth", "distance"), control: bool = False) -> ProbeScores:
+                 kinds: Sequence[str] = ("depth", "distance"), control: bool = False,
+                 boot: int = 0) -> ProbeScores:
     """Fit and score depth and distance probes for every layer, all in one batched program.
 
     Returns the :class:`ProbeScores`: per-layer lists ``nspr``, ``root_acc`` (depth)
@@ -142,6 +161,10 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
     there as ``control_dspr``: selectivity is read at that layer only, and
     layers are fitted independently, so the other twelve control probes would
     be thrown away (they were a third of the probe family's time).
+
+    ``boot > 0``: also the ``*_ci`` intervals (``boot`` resamples of the test sentences, seeded by
+    ``seed``) and the per-sentence ``*_items`` behind them; nothing is refitted. The statistic of
+    ``nspr_ci[l]`` / ``dspr_ci[l]`` on the test sentences themselves is ``nspr[l]`` / ``dspr[l]``.
     """
     data = pset.data
     train_idx, dev_idx, test_idx = split_indices(data.n_sentences, seed)
@@ -161,13 +184,24 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
         out.nspr_fallback = bool(details[0].get("fallback")) if details else False
         if test.heads is not None:
             out.root_acc = [root_accuracy(p, test.heads, test.upos) for p in preds]
+        if boot:
+            out.nspr_items = nspr_items_by_layer(preds, gold)
+            out.nspr_ci = bootstrap_grouped_layers(out.nspr_items.values, out.nspr_items.groups, boot, seed)
+            if test.heads is not None:
+                out.root_acc_ci = [_ratio_ci(root_accuracy_items(p, test.heads, test.upos), boot, seed)
+                                   for p in preds]
     if "distance" in fits:
         preds, gold = fits["distance"].predict_distances(test), test.gold_distances()
         details = dspr_details_by_layer(preds, gold)
         out.dspr = [d["value"] for d in details]
         out.dspr_fallback = bool(details[0].get("fallback")) if details else False
+        if boot:
+            out.dspr_items = dspr_items_by_layer(preds, gold)
+            out.dspr_ci = bootstrap_grouped_layers(out.dspr_items.values, out.dspr_items.groups, boot, seed)
         if test.heads is not None:
             out.uuas = uuas_by_layer(preds, test.heads, test.upos)
+            if boot:
+                out.uuas_ci = [_ratio_ci(uuas_items(p, test.heads, test.upos), boot, seed) for p in preds]
             best = int(np.nanargmax(out.uuas)) if out.uuas else 0
             example = int(np.argmax(test.lengths))
             test_words = [pset.words[i] for i in test_idx]
@@ -182,8 +216,15 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
         fit = fit_probes([ProbeTask("distance", parts[0], parts[1])], rank=rank, regimen=regimen, seed=seed)[0]
         out.fit_s += fit.seconds
         out.control_layer = layer
-        out.control_dspr = dspr_details(fit.predict_distances(parts[2])[0], parts[2].gold_distances())["value"]
+        pred, gold = fit.predict_distances(parts[2])[0], parts[2].gold_distances()
+        out.control_dspr = dspr_details(pred, gold)["value"]
+        if boot:
+            out.control_items = dspr_items(pred, gold)
     return out
+
+
+def _ratio_ci(items: ItemScores, boot: int, seed: int) -> Optional[Interval]:
+    return bootstrap_ratio(items.values, items.totals, boot, seed)
 
 
 def _layer(data: ProbeData, layer: int) -> ProbeData:
