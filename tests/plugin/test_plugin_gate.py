@@ -145,3 +145,14 @@ def test_under_xdist_a_refusal_fails_every_check_instead_of_crashing_the_run(pyt
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["*cone.layer has no parametrisation 'imgae-L01'*"])
     assert "INTERNALERROR" not in result.stdout.str()
+
+
+@pytest.mark.slow
+def test_junit_properties_under_xdist(pytester):
+    pytest.importorskip("xdist")
+    pytester.runpytest(*TINY, "-n", "2", "-k", "gap_norm or cone_final", "--junitxml=junit.xml")
+    root = ET.parse(pytester.path / "junit.xml").getroot()
+    checks = sorted(p.get("value") for p in root.iter("property") if p.get("name") == "mmdiag.check")
+    assert checks == ["cone.final", "cone.final", "gap.norm"]
+    values = [p.get("value") for p in root.iter("property") if p.get("name") == "mmdiag.ci_low"]
+    assert all(float(v) > 0 for v in values)  # the worker's intervals reach the controller's XML
