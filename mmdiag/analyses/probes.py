@@ -25,7 +25,8 @@ from mmdiag.probing.fit import ProbeTask, fit_probes
 from mmdiag.probing.splits import split_indices
 from mmdiag.record import Activations
 from mmdiag.uncertainty.grouped import (ItemScores, bootstrap_grouped_layers, bootstrap_ratio, dspr_items,
-                                        dspr_items_by_layer, nspr_items_by_layer, root_accuracy_items, uuas_items)
+                                        dspr_items_by_layer, nspr_items_by_layer, root_accuracy_items,
+                                        uuas_items_by_layer)
 from mmdiag.uncertainty.interval import Interval
 
 #: fewer annotated sentences than this cannot be split into useful train/dev/test parts
@@ -201,7 +202,8 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
         if test.heads is not None:
             out.uuas = uuas_by_layer(preds, test.heads, test.upos)
             if boot:
-                out.uuas_ci = [_ratio_ci(uuas_items(p, test.heads, test.upos), boot, seed) for p in preds]
+                edges = uuas_items_by_layer(preds, test.heads, test.upos)
+                out.uuas_ci = [bootstrap_ratio(hits, edges.totals, boot, seed) for hits in edges.values]
             best = int(np.nanargmax(out.uuas)) if out.uuas else 0
             example = int(np.argmax(test.lengths))
             test_words = [pset.words[i] for i in test_idx]

@@ -41,7 +41,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from mmdiag.metrics.probe_recovery import _kept_gold_edges, root_accuracy, uuas
+from mmdiag.metrics.probe_recovery import _kept_gold_edges, mst_edges_by_layer, root_accuracy, uuas
 from mmdiag.metrics.probe_scores import (_dspr_sentence, _nspr_sentence, count_layers, dspr_details, nspr_details,
                                          stack_layers)
 from mmdiag.metrics.probe_trees import check_heads
@@ -57,6 +57,7 @@ __all__ = [
     "root_accuracy_items",
     "nspr_items_by_layer",
     "dspr_items_by_layer",
+    "uuas_items_by_layer",
     "grouped_statistic",
     "grouped_difference_statistic",
     "ratio_statistic",
@@ -150,6 +151,28 @@ def dspr_items_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]],
                         gold_dist: Sequence[np.ndarray]) -> ItemScores:
     """r_s of every layer at once (``values`` (L, S)), as :func:`~mmdiag.metrics.probe_scores.dspr_details_by_layer`."""
     return _items_by_layer(preds_by_layer, gold_dist, 2, "dspr", _dspr_sentence)
+
+
+def uuas_items_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]], heads_list: Sequence[Sequence[int]],
+                        upos_list: Optional[Sequence[Sequence[str]]] = None) -> ItemScores:
+    """Correct edges of every layer (``values`` (L, S)) and gold edges (``totals`` (S,)) per sentence.
+
+    The same trees as :func:`~mmdiag.metrics.probe_recovery.uuas_by_layer` (one Prim's run for all
+    layers, :func:`~mmdiag.metrics.probe_recovery.mst_edges_by_layer`), so
+    ``values[l].sum() / totals.sum()`` is its value for layer l exactly, ties included (where
+    :func:`uuas_items`, tree by tree with scipy, may pick another minimum spanning tree).
+    """
+    L = count_layers(preds_by_layer, heads_list, "uuas")
+    hits, totals = np.zeros((L, len(heads_list))), np.zeros(len(heads_list))
+    for s, heads in enumerate(heads_list):
+        h = check_heads(heads)
+        idx, gold = _kept_gold_edges(h, None if upos_list is None else upos_list[s], s)
+        if not gold:
+            continue
+        P = stack_layers(preds_by_layer, s, (h.size, h.size), 2, "uuas")
+        hits[:, s] = [len(pred & gold) for pred in mst_edges_by_layer(P[:, idx][:, :, idx])]
+        totals[s] = len(gold)
+    return ItemScores(hits, totals=totals)
 
 
 def _grouped_columns(values: np.ndarray, groups: np.ndarray, min_group: int, max_group: int, name: str):
@@ -279,7 +302,7 @@ def bootstrap_grouped_layers(scores_by_layer: np.ndarray, groups: Sequence[int],
                              level: float = 0.95, min_group: int = 5, max_group: int = 50,
                              method: str = "percentile",
                              memory_budget: int = MEMORY_BUDGET) -> Optional[list[Interval]]:
-    """:func:`bootstrap_grouped` of every row of ``scores_by_layer`` (L, S) on the same resamples; None when ``boot == 0``.
+    """:func:`bootstrap_grouped` of each row of ``scores_by_layer`` (L, S) on the same resamples; None when boot == 0.
 
     One pass over the resamples re-averages all L layers' per-sentence scores at once (no
     metric is recomputed). Interval l equals ``bootstrap_grouped(scores_by_layer[l], groups, boot,
@@ -310,7 +333,7 @@ def bootstrap_grouped_difference(scores_a: Sequence[float], scores_b: Sequence[f
                                  boot: int, seed: int, level: float = 0.95, min_group: int = 5,
                                  max_group: int = 50, method: str = "percentile",
                                  memory_budget: int = MEMORY_BUDGET) -> Optional[Interval]:
-    """Interval of the difference of two macro-averages over the same sentences, resampled in pairs; None when ``boot == 0``.
+    """Interval of the difference of two macro-averages over the same sentences resampled in pairs; None when boot == 0.
 
     See :func:`grouped_difference_statistic`. What it does not cover: a layer chosen as the best
     on the data (``probe.selectivity``, ``probe.scene_vs_raw``) is held fixed, not re-chosen per

@@ -205,3 +205,17 @@ def test_grouped_difference_resamples_both_sides_with_the_same_sentences():
     assert bootstrap_grouped_difference(a.values, b.values, a.groups, 0, seed) is None
     with pytest.raises(ValueError, match="same sentences"):
         grouped_difference_statistic(a.values, b.values[:-1], a.groups)
+
+
+def test_uuas_items_by_layer_pool_to_uuas_by_layer_exactly():
+    from mmdiag.metrics.probe_recovery import uuas_by_layer
+    from mmdiag.uncertainty.grouped import uuas_items_by_layer
+
+    heads, _, _, upos = _corpus(LENGTHS, seed=12)
+    _, dist = _layers_of_predictions(heads, n_layers=3, seed=13)
+    dist[2] = [np.round(d) for d in dist[2]]        # ties: the MST is the one uuas_by_layer picks
+    items = uuas_items_by_layer(dist, heads, upos)
+    assert items.values.shape == (3, len(heads)) and items.totals.shape == (len(heads),)
+    assert [h.sum() / items.totals.sum() for h in items.values] == uuas_by_layer(dist, heads, upos)
+    for k in range(3):
+        np.testing.assert_array_equal(items.totals, uuas_items(dist[k], heads, upos).totals)
