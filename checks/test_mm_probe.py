@@ -13,6 +13,8 @@ import pytest
 from mmdiag import CheckSpec, PlotSpec
 from mmdiag.analyses.probes import MIN_SENTENCES, best, image_probe_set, probe_scores, text_probe_set
 from mmdiag.data.flickr30k import SPACY_MISSING, is_flickr30k_root
+from mmdiag.uncertainty.grouped import bootstrap_grouped_difference
+from mmdiag.uncertainty.interval import json_number
 
 WHAT = {"text": "captions with gold dependency trees (--mm-data=synthetic, or --mm-treebank=FILE.conllu)",
         "image": "images with grounded phrases and scene trees (--mm-data=synthetic, or a Flickr30k Entities root "
@@ -46,19 +48,25 @@ SELECTIVITY = CheckSpec(
     meaning="best-layer DSpr minus the same probe's DSpr on a control task of random word-type depths",
     healthy="clearly above 0: the probe reads structure, not memorised word identities",
     source="Hewitt & Liang 2019, arXiv:1909.03368")
+# probe.selectivity's and probe.scene_vs_raw's intervals resample the two scores' test sentences in pairs (the
+# best layer held fixed); text_retention and image_effect have none yet: a ratio of two probe runs needs a paired
+# ratio bootstrap, and the image-masked run may keep other sentences than the model's own, so it is not paired
 TEXT_RETENTION = CheckSpec(
-    "probe.text_retention", title="Text structure kept vs a text-only encoder", **{**_PROBES, "needs": ("words",)},
+    "probe.text_retention", title="Text structure kept vs a text-only encoder",
+    **{**_PROBES, "needs": ("words",), "uncertainty": "none"},
     meaning="the model's best text DSpr as a fraction of a text-only reference encoder's (--mm-text-reference)",
-    healthy="about 1 on in-domain captions; below 1 on out-of-domain text (Milewski RQ1)", source=MILEWSKI)
+    healthy="about 1 on in-domain captions; below 1 on out-of-domain text (Milewski RQ1)",
+    source=MILEWSKI)
 SCENE_VS_RAW = CheckSpec(
     "probe.scene_vs_raw", title="Scene trees vs raw region features", **{**_PROBES, "needs": ("regions",)},
     meaning="best-layer scene-tree DSpr minus the DSpr of the raw patch embeddings (layer 0)",
     healthy="Milewski RQ2 found no gain (≈ 0 or below): visual layers do not build scene trees", source=MILEWSKI)
 IMAGE_EFFECT = CheckSpec(
     "probe.image_effect", title="Effect of the image on text structure",
-    **{**_PROBES, "needs": ("words",), "higher_is_better": None},
+    **{**_PROBES, "needs": ("words",), "higher_is_better": None, "uncertainty": "none"},
     meaning="best text DSpr with the image minus with the image masked out of a single-stream model",
-    healthy="≈ 0 (Milewski Sub-RQ1.1: text structure does not come from the visual input)", source=MILEWSKI)
+    healthy="≈ 0 (Milewski Sub-RQ1.1: text structure does not come from the visual input)",
+    source=MILEWSKI)
 
 
 def _probe_set(mm, modality, acts=None, samples=None):
@@ -82,9 +90,10 @@ def _scores(mm, modality):
     def compute():
         pset = _probe_set(mm, modality)
         cfg = mm.config
-        # the control task's probe (for probe.selectivity) is fitted in the same program as the real ones
+        # the control task's probe (for probe.selectivity) is fitted in the same program as the real ones;
+        # --mm-bootstrap resamples of the test sentences, seeded by --mm-seed, give every score its interval
         scores = probe_scores(pset, cfg.seed, cfg.probe_regimen, cfg.probe_rank,
-                              control=mm.selected("probe.selectivity"))
+                              control=mm.selected("probe.selectivity"), boot=cfg.bootstrap)
         mm.publish(("probe", modality),
                    {k: getattr(scores, k) for k in ("layers", "nspr", "dspr", "uuas", "root_acc")
                     if getattr(scores, k) is not None})
@@ -93,6 +102,22 @@ def _scores(mm, modality):
         mm.add_timing(f"probe_{modality}_fit_s", scores.fit_s)
         return scores
     return mm.memo(f"probe:{modality}", compute)
+
+
+def _ci(cis, k):
+    """Layer k's interval, or None without a bootstrap (``--mm-bootstrap=0``) or gold trees without heads."""
+    return cis[k] if cis is not None else None
+
+
+def _ci_details(ci):
+    """An interval of a details entry (UUAS, root accuracy) as ``{"low", "high", "level", "method", "se"}``."""
+    return None if ci is None else {**ci.to_json(), "se": json_number(ci.se)}
+
+
+def _difference_ci(mm, scores, a_values, b_values):
+    """Interval of (macro-average of ``a_values``) − (of ``b_values``), the test sentences resampled in pairs."""
+    return bootstrap_grouped_difference(a_values, b_values, scores.dspr_items.groups, mm.config.bootstrap,
+                                        mm.config.seed)
 
 
 def _split(scores):
@@ -108,15 +133,23 @@ def test_probe_depth(mm, modality, layer):
         found = {**_split(scores), "nspr_fallback_all_lengths": scores.nspr_fallback}
         if scores.root_acc is not None:
             found["root_accuracy"] = scores.root_acc[k]
+            if scores.root_acc_ci is not None:
+                found["root_accuracy_ci"] = _ci_details(scores.root_acc_ci[k])
         return found
-    mm.report_layers(mm.layers(modality, layer), lambda k: scores.nspr[k], details)
+    mm.report_layers(mm.layers(modality, layer), lambda k: scores.nspr[k], details,
+                     interval=lambda k: _ci(scores.nspr_ci, k))
 
 
 @pytest.mark.mm(DISTANCE)
 def test_probe_distance(mm, modality, layer):
     scores = _scores(mm, modality)
-    mm.report_layers(mm.layers(modality, layer), lambda k: scores.dspr[k], lambda k: {
-        **_split(scores), "uuas": scores.uuas[k], "dspr_fallback_all_lengths": scores.dspr_fallback})
+    def details(k):
+        found = {**_split(scores), "uuas": scores.uuas[k], "dspr_fallback_all_lengths": scores.dspr_fallback}
+        if scores.uuas_ci is not None:
+            found["uuas_ci"] = _ci_details(scores.uuas_ci[k])
+        return found
+    mm.report_layers(mm.layers(modality, layer), lambda k: scores.dspr[k], details,
+                     interval=lambda k: _ci(scores.dspr_ci, k))
 
 
 @pytest.mark.mm(SELECTIVITY)
@@ -135,7 +168,10 @@ def test_probe_selectivity(mm, modality):
             random_scores = probe_scores(cset, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",))
             details["random_init_best_dspr"] = best(random_scores.dspr)[1]
             details["selectivity_vs_random_init"] = value - details["random_init_best_dspr"]
-    mm.report(value - control_dspr, details=details)
+    interval = None
+    if layer >= 0 and scores.dspr_items is not None and scores.control_items is not None:
+        interval = _difference_ci(mm, scores, scores.dspr_items.values[layer], scores.control_items.values)
+    mm.report(value - control_dspr, details=details, interval=interval)
 
 
 @pytest.mark.mm(TEXT_RETENTION)
@@ -166,7 +202,10 @@ def test_probe_scene_vs_raw(mm):
     scores = _scores(mm, "image")
     layer, value = best(scores.dspr[1:])
     raw = scores.dspr[0]
-    mm.report(value - raw, details={"best_layer": layer + 1, "best_dspr": value, "raw_dspr": raw,
+    items = scores.dspr_items
+    interval = (_difference_ci(mm, scores, items.values[layer + 1], items.values[0])
+                if items is not None and layer >= 0 else None)
+    mm.report(value - raw, interval=interval, details={"best_layer": layer + 1, "best_dspr": value, "raw_dspr": raw,
                                     "best_uuas": scores.uuas[layer + 1], "raw_uuas": scores.uuas[0]})
 
 
