@@ -267,11 +267,12 @@ class CheckContext:
                                   f"{self._nonfinite_layers()}. The model overflowed or is degenerate: try "
                                   "--mm-dtype=fp32 (or bf16 instead of fp16)")
         elif inconclusive:
-            needed = samples_to_decide(value, interval.se, self.acts.n, threshold.value)
-            decide = f"; about {needed} samples would decide it" if needed else ""
+            # the samples that would decide it, where the interval is over samples (a probe's is over sentences)
+            needed = (samples_to_decide(value, interval.se, self.acts.n, threshold.value)
+                      if self.spec.uncertainty == "samples" else None)
+            decide = f"; about {needed} samples would decide it (the run has {self.acts.n})" if needed else ""
             message = message or (f"inconclusive: {self.check}={value:.4g} breaches {threshold.describe()} but its "
-                                  f"95% interval [{interval.low:.4g}, {interval.high:.4g}] straddles it (n="
-                                  f"{self.acts.n}){decide}")
+                                  f"95% interval [{interval.low:.4g}, {interval.high:.4g}] straddles it{decide}")
         elif status in ("fail", "warn"):
             message = message or f"{self.check}={value:.4g} breaches {threshold.describe()}"
         result = Result(self.check, params, value, status, threshold, details or {}, message, self.nodeid)

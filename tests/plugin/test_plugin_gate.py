@@ -156,3 +156,20 @@ def test_junit_properties_under_xdist(pytester):
     assert checks == ["cone.final", "cone.final", "gap.norm"]
     values = [p.get("value") for p in root.iter("property") if p.get("name") == "mmdiag.ci_low"]
     assert all(float(v) > 0 for v in values)  # the worker's intervals reach the controller's XML
+
+
+def test_a_breach_within_the_noise_is_inconclusive_not_a_failure(pytester):
+    pytester.runpytest(*TINY, "-k", "gap_norm", "--mm-json=first.json")
+    (first,) = json.loads((pytester.path / "first.json").read_text())["results"]
+    assert first["ci"]["method"] == "bootstrap-percentile" and first["se"] > 0
+    assert first["ci"]["low"] <= first["value"] <= first["ci"]["high"]
+    just_below = f"--mm-threshold=gap.norm=<=:{first['value'] - first['se'] / 4:.6f}"
+    by_interval = pytester.runpytest(*TINY, "-k", "gap_norm", just_below, "--mm-json=ci.json")
+    (judged,) = json.loads((pytester.path / "ci.json").read_text())["results"]
+    assert by_interval.ret == 0 and judged["status"] == "warn"
+    assert judged["message"].startswith("inconclusive: gap.norm=") and "samples would decide it" in judged["message"]
+    by_value = pytester.runpytest(*TINY, "-k", "gap_norm", just_below, "--mm-gate=value")
+    assert by_value.ret == 1
+    off = pytester.runpytest(*TINY, "-k", "gap_norm", "--mm-bootstrap=0", "--mm-json=off.json")
+    (plain,) = json.loads((pytester.path / "off.json").read_text())["results"]
+    assert off.ret == 0 and plain["ci"]["method"] == "none" and plain["se"] is None
