@@ -9,12 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Optional
 
-import numpy as np
-from matplotlib.figure import Figure
-
-from mmdiag.report.figures.coerce import floats, has_data, modality_items, xy
-from mmdiag.report.figures.style import color, label, style
-from mmdiag.report.figures.svg import to_svg
+from mmdiag.report.figures.coerce import floats, has_data, modality_items
+from mmdiag.report.figures.layers import layer_figure
+from mmdiag.report.figures.style import color, label
 
 __all__ = ["cone_plot"]
 
@@ -49,18 +46,6 @@ def cone_plot(cone: Any) -> Optional[str]:
             panels.append((name, layers, lines))
     if not panels:
         return None
-    with style():
-        fig = Figure(figsize=(4.2 * len(panels), 3.0), layout="constrained")
-        axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
-        lo = 0.0
-        for ax, (name, layers, lines) in zip(axes, panels):
-            for text, y, ls, line_color, marker in lines:
-                x, y = xy(layers, y)
-                ax.plot(x, y, ls, color=line_color, marker=marker, label=label(text))
-                lo = min(lo, float(np.nanmin(y)))
-            ax.set_title(label(f"{name}: mean pairwise cosine"))
-            ax.set_xlabel("layer")
-            ax.legend(loc="best")
-        axes[0].set_ylabel("cone (mean cosine)")
-        axes[0].set_ylim(lo - 0.02 if lo < 0 else 0.0, 1.02)
-        return to_svg(fig, "cone-layer")
+    drawn = [(name, layers, [(y, ls, {"color": line_color, "marker": marker, "label": label(text)})
+                             for text, y, ls, line_color, marker in lines]) for name, layers, lines in panels]
+    return layer_figure(drawn, "{name}: mean pairwise cosine", "cone (mean cosine)", "cone-layer", {})

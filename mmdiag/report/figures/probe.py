@@ -9,12 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-import numpy as np
-from matplotlib.figure import Figure
-
-from mmdiag.report.figures.coerce import floats, has_data, modality_items, xy
-from mmdiag.report.figures.style import label, style
-from mmdiag.report.figures.svg import to_svg
+from mmdiag.report.figures.coerce import floats, has_data, modality_items
+from mmdiag.report.figures.layers import layer_figure
 
 __all__ = ["probe_plot"]
 
@@ -39,18 +35,6 @@ def probe_plot(probe: Any) -> Optional[str]:
             panels.append((name, layers, lines))
     if not panels:
         return None
-    with style():
-        fig = Figure(figsize=(4.2 * len(panels), 3.0), layout="constrained")
-        axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
-        lo = 0.0
-        for ax, (name, layers, lines) in zip(axes, panels):
-            for key, text, y in lines:
-                x, y = xy(layers, y)
-                ax.plot(x, y, _PROBE_STYLES[key], label=text)
-                lo = min(lo, float(np.nanmin(y)))
-            ax.set_title(label(f"{name} probe"))
-            ax.set_xlabel("layer")
-            ax.legend(loc="best", ncols=2)
-        axes[0].set_ylabel("score")
-        axes[0].set_ylim(lo - 0.02 if lo < 0 else 0.0, 1.02)
-        return to_svg(fig, "probe-layers")
+    drawn = [(name, layers, [(y, _PROBE_STYLES[key], {"label": text}) for key, text, y in lines])
+             for name, layers, lines in panels]
+    return layer_figure(drawn, "{name} probe", "score", "probe-layers", {"ncols": 2})
