@@ -28,6 +28,10 @@ class MMDiagWarning(UserWarning):
     """A check breached a threshold whose level is ``warn``."""
 
 
+def _finite(value: Optional[float]) -> bool:
+    return value is not None and math.isfinite(float(value))
+
+
 class ReadOnlyConfig:
     """The run's options as a check sees them: readable, not writable."""
 
@@ -247,7 +251,7 @@ class CheckContext:
             params = self.layer_params(k)
             found = value(k)
             results.append(self._result(found, details(k) if details else None, "", params,
-                                        interval(k) if interval and found is not None else None))
+                                        interval(k) if interval and _finite(found) else None))
         self._conclude()
         return results
 

@@ -53,7 +53,7 @@ def pytest_report_header(config: pytest.Config) -> Any:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
     from mmdiag.runner import note_selected
 
-    note_selected(items, _session(config))
+    note_selected(items, _session(config), config)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -62,7 +62,7 @@ def note_collected(item: pytest.Item, session: Optional[MMSession]) -> None:
         session.collected_items.append(item)
 
 
-def note_selected(items: list, session: Optional[MMSession]) -> None:
+def note_selected(items: list, session: Optional[MMSession], config: Optional[pytest.Config] = None) -> None:
     """Remember which checks stayed selected (the forward pass records only what they need); refuse, before
     the forward pass, a gate that would check nothing or something else than it says."""
     if session is None:
@@ -77,10 +77,11 @@ def note_selected(items: list, session: Optional[MMSession]) -> None:
     collected = gate.collected_params(session.collected_items, check_params, _spec)
     problems = [gate.unknown_checks(session), gate.unknown_params(session, collected),
                 gate.baseline_mismatch(session, session.config.baseline_any)]
-    if session.config.collect_checks and items:
-        problems.append(gate.no_model(session, mm_model_is_builtin(items[0])))
+    first_check = next((item for item in items if _spec(item) is not None), None)
+    if session.config.collect_checks and first_check is not None:
+        problems.append(gate.no_model(session, mm_model_is_builtin(first_check)))
     problems = [p for p in problems if p]
-    if problems and _is_xdist_worker(items[0].config if items else None):
+    if problems and _is_xdist_worker(config if config is not None else (items[0].config if items else None)):
         # a worker cannot end the run with a usage error (xdist reports a crash): every check fails with it
         session.gate_problem = "; ".join(problems)
     elif problems:
