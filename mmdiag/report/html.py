@@ -272,8 +272,13 @@ def _row(result: Mapping) -> dict[str, Any]:
         if len(details_text) > _DETAILS_MAX_CHARS:
             details_text = details_text[:_DETAILS_MAX_CHARS] + "\n… (truncated)"
     message = result.get("message")
+    ci = result.get("ci") if isinstance(result.get("ci"), Mapping) else {}
+    interval = (f"[{fmt_value(ci['low'])}, {fmt_value(ci['high'])}]"
+                if _is_num(ci.get("low")) and _is_num(ci.get("high")) else "")
     return {
         "check": str(result.get("check") or "?"),
+        "interval": interval,
+        "interval_title": f"{ci.get('level', 0.95):.0%} interval ({ci.get('method')})" if interval else "",
         "params": fmt_params(result.get("params")),
         "value": fmt_value(value),
         "value_full": repr(value) if _is_num(value) else fmt_value(value),

@@ -402,3 +402,14 @@ def test_scatter_plots_are_subsampled():
     svg = plots.embedding_plot({"image": pts, "text": pts})
     assert len(svg) < 120_000
     assert "image (n=5000)" in svg
+
+
+def test_a_value_shows_its_interval():
+    doc = {"schema": "mmdiag/1", "results": [
+        {"check": "gap.norm", "params": {}, "value": 0.8212, "status": "pass",
+         "ci": {"low": 0.80, "high": 0.845, "level": 0.95, "method": "bootstrap-percentile"}, "se": 0.011},
+        {"check": "gap.l2i", "params": {}, "value": 1.2, "status": "info",
+         "ci": {"low": None, "high": None, "level": None, "method": "none"}, "se": None}]}
+    html = render_html(doc)
+    assert '<div class="ci" title="95% interval (bootstrap-percentile)">[0.8, 0.845]</div>' in html
+    assert html.count('class="ci"') == 1  # no interval, no bracket
