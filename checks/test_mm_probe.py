@@ -143,6 +143,7 @@ def test_probe_depth(mm, modality, layer):
 @pytest.mark.mm(DISTANCE)
 def test_probe_distance(mm, modality, layer):
     scores = _scores(mm, modality)
+
     def details(k):
         found = {**_split(scores), "uuas": scores.uuas[k], "dspr_fallback_all_lengths": scores.dspr_fallback}
         if scores.uuas_ci is not None:
