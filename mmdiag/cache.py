@@ -5,13 +5,17 @@ Entries are keyed by a fingerprint of everything that changes activations
 was recorded, mmdiag's version). Tensors are stored with safetensors and the
 rest as JSON — never pickle. Writes go to a temp file renamed into place; an
 entry that fails to load (corrupt, truncated, stale layout) is ignored,
-deleted and rebuilt. A file lock lets parallel workers (pytest-xdist) share one
+deleted and rebuilt. Each entry's metadata holds the sha256 of its safetensors file, checked on
+load: flipped bytes inside a tensor (header intact) are a corrupt entry, never a silent hit. Temp files
+left by an interrupted write (``.<name>.*.tmp``) are removed when the cache is opened, once older than
+:data:`STALE_TMP_S` (a younger one may be another process's write in progress). A file lock lets parallel workers (pytest-xdist) share one
 forward pass: the first computes, the others wait and load.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -20,15 +24,20 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 from filelock import FileLock
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save_file
 
 from mmdiag.atomic import atomic_write, atomic_write_text
 from mmdiag.record import Activations
 from mmdiag.recording.stats import AttentionStats, GroundingStats
 
 #: layout version of an entry; an entry of another version is rebuilt (4: attention/grounding statistics
-#: stored per stream as the fields of AttentionStats/GroundingStats)
-FORMAT = 4
+#: stored per stream as the fields of AttentionStats/GroundingStats; 5: the sha256 of the tensors file)
+FORMAT = 5
+#: a temp file of the cache directory older than this (seconds) is an interrupted write's orphan
+STALE_TMP_S = 3600.0
+#: why the last rejected entry of each path was not used ("hash mismatch", "stale format", ...)
+REJECTED: dict[str, str] = {}
 
 
 def cache_key(parts: dict[str, Any]) -> str:
@@ -40,8 +49,36 @@ def cache_key(parts: dict[str, Any]) -> str:
 def locked(directory: Path, key: str, timeout: float = 3600) -> Iterator[None]:
     """Hold ``key``'s lock (so one process computes an entry while others wait)."""
     directory.mkdir(parents=True, exist_ok=True)
+    clean_stale_temp_files(directory)
     with FileLock(str(directory / f"{key}.lock"), timeout=timeout):
         yield
+
+
+def clean_stale_temp_files(directory: Path, max_age_s: float = STALE_TMP_S) -> list[Path]:
+    """Remove the ``.<name>.*.tmp`` files of ``directory`` last modified over ``max_age_s`` ago; returns them."""
+    removed = []
+    now = time.time()
+    try:
+        candidates = list(directory.glob(".*.tmp"))
+    except OSError:
+        return removed
+    for tmp in candidates:
+        try:
+            if tmp.is_file() and now - tmp.stat().st_mtime > max_age_s:
+                tmp.unlink()
+                removed.append(tmp)
+        except OSError:  # gone already (another process cleaned it) or not ours to remove
+            continue
+    return removed
+
+
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file's bytes (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _flatten(acts: Activations) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -82,21 +119,34 @@ def _stats(cls: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
 def save(acts: Activations, path: Path) -> None:
     """Write ``acts`` as ``path`` (safetensors) + ``path.json`` (metadata), atomically."""
     tensors, meta = _flatten(acts)
-    # metadata first: a reader that finds the tensors also finds their metadata
-    atomic_write_text(str(path) + ".json", json.dumps(meta))
-    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+
+    def write(tmp: str) -> None:
+        save_file(tensors, tmp)
+        meta["sha256"] = file_sha256(Path(tmp))
+        # metadata first (before the tensors are renamed into place): a reader that finds the tensors also
+        # finds their metadata and hash
+        atomic_write_text(str(path) + ".json", json.dumps(meta))
+
+    atomic_write(path, write)
 
 
 def load(path: Path, device: Optional[torch.device] = None) -> Optional[Activations]:
-    """Read an entry; None (and the entry removed) when it is missing, corrupt or of another format."""
+    """Read an entry; None (and the entry removed) when it is missing, corrupt, of another format or its
+    bytes do not match the stored sha256 (the reason is kept in ``REJECTED[str(path)]``)."""
     meta_path = Path(str(path) + ".json")
     if not path.is_file() or not meta_path.is_file():
         return None
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT:
-            raise ValueError("stale cache format")
-        t = load_file(str(path), device=str(device or "cpu"))
+            raise ValueError("stale format")
+        data = path.read_bytes()
+        if not isinstance(meta.get("sha256"), str) or hashlib.sha256(data).hexdigest() != meta["sha256"]:
+            raise ValueError("hash mismatch")
+        t = load_bytes(data)
+        del data
+        if device is not None and str(device) != "cpu":
+            t = {k: v.to(device) for k, v in t.items()}
         acts = Activations(n=meta["n"], layer_counts=meta["layer_counts"])
         for m, n_layers in meta["pooled_layers"].items():
             acts.pooled[m] = [t[f"pooled.{m}.{k}"] for k in range(n_layers)]
@@ -118,7 +168,9 @@ def load(path: Path, device: Optional[torch.device] = None) -> Optional[Activati
         acts.causal = meta["causal"]
         acts.attention_image = meta.get("attention_image")
         return acts
-    except Exception:  # anything unreadable is rebuilt, never trusted
+    except Exception as exc:  # anything unreadable is rebuilt, never trusted
+        REJECTED[str(path)] = str(exc) if isinstance(exc, ValueError) and str(exc) in (
+            "stale format", "hash mismatch") else f"corrupt ({type(exc).__name__})"
         path.unlink(missing_ok=True)
         meta_path.unlink(missing_ok=True)
         return None
