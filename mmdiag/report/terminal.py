@@ -30,10 +30,11 @@ def format_value(value: Optional[float]) -> str:
 
 
 def build_table(results: Iterable[Result], title: str, with_deltas: bool = False) -> Table:
-    """One row per result, grouped by family (a section line between families)."""
+    """One row per result, grouped by family (a section line between families); the title and every cell are
+    printed literally (rich markup in them is text, not style)."""
     rows = sorted(results, key=lambda r: (FAMILY_ORDER.index(family(r.check)) if family(r.check) in FAMILY_ORDER
                                           else len(FAMILY_ORDER), r.check))
-    table = Table(title=title, title_justify="left", show_lines=False, expand=False)
+    table = Table(title=Text(title), title_justify="left", show_lines=False, expand=False)
     table.add_column("check", no_wrap=True)
     table.add_column("params", no_wrap=True)
     table.add_column("value", justify="right")
@@ -46,12 +47,14 @@ def build_table(results: Iterable[Result], title: str, with_deltas: bool = False
         if previous is not None and family(r.check) != previous:
             table.add_section()
         previous = family(r.check)
-        cells = [r.check, param_id(r.params), format_value(r.value),
-                 r.threshold.describe() if r.threshold else "-"]
+        # every cell is a Text, never a markup string: a check name, parameter or threshold a user wrote
+        # ("[bold]", "[/]") is printed literally instead of restyling the table or crashing rich
+        cells = [Text(str(r.check)), Text(param_id(r.params)), Text(format_value(r.value)),
+                 Text(r.threshold.describe() if r.threshold else "-")]
         if with_deltas:
             delta = (r.baseline or {}).get("delta")
-            cells.append("-" if delta is None else f"{delta:+.4g}")
-        cells.append(Text(r.status, style=STYLES.get(r.status, "")))
+            cells.append(Text("-" if delta is None else f"{delta:+.4g}"))
+        cells.append(Text(str(r.status), style=STYLES.get(r.status, "")))
         table.add_row(*cells)
     return table
 
