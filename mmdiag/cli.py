@@ -30,11 +30,15 @@ def report_main(argv: Sequence[str]) -> int:
     parser.add_argument("-o", "--output", type=Path, default=None,
                         help="HTML file to write (default: report.html beside the JSON)")
     args = parser.parse_args(list(argv))
+    target = args.output or args.results.with_name("report.html")
     try:
         doc = read_json(args.results)
-        out = write_html(doc, args.output or args.results.with_name("report.html"))
+        out = write_html(doc, target)
     except MMDiagError as exc:
         print(f"mmdiag report: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the report cannot be written there (no such folder, a directory, read-only)
+        print(f"mmdiag report: cannot write {target} ({exc.strerror or exc})", file=sys.stderr)
         return 2
     print(f"mmdiag: wrote {out}")
     return 0

@@ -216,14 +216,26 @@ class NpzRegionFeatures:
             example = ", ".join(repr(k) for k in sorted(self._keys)[:3]) or "none"
             raise DataError(f"no region features for sample {uid!r} (keys must be sample uids; "
                             f"the file has {len(self._keys)} keys, e.g. {example})", path=self.path)
-        if not hasattr(self._store, "get_tensor"):  # an NpzFile
-            return self._store[uid]
-        return self._store.get_tensor(uid)
+        try:
+            if not hasattr(self._store, "get_tensor"):  # an NpzFile (allow_pickle=False: no object arrays)
+                arr = self._store[uid]
+            else:
+                arr = self._store.get_tensor(uid)
+        except Exception as exc:  # an object array, a pickle, a truncated or corrupt member
+            reason = str(exc).splitlines()[0][:200] if str(exc) else ""
+            raise DataError(f"key {uid!r}: cannot read its region features ({type(exc).__name__}"
+                            f"{': ' + reason if reason else ''})", path=self.path) from None
+        if not isinstance(arr, np.ndarray):  # an npz member that is not a .npy array (e.g. a pickle)
+            raise DataError(f"key {uid!r}: not a numeric array (a {type(arr).__name__} member; write the file "
+                            "with np.savez)", path=self.path)
+        return arr
 
     def for_sample(self, sample: Sample, boxes: Sequence[Box]) -> torch.Tensor:
         """The ``(R, D)`` features of ``sample``; ``boxes`` only fixes the expected ``R``."""
         arr = self._array(sample.uid)
         where = f"key {sample.uid!r}"
+        if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
+            raise DataError(f"{where}: expected a numeric array, got dtype {arr.dtype}", path=self.path)
         if arr.ndim != 2:
             raise DataError(f"{where}: expected a 2-d (regions, features) array, got shape {tuple(arr.shape)}",
                             path=self.path)
@@ -234,11 +246,13 @@ class NpzRegionFeatures:
         if self.feat_dim is not None and arr.shape[1] != self.feat_dim:
             raise DataError(f"{where}: features have {arr.shape[1]} dims, the model expects {self.feat_dim}",
                             path=self.path)
-        if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
-            raise DataError(f"{where}: expected a numeric array, got dtype {arr.dtype}", path=self.path)
         if not np.isfinite(arr).all():
             raise DataError(f"{where}: non-finite values in the features", path=self.path)
-        return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+        with np.errstate(over="ignore"):
+            out = np.ascontiguousarray(arr, dtype=np.float32)
+        if not np.isfinite(out).all():  # finite float64 past float32's range
+            raise DataError(f"{where}: values beyond float32's range (|x| > 3.4e38) in the features", path=self.path)
+        return torch.from_numpy(out)
 
     def __call__(self, image: Any, boxes: Sequence[Box], uid: Optional[str] = None) -> torch.Tensor:
         if uid is None:
