@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from safetensors import SafetensorError
 from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer, BertModel, CLIPModel,
                           LlavaForConditionalGeneration, SiglipModel, ViltModel)
 
@@ -26,8 +28,14 @@ from mmdiag.models.presets import PRESETS, Preset
 from mmdiag.models.siglip import SiglipAdapter
 from mmdiag.models.text import TextEncoderAdapter
 from mmdiag.models.vilt import ViltAdapter
-from mmdiag.models.weights import fingerprint, fresh_model
+from mmdiag.models.weights import fingerprint, fresh_model, quiet_transformers, unreadable_safetensors
 from mmdiag.zoo import zoo_names, zoo_path
+
+try:  # huggingface_hub's validation of a config's fields (transformers 5 configs are strict dataclasses)
+    from huggingface_hub.errors import StrictDataclassError
+except ImportError:  # an older huggingface_hub: configs are not validated
+    class StrictDataclassError(Exception):  # type: ignore[no-redef]
+        pass
 
 #: model_type values of each built-in adapter family
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -127,6 +135,9 @@ def load_pretrained(path_or_id: str, device_map: Optional[str] = None,
     pinned = {"revision": revision} if revision else {}
     try:
         config = AutoConfig.from_pretrained(path_or_id, trust_remote_code=False, **pinned)
+    except StrictDataclassError as exc:
+        raise SpecError(f"--mm-model={path_or_id!r}: its config.json has an invalid value "
+                        f"({_all_lines(exc)}); write it with model.save_pretrained") from None
     except (OSError, ValueError) as exc:
         if "trust_remote_code" in str(exc) or "custom code" in str(exc):
             raise SpecError(f"--mm-model={path_or_id!r} needs remote code (its config has an auto_map), which "
@@ -152,24 +163,125 @@ def load_pretrained(path_or_id: str, device_map: Optional[str] = None,
         if importlib.util.find_spec("accelerate") is None:
             raise SpecError("--mm-device-map=auto needs accelerate: pip install accelerate")
         placement = {"device_map": device_map, "dtype": dtype}
+    local = Path(path_or_id).is_dir()
+    if local:
+        _check_weight_files(Path(path_or_id))
     try:
-        if family == "llava":
-            # AutoModel gives the headless LlavaModel; the checkpoints are saved from the
-            # generation class, whose key layout this loads without conversion.
-            model = LlavaForConditionalGeneration.from_pretrained(path_or_id, attn_implementation="eager",
-                                                                  trust_remote_code=False, **placement, **pinned)
-        else:
-            model = AutoModel.from_pretrained(path_or_id, attn_implementation="eager", trust_remote_code=False,
-                                              **placement, **pinned)
-        tokenizer = AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=False, **pinned)
-        needs_processor = family not in ("text", *REGION_FAMILIES)
-        processor = (AutoImageProcessor.from_pretrained(path_or_id, trust_remote_code=False, **pinned)
-                     if needs_processor else None)
+        with quiet_transformers():
+            model, loading = _load_model(family, path_or_id, placement, pinned)
+    except SafetensorError as exc:
+        raise SpecError(f"--mm-model={path_or_id!r}: its model.safetensors is corrupt ({_first_line(exc)}); "
+                        "write it again with model.save_pretrained") from None
+    except (TypeError, RuntimeError, StrictDataclassError) as exc:
+        raise SpecError(f"--mm-model={path_or_id!r}: cannot build the model its config.json describes "
+                        f"({type(exc).__name__}: {_all_lines(exc)}); write it with model.save_pretrained") from None
     except (OSError, ValueError) as exc:
         raise SpecError(f"--mm-model={path_or_id!r}: the config loaded but the weights, tokenizer or image "
                         f"processor did not ({_first_line(exc)}). A directory needs the files written by "
                         "model.save_pretrained, tokenizer.save_pretrained and processor.save_pretrained.") from None
+    _check_loading(path_or_id, loading, local)
+    if local:
+        _check_preprocessing_files(Path(path_or_id), family)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=False, **pinned)
+        needs_processor = family not in ("text", *REGION_FAMILIES)
+        processor = (AutoImageProcessor.from_pretrained(path_or_id, trust_remote_code=False, **pinned)
+                     if needs_processor else None)
+    except Exception as exc:  # noqa: BLE001  (tokenizers raises a bare Exception on a malformed tokenizer.json)
+        raise SpecError(f"--mm-model={path_or_id!r}: the model loaded but its tokenizer or image processor did not "
+                        f"({type(exc).__name__}: {_first_line(exc)}); write them with tokenizer.save_pretrained(dir) "
+                        "and processor.save_pretrained(dir)") from None
     return family, model, tokenizer, processor
+
+
+def _load_model(family: str, path_or_id: str, placement: dict, pinned: dict) -> tuple[torch.nn.Module, dict]:
+    """The model and transformers' loading info (missing, unexpected and mismatched keys)."""
+    # AutoModel gives the headless LlavaModel; the checkpoints are saved from the generation class, whose key
+    # layout this loads without conversion. Mismatched shapes are reported by the loading info (and refused by
+    # _check_loading) rather than by transformers' multi-line table and RuntimeError.
+    cls = LlavaForConditionalGeneration if family == "llava" else AutoModel
+    return cls.from_pretrained(path_or_id, attn_implementation="eager", trust_remote_code=False,
+                               output_loading_info=True, ignore_mismatched_sizes=True, **placement, **pinned)
+
+
+def _check_loading(path_or_id: str, loading: dict, local: bool) -> None:
+    """Refuse weights that do not fit the config: other tensor shapes, or tensors missing (they would be random)
+    or, for a local directory, left over (the config describes a smaller model than the weights)."""
+    mismatched = sorted(loading.get("mismatched_keys") or [], key=lambda entry: str(entry[0]))
+    if mismatched:
+        key, found, wanted = mismatched[0]
+        raise SpecError(f"--mm-model={path_or_id!r}: the weights in model.safetensors do not fit config.json: "
+                        f"{len(mismatched)} tensors have other shapes (e.g. {key}: {tuple(found)} in the weights, "
+                        f"{tuple(wanted)} by the config); was config.json edited? Write both with "
+                        "model.save_pretrained")
+    missing = sorted(loading.get("missing_keys") or [])
+    if missing:
+        raise SpecError(f"--mm-model={path_or_id!r}: config.json describes {len(missing)} tensors that the weights "
+                        f"lack (e.g. {missing[0]}), which would be random; was config.json edited? Write both with "
+                        "model.save_pretrained")
+    unexpected = sorted(loading.get("unexpected_keys") or [])
+    if unexpected and local:
+        raise SpecError(f"--mm-model={path_or_id!r}: the weights hold {len(unexpected)} tensors that config.json "
+                        f"has no place for (e.g. {unexpected[0]}); was config.json edited? Write both with "
+                        "model.save_pretrained")
+
+
+#: what counts as a tokenizer in a directory (the files transformers' tokenizer classes read)
+TOKENIZER_FILES = ("tokenizer.json, vocab.txt, vocab.json with merges.txt, a sentencepiece *.model, "
+                   "or a tokenizer_config.json with its vocab")
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def has_tokenizer(directory: Path) -> bool:
+    if any((directory / name).is_file() for name in ("tokenizer.json", "vocab.txt")):
+        return True
+    if (directory / "vocab.json").is_file() and (directory / "merges.txt").is_file():
+        return True
+    if any(p.is_file() for p in directory.glob("*.model")):
+        return True
+    config = _json(directory / "tokenizer_config.json")
+    return isinstance(config, dict) and bool(config.get("vocab"))
+
+
+def has_image_processor(directory: Path) -> bool:
+    if (directory / "preprocessor_config.json").is_file():
+        return True
+    nested = _json(directory / "processor_config.json")
+    return isinstance(nested, dict) and isinstance(nested.get("image_processor"), dict)
+
+
+def _check_weight_files(directory: Path) -> None:
+    """Refuse a local model directory whose safetensors file is truncated or has a malformed header."""
+    broken = unreadable_safetensors(directory)
+    if broken is not None:
+        file, why = broken
+        raise SpecError(f"--mm-model={str(directory)!r}: {file} is corrupt or truncated ({why}); write it again "
+                        "with model.save_pretrained(dir)")
+
+
+def _check_preprocessing_files(directory: Path, family: str) -> None:
+    """Refuse a local model directory without the tokenizer or image processor its family needs (transformers
+    would quietly build a placeholder tokenizer of a handful of tokens, and every caption would be unknown)."""
+    missing = []
+    if not has_tokenizer(directory):
+        missing.append(f"a tokenizer (one of {TOKENIZER_FILES}; write it with tokenizer.save_pretrained(dir))")
+    if family not in ("text", *REGION_FAMILIES) and not has_image_processor(directory):
+        missing.append("an image processor config (preprocessor_config.json; write it with "
+                       "processor.save_pretrained(dir))")
+    if missing:
+        raise SpecError(f"--mm-model={str(directory)!r}: a {family} model directory needs "
+                        + " and ".join(missing) + "; it has none")
+
+
+def _all_lines(exc: BaseException) -> str:
+    """The message of ``exc`` on one line."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
 
 
 def _first_line(exc: BaseException) -> str:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import hashlib
 import sys
 from contextlib import contextmanager
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Iterator, Optional
 
 import torch
 from transformers.modeling_utils import PreTrainedModel
 
-__all__ = ["fingerprint", "fresh_model"]
+__all__ = ["fingerprint", "fresh_model", "quiet_transformers", "unreadable_safetensors"]
 
 
 def fingerprint(model: torch.nn.Module) -> str:
@@ -79,3 +80,35 @@ def fresh_model(model_class: Any, config: Any) -> torch.nn.Module:
     except (ImportError, AttributeError):  # another transformers layout
         pass
     return model_class._from_config(config, attn_implementation="eager")
+
+
+def unreadable_safetensors(directory: Path) -> Optional[tuple[Path, str]]:
+    """The first ``*.safetensors`` file of ``directory`` whose header safetensors cannot read (a truncated file,
+    a garbage or non-JSON header, a header whose offsets run past the end of the file), and why; None if all read.
+
+    Reading a header is cheap (no tensor data is read); safetensors raises its own ``SafetensorError``, which is
+    neither an ``OSError`` nor a ``ValueError``.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(directory.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError, ValueError) as exc:
+            lines = str(exc).strip().splitlines()
+            return file, lines[0] if lines else type(exc).__name__
+    return None
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers logs errors only (its multi-line load report is replaced by mmdiag's own one-line refusal)."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
