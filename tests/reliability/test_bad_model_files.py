@@ -93,6 +93,31 @@ def test_corrupt_safetensors_is_a_usage_error_naming_the_file(pytester, tmp_path
              "model.save_pretrained")
 
 
+@pytest.mark.parametrize("damage, patterns", [
+    ("delete-shard", ("the config loaded but the weights", "model-00002-of-00002.safetensors")),
+    ("truncate-shard", ("model-00001-of-00002.safetensors is corrupt or truncated",)),
+    ("bad-index", ("the config loaded but the weights", "Expecting property name")),
+])
+def test_broken_sharded_weights_are_a_usage_error(pytester, tmp_path, damage, patterns):
+    from mmdiag.models.load import build_random
+    from mmdiag.models.presets import PRESETS
+
+    model, tok, proc = build_random(PRESETS["tiny-clip"], 0)
+    folder = tmp_path / "sharded"
+    model.save_pretrained(folder, max_shard_size="2MB")
+    tok.save_pretrained(folder)
+    proc.save_pretrained(folder)
+    shards = sorted(folder.glob("model-*.safetensors"))
+    assert len(shards) == 2
+    if damage == "delete-shard":
+        shards[1].unlink()
+    elif damage == "truncate-shard":
+        shards[0].write_bytes(shards[0].read_bytes()[:100])
+    else:
+        (folder / "model.safetensors.index.json").write_text("{oops")
+    _refused(pytester, folder, *patterns)
+
+
 def _edit(folder: Path, edit) -> None:
     config = json.loads((folder / "config.json").read_text())
     edit(config)
