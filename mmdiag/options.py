@@ -13,6 +13,9 @@ from typing import Any, Optional
 from mmdiag.errors import SpecError
 from mmdiag.thresholds import Threshold, parse_override, parse_table
 
+#: seeds must fit numpy's legacy and torch's generators: 0 <= seed < 2**32
+SEED_LIMIT = 2 ** 32
+
 #: (option, ini type, default, help); the ini name is the option's with ``mm_`` and underscores.
 OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--mm-model", "string", None, "model to diagnose: HF hub id or local dir, random:PRESET, zoo:NAME"),
@@ -83,6 +86,10 @@ def add_options(parser: Any) -> None:
     group.addoption("--mm-skip-bad-samples", action="store_true", default=False, dest="mm_skip_bad_samples",
                     help="skip (and count) samples whose image is missing or unreadable instead of failing")
     parser.addini("mm_skip_bad_samples", "skip unreadable samples", type="bool", default=False)
+    group.addoption("--mm-allow-outside-data", action="store_true", default=False, dest="mm_allow_outside_data",
+                    help="read images of a captions file that resolve outside its data directory (../x.png, an "
+                         "absolute path, a symlink pointing out); refused by default")
+    parser.addini("mm_allow_outside_data", "read images outside the data directory", type="bool", default=False)
     group.addoption("--mm-checks", action="store_true", default=False, dest="mm_checks",
                     help="collect the built-in checks (implied by --mm-model); use with an mm_model fixture override")
     parser.addini("mm_checks", "collect the built-in checks", type="bool", default=False)
@@ -118,6 +125,7 @@ class RunConfig:
     threshold_layers: list[dict[str, Threshold]] = field(default_factory=list)
     collect_checks: bool = False
     skip_bad_samples: bool = False
+    allow_outside_data: bool = False
     cache_dir: Optional[Path] = None
     region_features: Optional[Path] = None
     attention_head: Optional[int] = None
@@ -145,6 +153,15 @@ def _int(config: Any, name: str, minimum: int) -> int:
     return value
 
 
+def _input_file(option: str, raw: str, path: Path, expected: str) -> None:
+    """Refuse an input path that is missing or not a regular file (a FIFO would hang the run); stat only."""
+    from mmdiag.data.files import regular_file_problem
+
+    problem = regular_file_problem(path)
+    if problem is not None:
+        raise SpecError(f"{option}={raw!r}: {problem} ({expected})")
+
+
 def _pyproject_thresholds(rootpath: Path) -> dict[str, Threshold]:
     path = rootpath / "pyproject.toml"
     if not path.is_file():
@@ -164,6 +181,7 @@ def _pyproject_thresholds(rootpath: Path) -> dict[str, Threshold]:
 
 
 def _validate_data_spec(spec: str) -> None:
+    from mmdiag.data.files import regular_file_problem
     from mmdiag.data.load import ACCEPTED
 
     if spec in ("synthetic", "noise"):
@@ -172,11 +190,19 @@ def _validate_data_spec(spec: str) -> None:
     if path.is_dir():
         from mmdiag.data.flickr30k import is_flickr30k_root
 
-        if not (path / "captions.jsonl").is_file() and not is_flickr30k_root(path):
+        if is_flickr30k_root(path):
+            return
+        problem = regular_file_problem(path / "captions.jsonl")
+        if problem == "no such file":
             raise SpecError(f"--mm-data={spec!r}: the directory has no captions.jsonl; {ACCEPTED}")
+        if problem is not None:
+            raise SpecError(f"--mm-data={spec!r}: its captions.jsonl {problem}; {ACCEPTED}")
         return
-    if not path.is_file():
+    problem = regular_file_problem(path)  # stat only: a FIFO or a device given as data is never opened
+    if problem == "no such file":
         raise SpecError(f"--mm-data={spec!r}: no such file or directory; {ACCEPTED}")
+    if problem is not None:
+        raise SpecError(f"--mm-data={spec!r}: {problem}; {ACCEPTED}")
     if path.suffix not in (".jsonl", ".json"):
         raise SpecError(f"--mm-data={spec!r}: unknown file type {path.suffix!r}; {ACCEPTED}")
 
@@ -193,14 +219,20 @@ def from_pytest(config: Any) -> RunConfig:
     treebank = _get(config, "mm_treebank")
     if treebank:
         cfg.treebank = Path(treebank).expanduser()
-        if not cfg.treebank.is_file():
-            raise SpecError(f"--mm-treebank={treebank!r}: no such file (expected a CoNLL-U .conllu file)")
+        _input_file("--mm-treebank", treebank, cfg.treebank, "expected a CoNLL-U .conllu file")
     cfg.samples = _int(config, "mm_samples", 2)
+    from mmdiag.data.load import generated_samples_problem
+
+    if generated_samples_problem(cfg.data, cfg.samples):
+        raise SpecError(generated_samples_problem(cfg.data, cfg.samples))
     if str(_get(config, "mm_batch_size")).strip() == "auto":
         cfg.batch_size = 0  # record() starts large and halves on out-of-memory
     else:
         cfg.batch_size = _int(config, "mm_batch_size", 1)
     cfg.seed = _int(config, "mm_seed", 0)
+    if cfg.seed >= SEED_LIMIT:
+        raise SpecError(f"--mm-seed={cfg.seed} must be below 2**32 = {SEED_LIMIT} (the range of numpy's and torch's "
+                        "random generators)")
     cfg.device = str(_get(config, "mm_device") or "auto")
     cfg.dtype = str(_get(config, "mm_dtype") or "fp32")
     cfg.device_map = _get(config, "mm_device_map") or None
@@ -223,9 +255,9 @@ def from_pytest(config: Any) -> RunConfig:
     for name in ("save_baseline", "baseline"):
         value = _get(config, f"mm_{name}")
         setattr(cfg, name, Path(value) if value else None)
-    if cfg.baseline is not None and not cfg.baseline.is_file():
-        raise SpecError(f"--mm-baseline={str(cfg.baseline)!r}: no such file (give a results JSON written by "
-                        "--mm-save-baseline or --mm-json)")
+    if cfg.baseline is not None:
+        _input_file("--mm-baseline", str(cfg.baseline), cfg.baseline,
+                    "give a results JSON written by --mm-save-baseline or --mm-json")
     cfg.bootstrap = _int(config, "mm_bootstrap", 0)
     cfg.gate = str(_get(config, "mm_gate") or "ci")
     if cfg.gate not in ("ci", "value"):
@@ -243,17 +275,22 @@ def from_pytest(config: Any) -> RunConfig:
             raise SpecError(f"--mm-controls: unknown control {control!r}; accepted: {', '.join(CONTROLS)}")
     cfg.controls = tuple(controls)
     cfg.skip_bad_samples = bool(config.getoption("mm_skip_bad_samples")) or bool(config.getini("mm_skip_bad_samples"))
+    cfg.allow_outside_data = (bool(config.getoption("mm_allow_outside_data"))
+                              or bool(config.getini("mm_allow_outside_data")))
     if not (config.getoption("mm_no_cache") or config.getini("mm_no_cache")):
-        cache = Path(str(_get(config, "mm_cache_dir") or ".mmdiag_cache")).expanduser()
+        raw_cache = str(_get(config, "mm_cache_dir") or ".mmdiag_cache")
+        cache = Path(raw_cache).expanduser()
         cfg.cache_dir = cache if cache.is_absolute() else Path(config.rootpath) / cache
+        if cfg.cache_dir.exists() and not cfg.cache_dir.is_dir():
+            raise SpecError(f"--mm-cache-dir={raw_cache!r}: {cfg.cache_dir} is a file, not a directory (give another "
+                            "--mm-cache-dir or --mm-no-cache)")
     if _get(config, "mm_attention_head") not in (None, ""):
         cfg.attention_head = _int(config, "mm_attention_head", 0)
     region_features = _get(config, "mm_region_features")
     if region_features:
         cfg.region_features = Path(region_features).expanduser()
-        if not cfg.region_features.is_file():
-            raise SpecError(f"--mm-region-features={region_features!r}: no such file (expected .npz or .safetensors "
-                            "with one (1+P, D) array per sample uid; see docs/region-models.md)")
+        _input_file("--mm-region-features", region_features, cfg.region_features,
+                    "expected .npz or .safetensors with one (1+P, D) array per sample uid; see docs/region-models.md")
     cfg.probe_regimen = str(_get(config, "mm_probe_regimen") or "fast")
     if cfg.probe_regimen not in ("fast", "paper"):
         raise SpecError(f"--mm-probe-regimen={cfg.probe_regimen!r}: accepted: fast, paper")
@@ -271,4 +308,83 @@ def from_pytest(config: Any) -> RunConfig:
         # a diagnostic run always leaves its reports: the project's top-level reports/ folder
         cfg.json = Path(config.rootpath) / "reports" / "results.json"
         cfg.html = Path(config.rootpath) / "reports" / "report.html"
+        _check_report_dir("the default report directory (give --mm-report-dir)", cfg.json.parent)
+    elif report_dir:
+        _check_report_dir(f"--mm-report-dir={report_dir!r}", Path(report_dir))
+    _check_outputs(cfg, report_dir, json_path, html_path)
     return cfg
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its closest ancestor that exists (what creating ``path`` needs to be writable)."""
+    path = Path(os.path.abspath(path))
+    while not os.path.lexists(path) and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _creatable_problem(path: Path) -> Optional[str]:
+    """Why a file or directory cannot be created at ``path`` (None when it can)."""
+    base = _nearest_existing(path.parent)
+    if not base.is_dir():
+        return f"cannot be created: {base} is not a directory"
+    if not os.access(base, os.W_OK | os.X_OK):
+        return f"cannot be created: {base} is not writable"
+    return None
+
+
+def _check_report_dir(what: str, path: Path) -> None:
+    """A report directory is a writable directory, or can be created."""
+    if os.path.lexists(path):
+        if not path.is_dir():
+            raise SpecError(f"{what}: {path} is a file, not a directory")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise SpecError(f"{what}: the directory {path} is not writable")
+        return
+    problem = _creatable_problem(path)
+    if problem:
+        raise SpecError(f"{what}: {path} {problem}")
+
+
+def _check_output_file(what: str, path: Path) -> None:
+    """An output file is a regular file in a writable directory, or can be created (never a FIFO or device)."""
+    if os.path.exists(path):
+        from mmdiag.data.files import regular_file_problem
+
+        problem = regular_file_problem(path)
+        if problem is not None:
+            raise SpecError(f"{what}: {path} {problem}")
+        if not os.access(path.parent if str(path.parent) else Path("."), os.W_OK | os.X_OK):
+            raise SpecError(f"{what}: {path} cannot be replaced: its directory is not writable")
+        return
+    problem = _creatable_problem(path)
+    if problem:
+        raise SpecError(f"{what}: {path} {problem}")
+
+
+#: what each output (and the baseline input) holds: two options may name one file only for the same content
+_ROLES = {"json": "results JSON", "save_baseline": "results JSON", "baseline": "results JSON",
+          "html": "HTML report", "markdown": "Markdown verdict"}
+
+
+def _check_outputs(cfg: RunConfig, report_dir: Any, json_path: Any, html_path: Any) -> None:
+    """Each output can be written, and no two options name one file for different contents."""
+    names = {"json": f"--mm-json={json_path!r}" if json_path else f"--mm-report-dir={report_dir!r} (results.json)",
+             "html": f"--mm-html={html_path!r}" if html_path else f"--mm-report-dir={report_dir!r} (report.html)",
+             "save_baseline": f"--mm-save-baseline={str(cfg.save_baseline)!r}",
+             "baseline": f"--mm-baseline={str(cfg.baseline)!r}", "markdown": f"--mm-markdown={str(cfg.markdown)!r}"}
+    if not (json_path or html_path or report_dir):
+        names["json"] = names["html"] = "the default report directory"
+    seen: dict[str, str] = {}
+    for key in ("json", "html", "save_baseline", "markdown", "baseline"):
+        path = getattr(cfg, key)
+        if path is None or (key == "markdown" and cfg.markdown_append):
+            continue
+        if key != "baseline":
+            _check_output_file(names[key], Path(path))
+        real = os.path.realpath(path)
+        other = seen.get(real)
+        if other is not None and _ROLES[other] != _ROLES[key]:
+            raise SpecError(f"{names[other]} and {names[key]} name the same file {path}: the {_ROLES[other]} and the "
+                            f"{_ROLES[key]} would overwrite each other; give them different paths")
+        seen.setdefault(real, key)

@@ -47,9 +47,42 @@ def configure(config: pytest.Config) -> Optional[MMSession]:
         config.args[:] = [str(builtin_checks_dir())]
     elif _explicit_args(config) and config.getoption("mm_checks", default=False):
         config.args.append(str(builtin_checks_dir()))  # your own check files and the built-in ones
+    if cfg.collect_checks or cfg.allow_outside_data:
+        # a captions file is read now: a path outside the data directory or an image that is a FIFO is a usage
+        # error before the model loads (and the session keeps these samples, read with the run's settings)
+        from mmdiag.data.load import file_samples_checked
+
+        samples = file_samples_checked(cfg.data, cfg.samples, cfg.seed, cfg.allow_outside_data,
+                                       cfg.skip_bad_samples)
+        if samples is not None:
+            session.samples = samples
     if cfg.model and cfg.collect_checks:
         session.load_model()
+        check_model_limits(cfg, session.adapter)
     return session
+
+
+def check_model_limits(cfg: Any, adapter: Any) -> None:
+    """Refuse, right after the model loads, ``--mm-attention-head``/``--mm-probe-rank`` that no tower of it has
+    (beyond the largest head count / hidden size of ``model.config`` and its text/vision sub-configs); skipped
+    where the adapter has no such config."""
+    try:
+        config = getattr(getattr(adapter, "model", None), "config", None)
+    except Exception:  # noqa: BLE001 - an adapter's property that fails: the sizes are unknown
+        return
+    configs = [c for c in (config, getattr(config, "text_config", None), getattr(config, "vision_config", None))
+               if c is not None]
+
+    def sizes(name: str) -> list[int]:
+        return [v for c in configs for v in [getattr(c, name, None)] if isinstance(v, int) and v > 0]
+
+    heads, hidden = sizes("num_attention_heads"), sizes("hidden_size")
+    if cfg.attention_head is not None and heads and cfg.attention_head >= max(heads):
+        raise SpecError(f"--mm-attention-head={cfg.attention_head}: {cfg.model} has {max(heads)} attention heads "
+                        f"(heads are numbered 0..{max(heads) - 1})")
+    if cfg.probe_rank is not None and hidden and cfg.probe_rank > max(hidden):
+        raise SpecError(f"--mm-probe-rank={cfg.probe_rank} is beyond the hidden size of {cfg.model} "
+                        f"({max(hidden)}); give a rank of at most {max(hidden)}, or 0 for the regimen's default")
 
 
 def note_collected(item: pytest.Item, session: Optional[MMSession]) -> None:

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional
 
+from mmdiag.data.files import check_inside, read_regular_bytes
 from mmdiag.data.types import Sample
 from mmdiag.errors import DataError
 
@@ -19,10 +20,7 @@ COCO_FORMAT = ('a COCO captions file: {"images": [{"id": 1, "file_name": "a.jpg"
 
 def _read_text(path: Path, what: str) -> str:
     """The file as text (UTF-8, a leading BOM dropped); a DataError names the file (and line of a bad byte)."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {what} ({exc.strerror or exc})", path) from None
+    data = read_regular_bytes(path, what)  # a FIFO or a device is refused, never read (it would block)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -48,8 +46,12 @@ def _valid_text(value: str) -> bool:
     return True
 
 
-def read_jsonl(path: Path, limit: Optional[int] = None) -> list[Sample]:
+def read_jsonl(path: Path, limit: Optional[int] = None, allow_outside: bool = False) -> list[Sample]:
     """Read a captions JSONL file; image paths are relative to the file's folder.
+
+    An image path that resolves outside that folder (``../x.png``, an absolute
+    path, a symlink pointing out) is a DataError naming the line unless
+    ``allow_outside`` (``--mm-allow-outside-data``).
 
     Lines are split on ``\\n`` only (``\\r\\n`` accepted), so a caption holding
     U+2028 or other Unicode line breaks stays one record; blank lines are skipped.
@@ -77,6 +79,8 @@ def read_jsonl(path: Path, limit: Optional[int] = None) -> list[Sample]:
         if not _valid_text(caption):
             raise DataError('"caption" is not valid Unicode text (it holds a lone surrogate such as \\ud800)',
                             path, lineno)
+        if not allow_outside:
+            check_inside(path.parent / image, path.parent, image, path, lineno)
         samples.append(Sample(uid=f"{path.name}:{lineno}", image=path.parent / image, caption=caption.strip(),
                               meta={"source": f"{path}:{lineno}"}))
         if limit is not None and len(samples) >= limit:
@@ -106,8 +110,11 @@ def _image_id(value: Any) -> Optional[Any]:
     return None
 
 
-def read_coco(path: Path, limit: Optional[int] = None) -> list[Sample]:
+def read_coco(path: Path, limit: Optional[int] = None, allow_outside: bool = False) -> list[Sample]:
     """Read a COCO captions JSON (``images`` + ``annotations``): the first caption per image.
+
+    A ``file_name`` that resolves outside the image folder is a DataError naming
+    the file and the image id unless ``allow_outside``.
 
     Entries that are not objects, have no usable id (an int or a string), no
     ``file_name`` string or no caption string are ignored; a file with no usable
@@ -146,6 +153,8 @@ def read_coco(path: Path, limit: Optional[int] = None) -> list[Sample]:
         if not isinstance(caption, str) or not _valid_text(caption):
             continue
         seen.add(image_id)
+        if not allow_outside:
+            check_inside(image_dir / files[image_id], image_dir, files[image_id], path, None)
         samples.append(Sample(uid=f"coco-{image_id}", image=image_dir / files[image_id], caption=caption.strip(),
                               meta={"source": f"{path} image_id={image_id}"}))
         if limit is not None and len(samples) >= limit:

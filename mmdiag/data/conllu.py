@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from typing import Union
 
+from mmdiag.data.files import read_regular_bytes
 from mmdiag.data.types import DepTree
 from mmdiag.errors import DataError
 
@@ -33,10 +34,7 @@ def read_conllu(path: Union[str, Path]) -> list[DepTree]:
     sentence, or a sentence is malformed (see :func:`parse_conllu`).
     """
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read CoNLL-U file ({exc.strerror or exc})", path=p) from None
+    data = read_regular_bytes(p, "CoNLL-U file")  # a FIFO or a device is refused, never read
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

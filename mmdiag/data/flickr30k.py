@@ -49,6 +49,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
+from mmdiag.data.files import read_regular_bytes
 from mmdiag.data.scene_tree import scene_parents as _scene_parents
 from mmdiag.data.trees import validate_heads
 from mmdiag.data.types import DepTree, Phrase, Sample
@@ -172,10 +173,7 @@ def parse_caption(line: str, path: Union[str, Path, None] = None, lineno: Option
 
 def _first_caption(path: Path) -> tuple[int, str]:
     """``(line number, text)`` of the first non-blank line of a Sentences file."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read sentences file ({exc.strerror or exc})", path) from None
+    data = read_regular_bytes(path, "sentences file")  # a FIFO or a device is refused, never read
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -8,6 +8,7 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
+from mmdiag.data.files import open_regular, regular_file_problem
 from mmdiag.errors import DataError
 
 #: Decompression-bomb guard: refuse images above this many pixels.
@@ -70,14 +71,15 @@ def open_image(source: Union[Image.Image, Path, str]) -> Image.Image:
     if isinstance(source, Image.Image):
         return to_rgb(source)
     path = Path(source)
-    if not path.is_file():
-        raise DataError("image file not found" if not path.exists() else "not a regular file (expected an image)",
-                        path)
+    problem = regular_file_problem(path)  # stat first: a FIFO or a device is never opened (it would block)
+    if problem is not None:
+        raise DataError("image file not found" if problem == "no such file" else
+                        f"{problem[3:] if problem.startswith('is ') else problem} (expected an image)", path)
     try:
         with warnings.catch_warnings():
             # the pixel limit below is mmdiag's own; Pillow's bomb warning would only repeat it
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with open_regular(path, "image") as handle, Image.open(handle) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise DataError(f"image is {img.width}x{img.height}, above the {MAX_PIXELS:,}-pixel limit",
                                     path)

@@ -4,23 +4,44 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Optional
 
 from mmdiag.data.captions import read_coco, read_jsonl
+from mmdiag.data.files import open_regular, regular_file_problem
 from mmdiag.data.flickr30k import is_flickr30k_root, read_flickr30k
 from mmdiag.data.noise import make_noise
 from mmdiag.data.synthetic import make_synthetic
 from mmdiag.data.types import Sample
-from mmdiag.errors import SpecError
+from mmdiag.errors import DataError, SpecError
 
 ACCEPTED = ("accepted: synthetic (built-in scenes with gold trees), noise (random pixels and token ids), "
             "a captions .jsonl file, a directory holding captions.jsonl, a COCO captions .json file, or a Flickr30k "
             "Entities root (Sentences/ and Annotations/)")
 
+#: most samples the built-in generators (synthetic, noise) build: every sample holds its 224x224 image in memory
+#: and rendering takes about 2 ms, so 10,000 samples take about 20-30 s and 1.5 GB before the model runs; above it
+#: the run is refused (use a captions file, whose images are opened batch by batch, for more).
+MAX_GENERATED_SAMPLES = 10_000
+
+
+def generated_samples_problem(spec: str, n: int) -> str:
+    """Why ``n`` samples of the generated ``spec`` are refused ("" when they are not)."""
+    if spec in ("synthetic", "noise") and n > MAX_GENERATED_SAMPLES:
+        return (f"--mm-samples={n}: the {spec} generator builds at most {MAX_GENERATED_SAMPLES:,} samples (each holds "
+                f"its image in memory, and building them would take minutes before anything runs); use "
+                f"--mm-samples<={MAX_GENERATED_SAMPLES} or a captions file")
+    return ""
+
 
 def load_samples(spec: str, n: int, seed: int = 0, vocab_size: int = 1000,
-                 special_ids: Iterable[int] = ()) -> list[Sample]:
-    """Up to ``n`` samples for ``spec`` (deterministic by ``seed``)."""
+                 special_ids: Iterable[int] = (), allow_outside: bool = False) -> list[Sample]:
+    """Up to ``n`` samples for ``spec`` (deterministic by ``seed``).
+
+    ``allow_outside``: read images of a captions file that lie outside its data directory.
+    """
+    problem = generated_samples_problem(spec, n)
+    if problem:
+        raise SpecError(problem)
     if spec == "synthetic":
         return make_synthetic(n, seed=seed)
     if spec == "noise":
@@ -32,12 +53,15 @@ def load_samples(spec: str, n: int, seed: int = 0, vocab_size: int = 1000,
         path = path / "captions.jsonl"
         if not path.is_file():
             raise SpecError(f"--mm-data={spec!r}: the directory has no captions.jsonl; {ACCEPTED}")
-    if not path.is_file():
+    problem = regular_file_problem(path)
+    if problem == "no such file":
         raise SpecError(f"--mm-data={spec!r}: no such file or directory; {ACCEPTED}")
+    if problem is not None:
+        raise SpecError(f"--mm-data={spec!r}: {path} {problem}; {ACCEPTED}")
     if path.suffix == ".jsonl":
-        return read_jsonl(path, limit=n)
+        return read_jsonl(path, limit=n, allow_outside=allow_outside)
     if path.suffix == ".json":
-        return read_coco(path, limit=n)
+        return read_coco(path, limit=n, allow_outside=allow_outside)
     raise SpecError(f"--mm-data={spec!r}: unknown file type {path.suffix!r}; {ACCEPTED}")
 
 
@@ -46,20 +70,25 @@ _FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
 
 
 def _file_digest(path: Path) -> str:
-    """blake2b of a file's bytes (memoised by path, size and modification time); "missing" if unreadable."""
+    """blake2b of a file's bytes (memoised by path, size and modification time); "missing" if unreadable.
+
+    Only a regular file is read: a FIFO or a device (``/dev/zero``) is never opened, it would block or never end.
+    """
     try:
         stat = path.stat()
     except (OSError, ValueError):
         return "missing"
+    if regular_file_problem(path) is not None:
+        return "not-a-file"
     key = (str(path), stat.st_size, stat.st_mtime_ns)
     digest = _FILE_DIGESTS.get(key)
     if digest is None:
         h = hashlib.blake2b(digest_size=8)
         try:
-            with open(path, "rb") as handle:
+            with open_regular(path) as handle:
                 for block in iter(lambda: handle.read(1 << 20), b""):
                     h.update(block)
-        except OSError:
+        except (OSError, DataError):
             return "unreadable"
         digest = _FILE_DIGESTS[key] = h.hexdigest()
     return digest
@@ -88,3 +117,27 @@ def data_fingerprint(samples: list[Sample]) -> str:
     for s in samples:
         digest.update(json.dumps([s.uid, s.caption, s.token_ids, _image_identity(s.image)]).encode())
     return digest.hexdigest()
+
+
+def file_samples_checked(spec: str, n: int, seed: int = 0, allow_outside: bool = False,
+                         skip_bad: bool = False) -> Optional[list[Sample]]:
+    """The samples of a captions/COCO/Flickr30k ``spec``, read and checked before the model runs (None for the
+    generated ``synthetic`` and ``noise``, whose samples depend on the model's tokenizer or take time to build).
+
+    Reading refuses image paths outside the data directory (unless ``allow_outside``); unless ``skip_bad``, an
+    image that exists but is not a regular file (a FIFO, a device, a directory) is a DataError naming the
+    captions file and line here, instead of a failure in the middle of the forward pass.
+    """
+    if spec in ("synthetic", "noise"):
+        return None
+    samples = load_samples(spec, n, seed, allow_outside=allow_outside)
+    if not skip_bad:
+        for sample in samples:
+            if not isinstance(sample.image, (str, Path)):
+                continue
+            problem = regular_file_problem(sample.image)
+            if problem is not None and problem != "no such file":  # a missing image fails where it is read
+                source = sample.meta.get("source", sample.uid)
+                raise DataError(f"{source}: image {str(sample.image)!r} {problem} (an image must be a regular file; "
+                                "--mm-skip-bad-samples skips such samples)")
+    return samples
