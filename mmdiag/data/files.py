@@ -36,7 +36,7 @@ def regular_file_problem(path: PathLike) -> Optional[str]:
     except FileNotFoundError:
         return "no such file"
     except (OSError, ValueError) as exc:
-        return f"cannot stat it ({getattr(exc, 'strerror', None) or exc})"
+        return f"cannot be stat-ed ({getattr(exc, 'strerror', None) or exc})"
     if stat.S_ISREG(mode):
         return None
     return f"is {kind_of(mode)}, not a regular file"
@@ -82,8 +82,8 @@ def outside_root(image: Path, root: Path) -> Optional[Path]:
     try:
         real_root = root.resolve()
         real = image.resolve()
-    except (OSError, RuntimeError, ValueError):  # a symlink loop or an unreadable component
-        return image
+    except (OSError, RuntimeError, ValueError):  # a symlink loop: it cannot be opened either, the stat check says so
+        return None
     if real == real_root or real_root in real.parents:
         return None
     return real

@@ -196,3 +196,14 @@ def test_device_as_data_is_a_usage_error(pytester):
     with no_hang(60):
         line = _usage_line(pytester.runpytest(*FAST, "--mm-treebank=/dev/zero"))
     assert "--mm-treebank='/dev/zero': is a character device, not a regular file" in line
+
+
+def test_symlink_loop_and_directory_images_are_named_by_line(tmp_path):
+    data = _folder(tmp_path / "data", [{"image": "loop.png", "caption": "a loop"}])
+    os.symlink("loop.png", data / "loop.png")
+    with pytest.raises(DataError, match=r"captions.jsonl:5: image .*loop.png' cannot be stat-ed"):
+        file_samples_checked(str(data), 8)
+    (data / "loop.png").unlink()
+    (data / "loop.png").mkdir()
+    with pytest.raises(DataError, match=r"captions.jsonl:5: image .*loop.png' is a directory, not a regular file"):
+        file_samples_checked(str(data), 8)
