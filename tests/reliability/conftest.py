@@ -164,3 +164,16 @@ def mm_model():
 def toy_conftest(layers: int = 4, claimed: int = 4, bad_layer=None, bad_value: str = "float('nan')") -> str:
     """The source of :data:`TOY_CONFTEST` for these settings."""
     return TOY_CONFTEST.format(layers=layers, claimed=claimed, bad_layer=bad_layer, bad_value=bad_value)
+
+
+@pytest.fixture
+def usage_line():
+    """Assert a pytester run ended in a usage error with one ``ERROR: mmdiag:`` line and no traceback; the line."""
+    def check(result) -> str:
+        assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
+        err = result.stderr.str()
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("ERROR: mmdiag: "), err
+        assert "Traceback" not in err + result.stdout.str()
+        return lines[0]
+    return check

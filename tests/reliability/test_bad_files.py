@@ -40,16 +40,6 @@ def no_hang(seconds=20):
         signal.signal(signal.SIGALRM, old)
 
 
-def _usage_line(result):
-    """The run ended in a usage error with one ``ERROR: mmdiag:`` line and no traceback; returns that line."""
-    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
-    err = result.stderr.str()
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ERROR: mmdiag: "), err
-    assert "Traceback" not in err + result.stdout.str()
-    return lines[0]
-
-
 def _folder(path, rows_extra=(), n=4):
     path.mkdir(exist_ok=True)
     rng = np.random.default_rng(0)
@@ -110,10 +100,10 @@ def test_coco_file_name_outside_the_image_folder_is_refused(tmp_path, secret):
     assert len(read_coco(folder / "captions.json", allow_outside=True)) == 2
 
 
-def test_outside_image_is_a_usage_error_and_the_opt_in_runs(pytester, tmp_path, secret):
+def test_outside_image_is_a_usage_error_and_the_opt_in_runs(pytester, tmp_path, secret, usage_line):
     data = _folder(tmp_path / "data", [{"image": "../secret.png", "caption": "the secret"}])
     result = pytester.runpytest(*FAST, f"--mm-data={data}")
-    line = _usage_line(result)
+    line = usage_line(result)
     assert f"{data / 'captions.jsonl'}:5: image '../secret.png' resolves outside the data directory" in line
     assert "--mm-allow-outside-data" in line
     pytester.makeini("[pytest]\nmm_allow_outside_data = true\n")  # the ini twin opts in too
@@ -163,7 +153,7 @@ def test_fifo_image_is_named_by_file_and_line_before_the_run_unless_skipped(tmp_
 
 
 @needs_fifo
-def test_fifo_image_with_skip_bad_samples_finishes_and_counts_it(pytester, tmp_path):
+def test_fifo_image_with_skip_bad_samples_finishes_and_counts_it(pytester, tmp_path, usage_line):
     data = _folder(tmp_path / "data", [{"image": "pipe.png", "caption": "a pipe"},
                                        {"image": "zero.png", "caption": "endless zeros"}])
     os.mkfifo(data / "pipe.png")
@@ -174,27 +164,27 @@ def test_fifo_image_with_skip_bad_samples_finishes_and_counts_it(pytester, tmp_p
     doc = json.loads((pytester.path / "out.json").read_text())
     assert doc["data"]["n"] == 4 and doc["data"]["skipped_samples"] == 2
     result = pytester.runpytest_subprocess(*FAST, f"--mm-data={data}", "--mm-allow-outside-data", timeout=120)
-    line = _usage_line(result)
+    line = usage_line(result)
     assert f"{data / 'captions.jsonl'}:5: image" in line and "is a FIFO (named pipe), not a regular file" in line
 
 
 @needs_fifo
 @pytest.mark.parametrize("option, name", [("--mm-data", "data.jsonl"), ("--mm-treebank", "tb.conllu"),
                                           ("--mm-baseline", "base.json"), ("--mm-region-features", "rf.npz")])
-def test_fifo_as_an_input_option_is_a_usage_error(pytester, option, name):
+def test_fifo_as_an_input_option_is_a_usage_error(pytester, option, name, usage_line):
     os.mkfifo(pytester.path / name)
     if option == "--mm-data":  # the one a hang was seen with: in a subprocess under a timeout
         result = pytester.runpytest_subprocess(*FAST, f"{option}={name}", timeout=120)
     else:
         with no_hang(60):
             result = pytester.runpytest(*FAST, f"{option}={name}")
-    line = _usage_line(result)
+    line = usage_line(result)
     assert f"{option}='{name}': is a FIFO (named pipe), not a regular file" in line
 
 
-def test_device_as_data_is_a_usage_error(pytester):
+def test_device_as_data_is_a_usage_error(pytester, usage_line):
     with no_hang(60):
-        line = _usage_line(pytester.runpytest(*FAST, "--mm-treebank=/dev/zero"))
+        line = usage_line(pytester.runpytest(*FAST, "--mm-treebank=/dev/zero"))
     assert "--mm-treebank='/dev/zero': is a character device, not a regular file" in line
 
 

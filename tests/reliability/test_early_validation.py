@@ -17,15 +17,6 @@ FAST = ("--mm-model=random:tiny-clip", "--mm-samples=8", "--mm-batch-size=4", "-
         "--color=no", "-k", "gap_norm")
 
 
-def _usage_line(result):
-    assert result.ret == pytest.ExitCode.USAGE_ERROR, result.stdout.str() + result.stderr.str()
-    err = result.stderr.str()
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("ERROR: mmdiag: "), err
-    assert "Traceback" not in err + result.stdout.str()
-    return lines[0]
-
-
 @pytest.mark.parametrize("args, expected", [
     (["--mm-report-dir=afile"], "--mm-report-dir='afile': afile is a file, not a directory"),
     (["--mm-report-dir=afile/sub"], "--mm-report-dir='afile/sub': afile/sub cannot be created: * is not a directory"),
@@ -51,11 +42,11 @@ def _usage_line(result):
 ], ids=["report-dir-file", "report-dir-under-file", "json-is-html", "html-is-baseline", "markdown-is-json",
         "report-dir-html-is-markdown", "json-is-dir", "json-under-file", "cache-dir-file", "seed-2**32", "seed-neg",
         "head-beyond", "rank-beyond", "synthetic-too-many", "noise-too-many"])
-def test_refused_before_the_forward_pass(pytester, args, expected):
+def test_refused_before_the_forward_pass(pytester, args, expected, usage_line):
     (pytester.path / "afile").write_text("not a directory")
     (pytester.path / "adir").mkdir()
     start = time.perf_counter()
-    line = _usage_line(pytester.runpytest(*FAST, *args))
+    line = usage_line(pytester.runpytest(*FAST, *args))
     assert time.perf_counter() - start < 30  # no forward pass, no sample generation
     assert pytester.path.joinpath("reports").exists() is False
     from fnmatch import fnmatch
@@ -63,18 +54,18 @@ def test_refused_before_the_forward_pass(pytester, args, expected):
     assert fnmatch(line, f"ERROR: mmdiag: {expected}"), line
 
 
-def test_default_report_directory_that_is_a_file_is_named(pytester):
+def test_default_report_directory_that_is_a_file_is_named(pytester, usage_line):
     (pytester.path / "reports").write_text("a file where the reports folder goes")
-    line = _usage_line(pytester.runpytest(*FAST))
+    line = usage_line(pytester.runpytest(*FAST))
     assert "the default report directory (give --mm-report-dir): " in line and "is a file, not a directory" in line
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
-def test_report_dir_that_is_not_writable(pytester):
+def test_report_dir_that_is_not_writable(pytester, usage_line):
     locked = pytester.mkdir("locked")
     locked.chmod(0o500)
     try:
-        line = _usage_line(pytester.runpytest(*FAST, "--mm-report-dir=locked"))
+        line = usage_line(pytester.runpytest(*FAST, "--mm-report-dir=locked"))
     finally:
         locked.chmod(0o700)
     assert "--mm-report-dir='locked': the directory locked is not writable" in line
