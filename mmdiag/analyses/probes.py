@@ -18,15 +18,14 @@ import numpy as np
 import torch
 
 from mmdiag.metrics.probe_recovery import mst_edges, root_accuracy, uuas_by_layer
-from mmdiag.metrics.probe_scores import dspr_details, dspr_details_by_layer, nspr_details_by_layer
+from mmdiag.metrics.probe_scores import details_from_sentence_scores, dspr_by_sentence, dspr_details, nspr_by_sentence
 from mmdiag.probing.control import control_distances
 from mmdiag.probing.data import ProbeData
 from mmdiag.probing.fit import ProbeTask, fit_probes
 from mmdiag.probing.splits import split_indices
 from mmdiag.record import Activations
 from mmdiag.uncertainty.grouped import (ItemScores, bootstrap_grouped_layers, bootstrap_ratio, dspr_items,
-                                        dspr_items_by_layer, nspr_items_by_layer, root_accuracy_items,
-                                        uuas_items_by_layer)
+                                        root_accuracy_items, uuas_items_by_layer)
 from mmdiag.uncertainty.interval import Interval
 
 #: fewer annotated sentences than this cannot be split into useful train/dev/test parts
@@ -179,25 +178,27 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
                       fit_s=next(iter(fits.values())).seconds if fits else 0.0)
     if "depth" in fits:
         preds, gold = fits["depth"].predict_depths(test), test.gold_depths()
-        details = nspr_details_by_layer(preds, gold)
+        per_sentence = nspr_by_sentence(preds, gold)  # one Spearman pass, for the scores and their bootstrap
+        details = details_from_sentence_scores(*per_sentence)
         out.nspr = [d["value"] for d in details]
         out.nspr_lengths = details[0].get("lengths_used") if details else None
         out.nspr_fallback = bool(details[0].get("fallback")) if details else False
         if test.heads is not None:
             out.root_acc = [root_accuracy(p, test.heads, test.upos) for p in preds]
         if boot:
-            out.nspr_items = nspr_items_by_layer(preds, gold)
+            out.nspr_items = ItemScores(*per_sentence)
             out.nspr_ci = bootstrap_grouped_layers(out.nspr_items.values, out.nspr_items.groups, boot, seed)
             if test.heads is not None:
                 out.root_acc_ci = [_ratio_ci(root_accuracy_items(p, test.heads, test.upos), boot, seed)
                                    for p in preds]
     if "distance" in fits:
         preds, gold = fits["distance"].predict_distances(test), test.gold_distances()
-        details = dspr_details_by_layer(preds, gold)
+        per_sentence = dspr_by_sentence(preds, gold)
+        details = details_from_sentence_scores(*per_sentence)
         out.dspr = [d["value"] for d in details]
         out.dspr_fallback = bool(details[0].get("fallback")) if details else False
         if boot:
-            out.dspr_items = dspr_items_by_layer(preds, gold)
+            out.dspr_items = ItemScores(*per_sentence)
             out.dspr_ci = bootstrap_grouped_layers(out.dspr_items.values, out.dspr_items.groups, boot, seed)
         if test.heads is not None:
             out.uuas = uuas_by_layer(preds, test.heads, test.upos)

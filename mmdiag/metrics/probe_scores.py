@@ -220,22 +220,35 @@ def stack_layers(preds_by_layer: Sequence[Sequence[np.ndarray]], s: int, shape: 
     return P
 
 
+def sentence_scores_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]], gold: Sequence[np.ndarray], ndim: int,
+                             name: str, sentence_scores: Callable[[np.ndarray, np.ndarray], np.ndarray]
+                             ) -> tuple[np.ndarray, np.ndarray]:
+    """(scores (L, S), lengths (S,)): ``sentence_scores(P, g)`` of every sentence for all layers at once
+    (NaN = sentence skipped), the per-sentence values that the length averages and their bootstrap share."""
+    L = count_layers(preds_by_layer, gold, name)
+    scores = np.full((L, len(gold)), np.nan)
+    for s, g in enumerate(gold):
+        g = np.asarray(g, dtype=np.float64)
+        scores[:, s] = sentence_scores(stack_layers(preds_by_layer, s, g.shape, ndim, name), g)
+    return scores, np.asarray([np.asarray(g).shape[0] for g in gold], dtype=np.int64)
+
+
+def details_from_sentence_scores(scores: np.ndarray, lengths: np.ndarray, min_len: int = 5,
+                                 max_len: int = 50) -> list[dict]:
+    """Per layer (row of ``scores``), the :func:`_length_average` of its per-sentence values."""
+    out = []
+    for row in scores:
+        kept = [(int(n), float(v)) for n, v in zip(lengths.tolist(), row.tolist()) if not np.isnan(v)]
+        out.append(_length_average(kept, int(np.isnan(row).sum()), min_len, max_len))
+    return out
+
+
 def _details_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]], gold: Sequence[np.ndarray], ndim: int,
                       name: str, sentence_scores: Callable[[np.ndarray, np.ndarray], np.ndarray], min_len: int,
                       max_len: int) -> list[dict]:
     """Per layer, :func:`_length_average` of ``sentence_scores(P, g)`` ((L,), NaN = sentence skipped)."""
-    L = count_layers(preds_by_layer, gold, name)
-    scores: list[list[tuple[int, float]]] = [[] for _ in range(L)]
-    skipped = np.zeros(L, dtype=np.int64)
-    for s, g in enumerate(gold):
-        g = np.asarray(g, dtype=np.float64)
-        values = sentence_scores(stack_layers(preds_by_layer, s, g.shape, ndim, name), g)
-        for k, v in enumerate(values.tolist()):
-            if np.isnan(v):
-                skipped[k] += 1
-            else:
-                scores[k].append((g.shape[0], float(v)))
-    return [_length_average(scores[k], int(skipped[k]), min_len, max_len) for k in range(L)]
+    scores, lengths = sentence_scores_by_layer(preds_by_layer, gold, ndim, name, sentence_scores)
+    return details_from_sentence_scores(scores, lengths, min_len, max_len)
 
 
 def _nspr_sentence(P: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -253,13 +266,25 @@ def _dspr_sentence(P: np.ndarray, g: np.ndarray) -> np.ndarray:
     return np.array([rho[k][ok[k]].mean() if ok[k].any() else np.nan for k in range(L)])
 
 
+def nspr_by_sentence(preds_by_layer: Sequence[Sequence[np.ndarray]], gold_depths: Sequence[np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """ρ_s of every layer and sentence ((L, S)) and the sentence lengths: what :func:`nspr_details_by_layer` averages."""
+    return sentence_scores_by_layer(preds_by_layer, gold_depths, 1, "nspr", _nspr_sentence)
+
+
+def dspr_by_sentence(preds_by_layer: Sequence[Sequence[np.ndarray]], gold_dist: Sequence[np.ndarray]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """r_s of every layer and sentence ((L, S)) and the sentence lengths: what :func:`dspr_details_by_layer` averages."""
+    return sentence_scores_by_layer(preds_by_layer, gold_dist, 2, "dspr", _dspr_sentence)
+
+
 def nspr_details_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]], gold_depths: Sequence[np.ndarray],
                           min_len: int = 5, max_len: int = 50) -> list[dict]:
     """:func:`nspr_details` of each layer's predicted depths against the same gold depths."""
-    return _details_by_layer(preds_by_layer, gold_depths, 1, "nspr", _nspr_sentence, min_len, max_len)
+    return details_from_sentence_scores(*nspr_by_sentence(preds_by_layer, gold_depths), min_len, max_len)
 
 
 def dspr_details_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]], gold_dist: Sequence[np.ndarray],
                           min_len: int = 5, max_len: int = 50) -> list[dict]:
     """:func:`dspr_details` of each layer's predicted distances against the same gold distances."""
-    return _details_by_layer(preds_by_layer, gold_dist, 2, "dspr", _dspr_sentence, min_len, max_len)
+    return details_from_sentence_scores(*dspr_by_sentence(preds_by_layer, gold_dist), min_len, max_len)

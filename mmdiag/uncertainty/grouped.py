@@ -42,8 +42,8 @@ import numpy as np
 import torch
 
 from mmdiag.metrics.probe_recovery import _kept_gold_edges, mst_edges_by_layer, root_accuracy, uuas
-from mmdiag.metrics.probe_scores import (_dspr_sentence, _nspr_sentence, count_layers, dspr_details, nspr_details,
-                                         stack_layers)
+from mmdiag.metrics.probe_scores import (count_layers, dspr_by_sentence, dspr_details, nspr_by_sentence,
+                                         nspr_details, stack_layers)
 from mmdiag.metrics.probe_trees import check_heads
 from mmdiag.uncertainty.bootstrap import (MEMORY_BUDGET, BatchedStatistic, bootstrap,
                                           interval_from_replicates, resample_counts, resample_indices)
@@ -128,29 +128,20 @@ def root_accuracy_items(pred_depths: Sequence[np.ndarray], heads_list: Sequence[
     return ItemScores(np.asarray(hits, dtype=np.float64), totals=np.asarray(totals, dtype=np.float64))
 
 
-def _items_by_layer(preds_by_layer, gold, ndim: int, name: str, sentence_scores) -> ItemScores:
-    L = count_layers(preds_by_layer, gold, name)
-    values = np.full((L, len(gold)), np.nan)
-    for s, g in enumerate(gold):
-        g = np.asarray(g, dtype=np.float64)
-        values[:, s] = sentence_scores(stack_layers(preds_by_layer, s, g.shape, ndim, name), g)
-    return ItemScores(values, np.asarray([np.asarray(g).shape[0] for g in gold], dtype=np.int64))
-
-
 def nspr_items_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]],
                         gold_depths: Sequence[np.ndarray]) -> ItemScores:
     """ρ_s of every layer at once: ``values`` (L, S), ``groups`` (S,) the sentence lengths.
 
-    The per-sentence scores of :func:`~mmdiag.metrics.probe_scores.nspr_details_by_layer` (its own
-    sentence function), computed once; row l is :func:`nspr_items` of layer l's predictions.
+    :func:`~mmdiag.metrics.probe_scores.nspr_by_sentence`, the values
+    :func:`~mmdiag.metrics.probe_scores.nspr_details_by_layer` averages; row l is :func:`nspr_items` of layer l.
     """
-    return _items_by_layer(preds_by_layer, gold_depths, 1, "nspr", _nspr_sentence)
+    return ItemScores(*nspr_by_sentence(preds_by_layer, gold_depths))
 
 
 def dspr_items_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]],
                         gold_dist: Sequence[np.ndarray]) -> ItemScores:
-    """r_s of every layer at once (``values`` (L, S)), as :func:`~mmdiag.metrics.probe_scores.dspr_details_by_layer`."""
-    return _items_by_layer(preds_by_layer, gold_dist, 2, "dspr", _dspr_sentence)
+    """r_s of every layer at once (``values`` (L, S)), as :func:`~mmdiag.metrics.probe_scores.dspr_by_sentence`."""
+    return ItemScores(*dspr_by_sentence(preds_by_layer, gold_dist))
 
 
 def uuas_items_by_layer(preds_by_layer: Sequence[Sequence[np.ndarray]], heads_list: Sequence[Sequence[int]],
