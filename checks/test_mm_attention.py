@@ -12,9 +12,10 @@ import pytest
 
 from mmdiag import CheckSpec, PlotSpec, Threshold
 from mmdiag.metrics.attention import DIRECTIONS, direction_index
+from mmdiag.tokens import GROUP_IMAGE, GROUP_TEXT
 
 JOINT = "joint"
-GROUP = {"image": 2, "text": 1}
+GROUP = {"image": GROUP_IMAGE, "text": GROUP_TEXT}  # rows of the per-group statistics
 VL_INTERPRET = "Aflalo et al. 2022, VL-InterpreT, arXiv:2203.17247"
 SHARE_PLOT = PlotSpec("attention-share", ("attention.share",), "attention_plot",
                       "Attention mass share per layer and head: for queries of the first modality, the row-normalised "

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mmdiag import CheckSpec
+from mmdiag.tokens import GROUP_IMAGE, GROUP_TEXT
 
 SPREAD = CheckSpec(
     "mine.spread", title="Variance in the top-k principal directions", over=("modality",),
@@ -47,6 +48,6 @@ def test_attention_focus(mm, modality, layer):
     if stream is None:
         mm.skip("the adapter returned no attention maps")
     entropy = stream.entropy_mean  # (blocks, token groups), in nats
-    group = {"text": 1, "image": 2}[modality]
+    group = {"text": GROUP_TEXT, "image": GROUP_IMAGE}[modality]
     layers = [layer] if layer is not None else range(1, entropy.shape[0] + 1)
     mm.report_layers(layers, lambda k: math.exp(-float(entropy[k - 1, group])))
