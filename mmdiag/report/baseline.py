@@ -125,18 +125,23 @@ def mismatch(baseline: Baseline, current: Mapping[str, object]) -> list[str]:
     return problems
 
 
-def worse_by(spec: Optional[CheckSpec], delta: float, threshold: Optional[Threshold]) -> float:
-    """How much worse (positive) or better (negative) a change of ``delta`` is for the check of ``spec``.
+def worse_direction(spec: Optional[CheckSpec], threshold: Optional[Threshold]) -> int:
+    """+1 when a larger value is worse, -1 when a smaller one is, 0 when any change counts.
 
-    The direction is the spec's ``higher_is_better``; a check without a spec
-    takes it from its threshold's operator, and any change counts otherwise.
+    The spec's ``higher_is_better`` decides; a check without a spec takes it from its threshold's
+    operator, and any change counts otherwise.
     """
-    direction = spec.worse_direction if spec is not None else None
-    if direction is None and threshold is not None:
-        direction = +1 if threshold.op in ("<", "<=") else -1
-    if not direction:
-        return abs(delta)
-    return direction * delta
+    if spec is not None:
+        return spec.worse_direction
+    if threshold is not None:
+        return +1 if threshold.op in ("<", "<=") else -1
+    return 0
+
+
+def worse_by(spec: Optional[CheckSpec], delta: float, threshold: Optional[Threshold]) -> float:
+    """How much worse (positive) or better (negative) a change of ``delta`` is (see :func:`worse_direction`)."""
+    direction = worse_direction(spec, threshold)
+    return abs(delta) if direction == 0 else direction * delta
 
 
 class Comparison:
@@ -207,9 +212,7 @@ class Comparison:
         the run compares keeps the whole run's false-alarm rate at or below ALPHA. (Holm's step-down
         would need every p-value first; each check is decided as it runs, so its first step is used.)
         """
-        direction = spec.worse_direction if spec is not None else 0
-        if spec is None and threshold is not None:
-            direction = +1 if threshold.op in ("<", "<=") else -1
+        direction = worse_direction(spec, threshold)
         tolerance = tolerance_for(base, spec.tolerance if spec is not None else "5%")
         if spec is not None and spec.uncertainty != "samples" and (se is not None or base_se is not None):
             # e.g. probe scores: their interval covers sentence sampling, not the probe's training, which also
