@@ -159,7 +159,9 @@ def benjamini_hochberg(p_values: Sequence[float], alpha: float = 0.05) -> list[b
     p = _clean(p_values)
     m = len(p)
     order = sorted(range(m), key=lambda j: p[j])
-    k = max((rank + 1 for rank, i in enumerate(order) if p[i] <= (rank + 1) * alpha / m), default=0)
+    # k·α/m written as α/(m/k): exactly α at k = m and α/m at k = 1, the thresholds Holm uses there, so rounding
+    # never makes BH stricter than Holm
+    k = max((rank + 1 for rank, i in enumerate(order) if p[i] <= alpha / (m / (rank + 1))), default=0)
     out = [False] * m
     for i in order[:k]:
         out[i] = True

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy.stats import norm
 
@@ -110,6 +110,7 @@ p_lists = st.lists(st.floats(0.0, 1.0, allow_nan=False), min_size=0, max_size=60
 
 @settings(max_examples=200, deadline=None)
 @given(p_lists, st.floats(0.001, 0.5))
+@example([0.0] * 6 + [0.3709543230614807], 0.3709543230614807)  # k·α/m rounded below α at k = m once
 def test_holm_never_rejects_more_than_unadjusted_and_bh_at_least_as_many_as_holm(p, alpha):
     h, b = holm(p, alpha), benjamini_hochberg(p, alpha)
     raw = [x <= alpha for x in p]
