@@ -210,6 +210,14 @@ def _validate_data_spec(spec: str) -> None:
 def from_pytest(config: Any) -> RunConfig:
     """Read and validate every ``--mm-*`` option (ini as fallback); raise SpecError on bad values."""
     cfg = RunConfig()
+    for arg in getattr(getattr(config, "invocation_params", None), "args", ()) or ():
+        # argparse reads a value such as "--" as "no value" and the option would silently fall back to its default
+        if not (isinstance(arg, str) and arg.startswith("--mm-") and "=" in arg):
+            continue
+        option, value = arg.split("=", 1)
+        if value.startswith("-") and config.getoption(ini_name(option), default=None) in (None, [], ""):
+            raise SpecError(f"{option}={value!r}: a value that starts with '-' reads as an option; "
+                            f"give {option} a value (see pytest --help, section mmdiag)")
     if config.getoption("mm_model", default=None) == "":
         raise SpecError("--mm-model is empty (was it given from an unset variable, e.g. --mm-model=$MODEL?); "
                         "accepted: random:PRESET, zoo:NAME, a save_pretrained directory or a hub id ORG/NAME")
