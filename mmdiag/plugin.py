@@ -14,6 +14,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     options.add_options(parser)
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list) -> Any:
+    """Under torchrun, a rank other than 0 writes its output to a log file, before pytest starts capturing."""
+    from mmdiag.distributed import quiet_rank_early
+
+    quiet_rank_early(early_config.known_args_namespace, args)
+    return (yield)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "mm(check, over=()): an mmdiag diagnostic check")
     from mmdiag.runner import configure
@@ -95,6 +104,14 @@ def mm(request: pytest.FixtureRequest, mm_session: Any) -> Any:
     from mmdiag.runner import check_context
 
     return check_context(request, mm_session)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> Any:
+    """Under torchrun every rank records its shard first; only rank 0 goes on to run the checks."""
+    from mmdiag.runner import sharded_forward
+
+    return sharded_forward(session, _session(session.config))
 
 
 @pytest.hookimpl(wrapper=True)

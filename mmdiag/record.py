@@ -169,6 +169,54 @@ class Recorder:
         acc.update_layers(maps, groups, causal=causal)
         self._causal[stream] = causal
 
+    def merge(self, other: "Recorder") -> "Recorder":
+        """Append ``other``'s batches after this recorder's (in place; torchrun's rank 0 merges the shards)."""
+        for mine, theirs in ((self._pooled, other._pooled), (self._mean, other._mean)):
+            for modality, layers in theirs.items():
+                target = mine.setdefault(modality, [[] for _ in layers])
+                for k, parts in enumerate(layers):
+                    target[k].extend(parts)
+        for modality, parts in other._embeds.items():
+            self._embeds.setdefault(modality, []).extend(parts)
+        for mine_layers, theirs_layers in ((self._words, other._words), (self._regions, other._regions)):
+            if theirs_layers and not mine_layers:
+                mine_layers.extend([] for _ in theirs_layers)
+            for k, parts in enumerate(theirs_layers):
+                mine_layers[k].extend(parts)
+        self._word_counts.extend(other._word_counts)
+        self._region_counts.extend(other._region_counts)
+        for key, bad in other._nonfinite.items():
+            self._nonfinite[key] = self._nonfinite.get(key, 0) + bad
+        for mine_acc, theirs_acc in ((self._attention, other._attention), (self._grounding, other._grounding)):
+            for stream, acc in theirs_acc.items():
+                if stream in mine_acc:
+                    mine_acc[stream].merge(acc)
+                else:
+                    mine_acc[stream] = acc
+        self._causal.update(other._causal)
+        if self.logit_scale is None:
+            self.logit_scale = other.logit_scale
+        self.n += other.n
+        return self
+
+    def to(self, device: Any) -> "Recorder":
+        """Move every kept tensor to ``device`` (in place); the accumulators' sums too."""
+        def move(parts: list) -> list:
+            return [p.to(device) if isinstance(p, torch.Tensor) else p for p in parts]
+
+        for store in (self._pooled, self._mean):
+            for modality, layers in store.items():
+                store[modality] = [move(parts) for parts in layers]
+        self._embeds = {m: move(parts) for m, parts in self._embeds.items()}
+        self._words = [move(parts) for parts in self._words]
+        self._regions = [move(parts) for parts in self._regions]
+        self._nonfinite = {k: int(v) for k, v in self._nonfinite.items()}
+        for acc in (*self._attention.values(), *self._grounding.values()):
+            for name, value in list(vars(acc).items()):
+                if isinstance(value, torch.Tensor):
+                    setattr(acc, name, value.to(device))
+        return self
+
     def finish(self) -> Activations:
         return Activations(
             n=self.n,
@@ -229,14 +277,17 @@ def batches(samples: Sequence[Sample], size: int) -> Iterable[Sequence[Sample]]:
 
 def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool = False,
            attentions: bool = False, regions: bool = False, progress: Optional[Any] = None,
-           skip_bad: bool = False, hide: tuple[str, ...] = (), examples: Optional[Any] = None) -> Activations:
+           skip_bad: bool = False, hide: tuple[str, ...] = (), examples: Optional[Any] = None,
+           combine: Optional[Any] = None) -> Activations:
     """Run ``adapter`` over ``samples`` once, reducing every batch as it comes.
 
     ``batch_size <= 0`` means auto: start large and halve on out-of-memory.
     ``attentions`` asks the adapter for attention maps (its ``output_attentions``),
     reduced per batch to modality shares and entropies. ``hide`` masks the
     given modalities out of a single-stream model's attention (adapters whose
-    prepared batch is a dict honour a ``"hide"`` entry).
+    prepared batch is a dict honour a ``"hide"`` entry). ``combine(recorder,
+    kept, skipped, batch_size)`` (torchrun, :func:`mmdiag.distributed.record_shard`)
+    returns the recorder and bookkeeping to finish: rank 0's is every shard's.
     """
     if attentions or optional(adapter, "output_attentions"):  # switch it on, or back off
         try:
@@ -290,6 +341,8 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
             progress(len(chunk))
         first += len(chunk)
     batch_used = size
+    if combine is not None:
+        recorder, kept, skipped = combine(recorder, kept, skipped, size)
     acts = recorder.finish()
     if examples is not None:
         acts.attention_image = examples.result()

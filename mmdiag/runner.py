@@ -40,6 +40,8 @@ def configure(config: pytest.Config) -> Optional[MMSession]:
     config.add_cleanup(heap.thaw)
     session = MMSession(cfg)
     session.adapter_from_fixture = False
+    if cfg.model and cfg.collect_checks:
+        session.world = join_world(config, cfg)
     from mmdiag.report.progress import Progress
 
     session.progress = Progress(config)
@@ -60,6 +62,36 @@ def configure(config: pytest.Config) -> Optional[MMSession]:
         session.load_model()
         check_model_limits(cfg, session.adapter)
     return session
+
+
+def join_world(config: pytest.Config, cfg: Any) -> Any:
+    """Under torchrun: this rank's :class:`~mmdiag.distributed.World` (its process group started)."""
+    from mmdiag import distributed
+
+    xdist = _is_xdist_worker(config) or bool(config.getoption("numprocesses", default=None))
+    return distributed.world_from_env(cfg.device, cfg.device_map, xdist=xdist)
+
+
+def sharded_forward(pytest_session: pytest.Session, session: Optional[MMSession]) -> Optional[bool]:
+    """Under torchrun, before any check: every rank records its shard (rank 0 gathers them all).
+
+    Rank 0 then runs the checks as usual (None: pytest's own loop runs); the other ranks stop here (True).
+    """
+    if session is None or not session.world.sharded or pytest_session.config.option.collectonly:
+        return None
+    if session.checks.selected and session.adapter is not None:
+        try:
+            session.activations(session.adapter)
+        except Exception:  # noqa: BLE001 - kept by the session: on rank 0 each check reports it
+            pass
+    if session.world.reporter:
+        return None
+    part = session.world.shard(len(session.samples or []))
+    reporter = pytest_session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"mmdiag: rank {session.world.rank} of {session.world.size} recorded samples "
+                            f"{part.start}..{part.stop - 1}; rank 0 runs the checks and writes the reports")
+    return True
 
 
 def check_model_limits(cfg: Any, adapter: Any) -> None:
@@ -341,6 +373,10 @@ def terminal_summary(reporter: Any, session: Optional[MMSession]) -> None:
 
 def finish(pytest_session: pytest.Session, session: Optional[MMSession]) -> None:
     """Write results.json / report.html / baseline for whatever ran (also after failures)."""
+    if session is not None:
+        from mmdiag.distributed import close
+
+        close(session.world)
     if session is None or not session.results or _is_xdist_worker(pytest_session.config):
         return
     if session.samples is None and session.adapter is not None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Optional
 
+from mmdiag.distributed import World
 from mmdiag.models.base import optional
 from mmdiag.options import RunConfig
 from mmdiag.record import Activations, record
@@ -49,6 +50,8 @@ class MMSession:
     series_shipped: set = field(default_factory=set)
     #: what the forward pass recorded (words, regions, attentions): part of the cache key; xdist workers ship it
     recorded_flags: Optional[dict] = None
+    #: this process's place in a torchrun job (a single process by default)
+    world: World = field(default_factory=World)
 
     def __repr__(self) -> str:
         return f"MMSession(model={self.config.model!r}, data={self.config.data!r}, results={len(self.results)})"
@@ -79,8 +82,8 @@ class MMSession:
             from mmdiag.models.load import load_adapter
 
             start = time.perf_counter()
-            self.adapter = load_adapter(self.config.model, self.config.device, self.config.dtype, self.config.seed,
-                                        self.config.device_map)
+            self.adapter = load_adapter(self.config.model, self.world.device(self.config.device), self.config.dtype,
+                                        self.config.seed, self.config.device_map)
             if self.config.region_features is not None:
                 if optional(self.adapter, "extractor") is None:
                     from mmdiag.errors import SpecError
@@ -148,16 +151,21 @@ class MMSession:
 
         def compute() -> Activations:
             if self.progress is not None and hasattr(self.progress, "start"):
-                self.progress.start(len(samples))
+                self.progress.start(len(self.world.shard(len(samples))))
             examples = None
             if flags["attentions"]:
                 from mmdiag.analyses.attention_maps import ExampleMaps
 
                 examples = ExampleMaps.for_adapter(adapter, head=self.config.attention_head)
-            return record(adapter, samples, self.config.batch_size, skip_bad=self.config.skip_bad_samples,
-                          progress=self.progress, examples=examples, **flags)
+            options = dict(skip_bad=self.config.skip_bad_samples, progress=self.progress, examples=examples, **flags)
+            if self.world.sharded:
+                from mmdiag.distributed import record_shard
 
-        acts = self._cached(adapter, samples, flags, compute)
+                return record_shard(self.world, adapter, samples, self.config.batch_size, **options)
+            return record(adapter, samples, self.config.batch_size, **options)
+
+        acts = self._sharded_cached(adapter, samples, flags, compute) if self.world.sharded else \
+            self._cached(adapter, samples, flags, compute)
         if acts.attention_image and acts.attention_image.get("examples"):
             self.series["attention_image"] = acts.attention_image
         if acts.skipped_samples:  # later analyses index samples in step with the activations
@@ -165,12 +173,22 @@ class MMSession:
         self._activations[key] = acts
         self.timings["forward_s"] = acts.forward_s
 
+    def _sharded_cached(self, adapter: Any, samples: list, flags: dict, compute: Any) -> Activations:
+        """Under torchrun: rank 0 looks in the cache and tells the others whether to record their shards."""
+        hit = self._cached(adapter, samples, flags, None) if self.world.reporter else None
+        if self.world.broadcast(hit is not None):
+            return hit
+        acts = compute()
+        if self.world.reporter:
+            self._cached(adapter, samples, flags, lambda: acts)
+        return acts
+
     def _cached(self, adapter: Any, samples: list, flags: dict, compute: Any) -> Activations:
         """``compute()`` through the activation cache when the model has a fingerprint."""
         fingerprint = getattr(optional(adapter, "info"), "fingerprint", None) or optional(adapter, "fingerprint")
         directory = self.config.cache_dir
         if directory is None or not fingerprint:
-            return compute()
+            return None if compute is None else compute()
         from mmdiag import __version__, cache
         from mmdiag.data.load import data_fingerprint
 

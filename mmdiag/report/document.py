@@ -61,7 +61,8 @@ def _run_block(session: Any, acts: Any) -> dict:
     return {"mmdiag": mmdiag.__version__, "torch": torch.__version__, "transformers": transformers.__version__,
             "python": platform.python_version(), "seed": cfg.seed,
             "device": str(optional(session.adapter, "device") or cfg.device), "dtype": cfg.dtype,
-            "batch_size": batch, "started": session.started, "timings": timings}
+            "batch_size": batch, "started": session.started, "timings": timings,
+            "world_size": session.world.size}
 
 
 def checks_block(session: Any) -> dict:
