@@ -54,3 +54,26 @@ def test_two_ranks_equal_one_process_and_only_rank_0_reports(tmp_path):
     assert "no tests ran" not in sharded.stdout
     log = (sharded_dir / "ranks" / "rank-1.log").read_text()
     assert "rank 1 of 2 recorded samples 12..23" in log
+
+
+def test_a_bad_image_in_rank_1s_shard_fails_every_rank_without_a_hang(tmp_path):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = []
+    for i in range(8):
+        name = f"img{i}.png"
+        if i == 7:  # in rank 1's half
+            (data / name).write_bytes(b"this is not a PNG")
+        else:
+            Image.new("RGB", (16, 16), (30 * i, 0, 0)).save(data / name)
+        lines.append(json.dumps({"image": name, "caption": f"a red square number {i}"}))
+    (data / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+                "--master-addr=127.0.0.1", f"--master-port={_free_port()}"]
+    proc, reports = _run(tmp_path, "bad", launcher, extra=(f"--mm-data={data}", "--mm-samples=8"))
+    assert proc.returncode != 0
+    doc, by_key = _values(reports)  # rank 0 still writes the report of what ran
+    messages = [r["message"] for r in doc["results"] if r["status"] == "error"]
+    assert messages and all("rank 1: " in m and "img7.png" in m for m in messages), messages[:3]
