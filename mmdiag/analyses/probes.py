@@ -84,6 +84,9 @@ class ProbeScores:
     dspr_items: Optional[ItemScores] = None
     #: the control probe's per-test-sentence DSpr at ``control_layer`` (``values`` (S,), same sentences)
     control_items: Optional[ItemScores] = None
+    #: how the gold structure was read (``punctuation`` and, per source, how many sentences read it:
+    #: ``punctuation_sentences``; ``scene_regions`` for scene trees), for results.json details
+    conventions: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,6 +96,8 @@ class ProbeSet:
     data: ProbeData
     words: list[tuple[str, ...]]
     kept: list[int] = field(default_factory=list)  # sample indices
+    #: facts about how the gold structure was built, copied into :attr:`ProbeScores.conventions`
+    conventions: dict[str, Any] = field(default_factory=dict)
 
 
 def text_probe_set(acts: Activations, samples: Sequence[Any], punctuation: str = "ptb") -> Optional[ProbeSet]:
@@ -152,7 +157,8 @@ def image_probe_set(acts: Activations, samples: Sequence[Any]) -> Optional[Probe
     states = torch.stack([layer.index_select(0, idx) for layer in acts.region_states])
     data = ProbeData(states=states, lengths=tuple(len(h) for h in heads), heads=tuple(heads),
                      depths=torch.as_tensor(np.concatenate(depths)), distances=dists)
-    return ProbeSet(data, words, keep)
+    # regions probed, the image roots not counted: more under --mm-scene-regions=boxes than union
+    return ProbeSet(data, words, keep, {"regions_probed": int(sum(data.lengths)) - len(keep)})
 
 
 def _with_targets(data: ProbeData, depths: Optional[list] = None, distances: Optional[list] = None) -> ProbeData:
@@ -190,6 +196,9 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
     out = ProbeScores(layers=list(range(data.states.shape[0])), n_train=len(train_idx), n_dev=len(dev_idx),
                       n_test=len(test_idx), regimen=regimen,
                       fit_s=next(iter(fits.values())).seconds if fits else 0.0)
+    out.conventions.update(pset.conventions)
+    if data.punct_sources is not None:
+        out.conventions["punctuation_sentences"] = data.punctuation_counts()
     if "depth" in fits:
         preds, gold = fits["depth"].predict_depths(test), test.gold_depths()
         per_sentence = nspr_by_sentence(preds, gold)  # one Spearman pass, for the scores and their bootstrap
