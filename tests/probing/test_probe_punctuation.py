@@ -57,3 +57,19 @@ def test_one_untagged_tree_does_not_switch_exclusion_off_for_the_corpus():
     upos = ProbeData.from_trees(torch.zeros(1, 12, 2), trees, punctuation="upos")
     assert upos.punctuation_counts() == {"ptb": 0, "upos": 2, "none": 1}
     assert keep_mask(6, upos.upos[0], 0, "t").sum() == 4
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_TREES = st.sampled_from([EWT, UNTAGGED, UPOS_ONLY])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(_TREES, min_size=1, max_size=6), st.sampled_from(["ptb", "upos"]))
+def test_a_trees_punctuation_does_not_depend_on_the_rest_of_the_corpus(trees, convention):
+    W = sum(len(t.heads) for t in trees)
+    data = ProbeData.from_trees(torch.zeros(1, W, 2), trees, punctuation=convention)
+    for k, t in enumerate(trees):
+        alone = ProbeData.from_trees(torch.zeros(1, len(t.heads), 2), [t], punctuation=convention)
+        assert data.upos[k] == alone.upos[0] and data.punct_sources[k] == alone.punct_sources[0]
