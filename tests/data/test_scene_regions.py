@@ -100,6 +100,7 @@ def test_entity_without_box_is_a_node_on_the_path(tmp_path):
 <object><name>2</name><nobndbox>1</nobndbox><scene>1</scene></object></annotation>"""
     root = write_root(tmp_path / "f", caption, xml)
     (s,) = read_flickr30k(root, parser=lambda w: (heads, ("X",) * len(w)))
+    assert s.words == words
     assert s.scene_parents == (-1, 0, 0, 2) and s.region_nodes == (1, 3)
     _, _, dist = region_targets(s.scene_parents, s.region_nodes, 2)
     assert dist[1, 2] == 3 and dist[0, 2] == 2         # man -> image -> park -> dog
