@@ -75,7 +75,7 @@ def _probe_set(mm, modality, acts=None, samples=None):
         treebank = mm.treebank()
         if treebank is not None and acts is None:
             acts, samples = treebank
-        pset = text_probe_set(acts or mm.acts, samples or mm.samples)
+        pset = _text_set(mm, acts or mm.acts, samples or mm.samples)
     else:
         pset = image_probe_set(acts or mm.acts, samples or mm.samples)
     n = 0 if pset is None else pset.data.n_sentences
@@ -86,6 +86,19 @@ def _probe_set(mm, modality, acts=None, samples=None):
     return pset
 
 
+def _text_set(mm, acts, samples):
+    """Word states and gold trees; punctuation by --mm-probe-punctuation (ptb: Hewitt's seven XPOS tags)."""
+    return text_probe_set(acts, samples, mm.config.probe_punctuation)
+
+
+def _conventions(mm, modality):
+    """How the gold structure was read, for every result's details (docs/fidelity.md)."""
+    found = {"punctuation": mm.config.probe_punctuation}
+    if modality == "image":
+        found["scene_regions"] = mm.config.scene_regions  # Flickr30k roots; synthetic scenes have one box a phrase
+    return found
+
+
 def _scores(mm, modality):
     def compute():
         pset = _probe_set(mm, modality)
@@ -94,6 +107,7 @@ def _scores(mm, modality):
         # --mm-bootstrap resamples of the test sentences, seeded by --mm-seed, give every score its interval
         scores = probe_scores(pset, cfg.seed, cfg.probe_regimen, cfg.probe_rank,
                               control=mm.selected("probe.selectivity"), boot=cfg.bootstrap)
+        scores.conventions.update(_conventions(mm, modality))
         mm.publish(("probe", modality),
                    {k: getattr(scores, k) for k in ("layers", "nspr", "dspr", "uuas", "root_acc")
                     if getattr(scores, k) is not None})
@@ -122,7 +136,7 @@ def _difference_ci(mm, scores, a_values, b_values):
 
 def _split(scores):
     return {"n_train": scores.n_train, "n_dev": scores.n_dev, "n_test": scores.n_test,
-            "regimen": scores.regimen}
+            "regimen": scores.regimen, **scores.conventions}
 
 
 @pytest.mark.mm(DEPTH)
@@ -161,10 +175,10 @@ def test_probe_selectivity(mm, modality):
     cfg = mm.config
     # the control task's probe, fitted at the best layer
     control_dspr = scores.control_dspr if scores.control_dspr is not None else float("nan")
-    details = {"best_layer": layer, "best_dspr": value, "control_task_dspr": control_dspr}
+    details = {"best_layer": layer, "best_dspr": value, "control_task_dspr": control_dspr, **scores.conventions}
     ctrl = mm.control("random-init")
     if ctrl is not None:
-        cset = text_probe_set(ctrl, mm.samples) if modality == "text" else image_probe_set(ctrl, mm.samples)
+        cset = _text_set(mm, ctrl, mm.samples) if modality == "text" else image_probe_set(ctrl, mm.samples)
         if cset is not None and cset.data.n_sentences >= MIN_SENTENCES:
             random_scores = probe_scores(cset, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",))
             details["random_init_best_dspr"] = best(random_scores.dspr)[1]
@@ -184,7 +198,7 @@ def test_probe_text_retention(mm):
     pset = _probe_set(mm, "text")
     treebank = mm.treebank()
     samples = treebank[1] if treebank is not None else mm.samples
-    ref_set = text_probe_set(mm.record(reference, samples, words=True), samples)
+    ref_set = _text_set(mm, mm.record(reference, samples, words=True), samples)
     if ref_set is None or ref_set.data.n_sentences != pset.data.n_sentences:
         mm.skip("the reference encoder's tokenizer lost words of some sentences; no like-for-like comparison")
     ref = probe_scores(ref_set, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",))
@@ -207,7 +221,8 @@ def test_probe_scene_vs_raw(mm):
     interval = (_difference_ci(mm, scores, items.values[layer + 1], items.values[0])
                 if items is not None and layer >= 0 else None)
     mm.report(value - raw, interval=interval, details={"best_layer": layer + 1, "best_dspr": value, "raw_dspr": raw,
-                                    "best_uuas": scores.uuas[layer + 1], "raw_uuas": scores.uuas[0]})
+                                    "best_uuas": scores.uuas[layer + 1], "raw_uuas": scores.uuas[0],
+                                    **scores.conventions})
 
 
 @pytest.mark.mm(IMAGE_EFFECT)
@@ -218,7 +233,7 @@ def test_probe_image_effect(mm):
                 f"image; the text tower of this {mm.adapter.family} model never sees it")
     scores = _scores(mm, "text")
     cfg = mm.config
-    pset = text_probe_set(mm.without_image(), mm.samples)
+    pset = _text_set(mm, mm.without_image(), mm.samples)
     if pset is None or pset.data.n_sentences < MIN_SENTENCES:
         mm.skip(f"probe.image_effect needs at least {MIN_SENTENCES} {WHAT['text']}")
     without = mm.memo("probe:text-without-image", lambda: probe_scores(

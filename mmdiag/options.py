@@ -47,6 +47,12 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
                                               "(Hewitt & Manning: batch 20, Adam 1e-3, up to 40 epochs)"),
     ("--mm-probe-rank", "string", "0", "rank of the probe matrix B (default 0: min(hidden size, 128) for the fast "
                                        "regimen, the hidden size for paper)"),
+    ("--mm-probe-punctuation", "string", "ptb", "punctuation left out of root accuracy, UUAS and the scene trees' "
+                                                "text tree: ptb (default: Hewitt's seven PTB XPOS tags, as his and "
+                                                "Milewski's code) or upos (UPOS PUNCT); see docs/probes.md"),
+    ("--mm-scene-regions", "string", "boxes", "Flickr30k scene-tree regions: boxes (default, Milewski's: every box "
+                                              "its own region on its entity's node) or union (one union box per "
+                                              "entity); see docs/probes.md"),
     ("--mm-cache-dir", "string", ".mmdiag_cache", "activation cache directory (default .mmdiag_cache in the "
                                                    "rootdir); re-runs with other thresholds skip the model"),
     ("--mm-region-features", "string", None, "precomputed region features (.npz or .safetensors, one (1+P, D) "
@@ -132,6 +138,8 @@ class RunConfig:
     device_map: Optional[str] = None
     probe_regimen: str = "fast"
     probe_rank: Optional[int] = None
+    probe_punctuation: str = "ptb"
+    scene_regions: str = "boxes"
     text_reference: Optional[str] = None
 
 
@@ -303,6 +311,12 @@ def from_pytest(config: Any) -> RunConfig:
     if cfg.probe_regimen not in ("fast", "paper"):
         raise SpecError(f"--mm-probe-regimen={cfg.probe_regimen!r}: accepted: fast, paper")
     cfg.probe_rank = _int(config, "mm_probe_rank", 0) or None
+    cfg.probe_punctuation = str(_get(config, "mm_probe_punctuation") or "ptb")
+    if cfg.probe_punctuation not in ("ptb", "upos"):
+        raise SpecError(f"--mm-probe-punctuation={cfg.probe_punctuation!r}: accepted: ptb, upos")
+    cfg.scene_regions = str(_get(config, "mm_scene_regions") or "boxes")
+    if cfg.scene_regions not in ("boxes", "union"):
+        raise SpecError(f"--mm-scene-regions={cfg.scene_regions!r}: accepted: boxes, union")
     cfg.text_reference = _get(config, "mm_text_reference") or None
     cfg.threshold_layers = [
         _pyproject_thresholds(Path(config.rootpath)),

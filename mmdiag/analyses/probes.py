@@ -84,6 +84,9 @@ class ProbeScores:
     dspr_items: Optional[ItemScores] = None
     #: the control probe's per-test-sentence DSpr at ``control_layer`` (``values`` (S,), same sentences)
     control_items: Optional[ItemScores] = None
+    #: how the gold structure was read (``punctuation`` and, per source, how many sentences read it:
+    #: ``punctuation_sentences``; ``scene_regions`` for scene trees), for results.json details
+    conventions: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -93,10 +96,15 @@ class ProbeSet:
     data: ProbeData
     words: list[tuple[str, ...]]
     kept: list[int] = field(default_factory=list)  # sample indices
+    #: facts about how the gold structure was built, copied into :attr:`ProbeScores.conventions`
+    conventions: dict[str, Any] = field(default_factory=dict)
 
 
-def text_probe_set(acts: Activations, samples: Sequence[Any]) -> Optional[ProbeSet]:
-    """Word states of samples with a gold tree whose words all survived tokenisation."""
+def text_probe_set(acts: Activations, samples: Sequence[Any], punctuation: str = "ptb") -> Optional[ProbeSet]:
+    """Word states of samples with a gold tree whose words all survived tokenisation.
+
+    ``punctuation`` (``ptb`` or ``upos``): the tags root accuracy and UUAS leave punctuation out by
+    (:meth:`~mmdiag.probing.data.ProbeData.from_trees`)."""
     if acts.word_states is None:
         return None
     offsets = np.concatenate([[0], np.cumsum(acts.word_counts)])
@@ -114,38 +122,50 @@ def text_probe_set(acts: Activations, samples: Sequence[Any]) -> Optional[ProbeS
         return None
     idx = torch.as_tensor(index, device=acts.word_states[0].device)
     states = torch.stack([layer.index_select(0, idx) for layer in acts.word_states])
-    return ProbeSet(ProbeData.from_trees(states, trees), [t.words for t in trees], keep)
+    return ProbeSet(ProbeData.from_trees(states, trees, punctuation), [t.words for t in trees], keep)
 
 
 def image_probe_set(acts: Activations, samples: Sequence[Any]) -> Optional[ProbeSet]:
-    """Scene-tree node states (image root + phrases) of samples with grounded phrases."""
-    from mmdiag.data.trees import parents_to_heads
+    """Region states (image root + one per region) of samples with a scene tree, and their gold targets.
+
+    The regions are ``Sample.phrases`` (one per box or per entity, ``--mm-scene-regions``), each on the
+    scene node ``Sample.region_nodes`` names; gold depths and distances are their nodes' (0 between boxes of
+    one entity) and the UUAS gold edges the spanning tree of those distances
+    (:func:`~mmdiag.data.scene_tree.region_targets`, Milewski et al. 2022)."""
+    from mmdiag.data.scene_tree import region_targets
 
     if acts.region_states is None:
         return None
     offsets = np.concatenate([[0], np.cumsum(acts.region_counts)])
-    keep, index, heads, words = [], [], [], []
+    keep, index, heads, depths, dists, words = [], [], [], [], [], []
     for i, s in enumerate(samples):
         if i >= len(acts.region_counts) or acts.region_counts[i] < 3 or not s.scene_parents:
             continue  # the image plus at least two regions, or there is no structure to probe
         n = acts.region_counts[i]
+        if n != 1 + len(s.phrases):
+            continue  # the adapter's regions are not the sample's (cannot be matched to scene nodes)
+        h, d, dist = region_targets(s.scene_parents, getattr(s, "region_nodes", ()), len(s.phrases))
         keep.append(i)
-        heads.append(tuple(parents_to_heads(s.scene_parents)))
-        words.append(("<image>",) + tuple(" ".join(s.words[p.start:p.end]) for p in s.phrases))
+        heads.append(h)
+        depths.append(d)
+        dists.append(dist)
+        words.append(("<image>",) + tuple(p.label or " ".join(s.words[p.start:p.end]) for p in s.phrases))
         index.extend(range(int(offsets[i]), int(offsets[i]) + n))
     if not keep:
         return None
     idx = torch.as_tensor(index, device=acts.region_states[0].device)
     states = torch.stack([layer.index_select(0, idx) for layer in acts.region_states])
-    data = ProbeData(states=states, lengths=tuple(len(h) for h in heads), heads=tuple(heads))
-    return ProbeSet(data, words, keep)
+    data = ProbeData(states=states, lengths=tuple(len(h) for h in heads), heads=tuple(heads),
+                     depths=torch.as_tensor(np.concatenate(depths)), distances=dists)
+    # regions probed, the image roots not counted: more under --mm-scene-regions=boxes than union
+    return ProbeSet(data, words, keep, {"regions_probed": int(sum(data.lengths)) - len(keep)})
 
 
 def _with_targets(data: ProbeData, depths: Optional[list] = None, distances: Optional[list] = None) -> ProbeData:
     """The same states (the same tensor) with other gold targets."""
     return ProbeData(states=data.states, lengths=data.lengths, heads=data.heads, upos=data.upos,
                      depths=None if depths is None else torch.as_tensor(np.concatenate(depths)),
-                     distances=distances)
+                     distances=distances, punct_sources=data.punct_sources)
 
 
 def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optional[int] = None,
@@ -176,6 +196,9 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
     out = ProbeScores(layers=list(range(data.states.shape[0])), n_train=len(train_idx), n_dev=len(dev_idx),
                       n_test=len(test_idx), regimen=regimen,
                       fit_s=next(iter(fits.values())).seconds if fits else 0.0)
+    out.conventions.update(pset.conventions)
+    if data.punct_sources is not None:
+        out.conventions["punctuation_sentences"] = data.punctuation_counts()
     if "depth" in fits:
         preds, gold = fits["depth"].predict_depths(test), test.gold_depths()
         per_sentence = nspr_by_sentence(preds, gold)  # one Spearman pass, for the scores and their bootstrap
@@ -232,7 +255,8 @@ def _ratio_ci(items: ItemScores, boot: int, seed: int) -> Optional[Interval]:
 
 def _layer(data: ProbeData, layer: int) -> ProbeData:
     """One layer's states (a view) with the same sentences."""
-    return ProbeData(states=data.states[layer:layer + 1], lengths=data.lengths, heads=data.heads, upos=data.upos)
+    return ProbeData(states=data.states[layer:layer + 1], lengths=data.lengths, heads=data.heads, upos=data.upos,
+                     depths=data.depths, distances=data.distances, punct_sources=data.punct_sources)
 
 
 def best(values: Sequence[float]) -> tuple[int, float]:

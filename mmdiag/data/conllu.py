@@ -146,4 +146,5 @@ def _build_tree(block: list[tuple[int, list[str]]], path: str) -> DepTree:
         heads=tuple(heads),
         upos=tuple(cols[3] for _, cols in block),
         deprels=tuple(cols[7] for _, cols in block),
+        xpos=tuple(cols[4] for _, cols in block),
     )

@@ -21,20 +21,25 @@ by value, others after them by name) into one :class:`Sample` built from its
   of a token, and a ``.`` glued to the caption's last token, are split off as
   words of their own (an inner ``.`` as in ``Mr.`` or ``U.S.`` stays). The
   sample's ``caption`` is the words joined by single spaces.
-* **Phrases**: one :class:`Phrase` per marked-up phrase whose entity has at
-  least one box, in caption order, spanning the phrase's words; if an entity
-  has several boxes (a group, "two men") the phrase's box is their union (the
-  smallest box holding them all). Phrases of entities without a box
-  (``<nobndbox>``, scene entities, ``notvisual`` id 0, or ids absent from the
-  XML) are skipped. Boxes are ``(xmin - 1, ymin - 1, xmax, ymax)``: pixel edges
-  with the right/bottom edge exclusive, clipped to the image ``<size>`` when it
-  is given. ``label`` is the phrase's text; ``meta["entities"]`` keeps every
-  marked phrase (entity id, types, span, whether it has a box).
-* **Dependency tree**: from ``parser(words) -> (heads, upos)`` if given (heads
-  1-based, 0 for the root), else from spaCy's ``en_core_web_sm`` when installed
+* **Regions and scene nodes** (:mod:`mmdiag.data.scene_regions`, Milewski et
+  al. 2022): the mentions of one entity id are merged into one scene node
+  (coreference: "a man ... he"); ``regions="boxes"`` (default, the paper's) makes
+  every box its own region (``Sample.phrases``) sharing its entity's node and
+  adds the boxes of entities the caption does not mention under the image root;
+  ``regions="union"`` makes one region per mentioned entity with a box, the union
+  of its boxes. ``Sample.region_nodes`` maps regions to scene nodes. Entities
+  without a box (``<nobndbox>``, scene entities, ``notvisual`` id 0, or ids
+  absent from the XML) are scene nodes without a region. Boxes are
+  ``(xmin - 1, ymin - 1, xmax, ymax)``: pixel edges with the right/bottom edge
+  exclusive, clipped to the image ``<size>`` when it is given. ``label`` is the
+  entity's mentions' text; ``meta["entities"]`` keeps every marked phrase
+  (entity id, types, span, its number of boxes).
+* **Dependency tree**: from ``parser(words) -> (heads, upos[, xpos])`` if given
+  (heads 1-based, 0 for the root; PTB ``xpos`` optional), else from spaCy's ``en_core_web_sm`` when installed
   (see :func:`spacy_parser`), else none (``tree=None``; checks skip with
   :data:`SPACY_MISSING`). With a tree, ``scene_parents`` follows Milewski et al.
-  (2022) via :func:`mmdiag.data.scene_tree.scene_parents`.
+  (2022) via :func:`mmdiag.data.scene_tree.scene_parents` (text tree: the
+  spanning tree of gold distances without ``punctuation``, ``ptb`` or ``upos``).
 
 Malformed markup (an unbalanced ``[``/``]``, a nested ``[``, a bad
 ``/EN#id/type`` tag, an empty phrase), malformed XML, a bad ``<bndbox>`` and a
@@ -50,9 +55,9 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 from mmdiag.data.files import read_regular_bytes
-from mmdiag.data.scene_tree import scene_parents as _scene_parents
+from mmdiag.data.scene_regions import SCENE_REGIONS, scene_layout
 from mmdiag.data.trees import validate_heads
-from mmdiag.data.types import DepTree, Phrase, Sample
+from mmdiag.data.types import DepTree, Sample
 from mmdiag.errors import DataError
 
 __all__ = [
@@ -73,8 +78,8 @@ FLICKR30K_FORMAT = ("a Flickr30k Entities root: Sentences/<image_id>.txt (captio
                     "Annotations/<image_id>.xml (PASCAL-VOC boxes whose <name> is the entity id) and "
                     "flickr30k-images/<image_id>.jpg")
 
-#: ``parser(words) -> (heads, upos)``: 1-based heads (0 = root) and UPOS tags, one per word
-Parser = Callable[[Sequence[str]], tuple[Sequence[int], Sequence[str]]]
+#: ``parser(words) -> (heads, upos)`` or ``(heads, upos, xpos)``: 1-based heads (0 = root), UPOS and PTB tags
+Parser = Callable[[Sequence[str]], tuple]
 
 _TAG = re.compile(r"/EN#([0-9]+)((?:/[^/\s\[\]]+)+)\Z")
 _GLUED = ",;:!?"
@@ -242,20 +247,15 @@ def read_annotation(path: Union[str, Path]) -> tuple[Optional[tuple[int, int]], 
     return size, boxes
 
 
-def _union(boxes: Sequence[tuple[float, ...]]) -> tuple[float, float, float, float]:
-    """Smallest box holding all ``boxes``: ``(min x0, min y0, max x1, max y1)``."""
-    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
-
-
 # ----------------------------------------------------------------------------- parsing
 
 @functools.lru_cache(maxsize=1)
 def spacy_parser() -> Optional[Parser]:
-    """spaCy's ``en_core_web_sm`` as a ``words -> (heads, upos)`` parser, or None when not installed.
+    """spaCy's ``en_core_web_sm`` as a ``words -> (heads, upos, xpos)`` parser, or None when not installed.
 
     The Doc is built from the given words (``Doc(nlp.vocab, words=words)``) and
     run through the pipeline, so spaCy keeps the caption's tokenisation. Heads
-    become 1-based with 0 for the root; UPOS is ``token.pos_``. If spaCy splits
+    become 1-based with 0 for the root; UPOS is ``token.pos_``, XPOS (PTB) ``token.tag_``. If spaCy splits
     the caption into several sentences, every later sentence root is attached
     to the first sentence's root, so the result is one tree.
     """
@@ -269,7 +269,7 @@ def spacy_parser() -> Optional[Parser]:
     except (OSError, IOError, ImportError, ValueError):
         return None
 
-    def parse(words: Sequence[str]) -> tuple[list[int], list[str]]:
+    def parse(words: Sequence[str]) -> tuple[list[int], list[str], list[str]]:
         doc = Doc(nlp.vocab, words=list(words))
         for _, proc in nlp.pipeline:
             doc = proc(doc)
@@ -284,22 +284,26 @@ def spacy_parser() -> Optional[Parser]:
                     heads.append(first_root + 1)
             else:
                 heads.append(tok.head.i + 1)
-        return heads, [tok.pos_ or "X" for tok in doc]
+        return heads, [tok.pos_ or "X" for tok in doc], [getattr(tok, "tag_", "") or "_" for tok in doc]
 
     return parse
 
 
 def _tree(words: list[str], parser: Parser, path: Path, lineno: int) -> DepTree:
-    heads, upos = parser(words)
-    heads, upos = tuple(int(h) for h in heads), tuple(str(u) for u in upos)
-    if len(heads) != len(words) or len(upos) != len(words):
+    parsed = tuple(parser(words))
+    if len(parsed) not in (2, 3):
+        raise ValueError(f"{path}:{lineno}: the parser gave {len(parsed)} values; expected (heads, upos) or "
+                         "(heads, upos, xpos)")
+    heads, upos = tuple(int(h) for h in parsed[0]), tuple(str(u) for u in parsed[1])
+    xpos = tuple(str(x) for x in parsed[2]) if len(parsed) == 3 else ()
+    if len(heads) != len(words) or len(upos) != len(words) or len(xpos) not in (0, len(words)):
         raise ValueError(f"{path}:{lineno}: the parser gave {len(heads)} heads and {len(upos)} tags "
                          f"for {len(words)} words")
     try:
         validate_heads(heads)
     except ValueError as exc:
         raise ValueError(f"{path}:{lineno}: the parser's heads are not a tree ({exc})") from None
-    return DepTree(words=tuple(words), heads=heads, upos=upos)
+    return DepTree(words=tuple(words), heads=heads, upos=upos, xpos=xpos)
 
 
 # ----------------------------------------------------------------------------- samples
@@ -317,8 +321,8 @@ def _image_path(root: Path, image_id: str) -> Path:
     return root / _IMAGE_DIRS[0] / f"{image_id}.jpg"
 
 
-def read_flickr30k(root: Union[str, Path], limit: Optional[int] = None,
-                   parser: Optional[Parser] = None) -> list[Sample]:
+def read_flickr30k(root: Union[str, Path], limit: Optional[int] = None, parser: Optional[Parser] = None,
+                   regions: str = "boxes", punctuation: str = "ptb") -> list[Sample]:
     """Samples of a Flickr30k Entities root: the first caption of each image, sorted by image id.
 
     ``limit`` keeps the first ``limit`` images (after sorting). ``parser``
@@ -326,10 +330,13 @@ def read_flickr30k(root: Union[str, Path], limit: Optional[int] = None,
     ``tree=None`` and ``scene_parents=()``. The image is the path of
     ``flickr30k-images/<id>.jpg`` (or ``images/<id>.jpg``, ``.jpeg``/``.png``
     accepted), opened later. ``uid`` is ``flickr30k-<image_id>``; ``meta``
-    holds ``source`` (``file:line``), ``image_id``, ``size`` and ``entities``.
+    holds ``source`` (``file:line``), ``image_id``, ``size``, ``entities`` and ``scene_regions``.
+    ``regions`` (``boxes``/``union``) and ``punctuation`` (``ptb``/``upos``): see the module docstring.
     Raises :class:`DataError` for a root without Sentences files, malformed
     markup (file and caption line), malformed XML or a missing annotation file.
     """
+    if regions not in SCENE_REGIONS:
+        raise ValueError(f"regions={regions!r}: accepted: {', '.join(SCENE_REGIONS)}")
     root = Path(root).expanduser()
     if not is_flickr30k_root(root):
         raise DataError(f"not a Flickr30k Entities root (needs Sentences/ and Annotations/); "
@@ -349,18 +356,14 @@ def read_flickr30k(root: Union[str, Path], limit: Optional[int] = None,
         if not words:
             raise DataError("the caption has no words", sentences, lineno)
         size, boxes = read_annotation(root / "Annotations" / f"{image_id}.xml")
-        phrases = []
-        entities = []
-        for start, end, entity, types in marks:
-            entity_boxes = boxes.get(entity, [])
-            entities.append({"id": entity, "types": list(types), "start": start, "end": end,
-                             "boxes": len(entity_boxes)})
-            if entity_boxes:
-                phrases.append(Phrase(start, end, _union(entity_boxes), " ".join(words[start:end])))
+        entities = [{"id": entity, "types": list(types), "start": start, "end": end,
+                     "boxes": len(boxes.get(entity, []))} for start, end, entity, types in marks]
         tree = None if parser is None else _tree(words, parser, sentences, lineno)
-        scene = _scene_parents(tree, phrases) if tree is not None and phrases else ()
+        layout = scene_layout(words, marks, boxes, tree, regions, punctuation)
         samples.append(Sample(
             uid=f"flickr30k-{image_id}", image=_image_path(root, image_id), caption=" ".join(words),
-            words=tuple(words), tree=tree, phrases=tuple(phrases), scene_parents=scene,
-            meta={"source": f"{sentences}:{lineno}", "image_id": image_id, "size": size, "entities": entities}))
+            words=tuple(words), tree=tree, phrases=layout.phrases, scene_parents=layout.scene_parents,
+            region_nodes=layout.region_nodes,
+            meta={"source": f"{sentences}:{lineno}", "image_id": image_id, "size": size, "entities": entities,
+                  "scene_regions": regions}))
     return samples

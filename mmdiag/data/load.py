@@ -34,10 +34,13 @@ def generated_samples_problem(spec: str, n: int) -> str:
 
 
 def load_samples(spec: str, n: int, seed: int = 0, vocab_size: int = 1000,
-                 special_ids: Iterable[int] = (), allow_outside: bool = False) -> list[Sample]:
+                 special_ids: Iterable[int] = (), allow_outside: bool = False, scene_regions: str = "boxes",
+                 punctuation: str = "ptb") -> list[Sample]:
     """Up to ``n`` samples for ``spec`` (deterministic by ``seed``).
 
     ``allow_outside``: read images of a captions file that lie outside its data directory.
+    ``scene_regions`` (``boxes``/``union``) and ``punctuation`` (``ptb``/``upos``): how a Flickr30k root's
+    regions and scene trees are built (:func:`~mmdiag.data.flickr30k.read_flickr30k`).
     """
     problem = generated_samples_problem(spec, n)
     if problem:
@@ -49,7 +52,7 @@ def load_samples(spec: str, n: int, seed: int = 0, vocab_size: int = 1000,
     path = Path(spec).expanduser()
     if path.is_dir():
         if is_flickr30k_root(path):
-            return read_flickr30k(path, limit=n)
+            return read_flickr30k(path, limit=n, regions=scene_regions, punctuation=punctuation)
         path = path / "captions.jsonl"
         if not path.is_file():
             raise SpecError(f"--mm-data={spec!r}: the directory has no captions.jsonl; {ACCEPTED}")
@@ -107,7 +110,7 @@ def _image_identity(image: object) -> object:
 
 
 def data_fingerprint(samples: list[Sample]) -> str:
-    """A short hash of the samples: ids, captions, token ids and the images' content.
+    """A short hash of the samples: ids, captions, token ids, the images' content and the regions' boxes.
 
     Image files count by name and bytes (not by folder or modification time), so
     the same data copied elsewhere keeps its fingerprint while an edited or
@@ -115,12 +118,16 @@ def data_fingerprint(samples: list[Sample]) -> str:
     """
     digest = hashlib.blake2b(digest_size=8)
     for s in samples:
-        digest.update(json.dumps([s.uid, s.caption, s.token_ids, _image_identity(s.image)]).encode())
+        item = [s.uid, s.caption, s.token_ids, _image_identity(s.image)]
+        if s.phrases:  # the region states recorded depend on them (--mm-scene-regions=boxes|union)
+            item.append([[p.start, p.end, list(p.box)] for p in s.phrases])
+        digest.update(json.dumps(item).encode())
     return digest.hexdigest()
 
 
 def file_samples_checked(spec: str, n: int, seed: int = 0, allow_outside: bool = False,
-                         skip_bad: bool = False) -> Optional[list[Sample]]:
+                         skip_bad: bool = False, scene_regions: str = "boxes",
+                         punctuation: str = "ptb") -> Optional[list[Sample]]:
     """The samples of a captions/COCO/Flickr30k ``spec``, read and checked before the model runs (None for the
     generated ``synthetic`` and ``noise``, whose samples depend on the model's tokenizer or take time to build).
 
@@ -130,7 +137,8 @@ def file_samples_checked(spec: str, n: int, seed: int = 0, allow_outside: bool =
     """
     if spec in ("synthetic", "noise"):
         return None
-    samples = load_samples(spec, n, seed, allow_outside=allow_outside)
+    samples = load_samples(spec, n, seed, allow_outside=allow_outside, scene_regions=scene_regions,
+                           punctuation=punctuation)
     if not skip_bad:
         for sample in samples:
             if not isinstance(sample.image, (str, Path)):

@@ -18,14 +18,17 @@ class DepTree:
     """A dependency tree over ``words`` in Universal Dependencies conventions.
 
     ``heads[i]`` is the 1-based index of word ``i``'s head, 0 for the root
-    (exactly one word has head 0). ``upos[i]`` is its UPOS tag (``PUNCT`` words
-    are excluded from root accuracy and UUAS).
+    (exactly one word has head 0). ``upos[i]`` is its UPOS tag and ``xpos[i]``
+    its language-specific tag (PTB tags for English: CoNLL-U column 5, spaCy's
+    ``tag_``; empty when unknown). Punctuation (UPOS ``PUNCT`` or Hewitt's seven
+    PTB tags, ``--mm-probe-punctuation``) is excluded from root accuracy and UUAS.
     """
 
     words: tuple[str, ...]
     heads: tuple[int, ...]
     upos: tuple[str, ...]
     deprels: tuple[str, ...] = ()
+    xpos: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.words)
@@ -35,13 +38,24 @@ class DepTree:
 class Phrase:
     """A grounded phrase: caption words ``[start, end)`` and their image box.
 
-    ``box`` is ``(x0, y0, x1, y1)`` in pixels of the sample's image.
+    ``box`` is ``(x0, y0, x1, y1)`` in pixels of the sample's image. ``words``:
+    every caption word of the phrase when it is more than one span (the merged
+    mentions of one entity, "a man ... he"; empty = ``range(start, end)``, and
+    ``start, end`` is then the first mention). ``entity``: the Flickr30k entity
+    id ("" when unknown). A box of an entity the caption does not mention
+    (``--mm-scene-regions=boxes``) has no words: ``start == end`` and ``words == ()``.
     """
 
     start: int
     end: int
     box: tuple[float, float, float, float]
     label: str = ""
+    words: tuple[int, ...] = ()
+    entity: str = ""
+
+    def word_indices(self) -> tuple[int, ...]:
+        """The phrase's caption words: ``words``, or ``range(start, end)`` when it is one span."""
+        return self.words if self.words else tuple(range(self.start, self.end))
 
 
 @dataclass
@@ -53,6 +67,10 @@ class Sample:
     ``scene_parents`` is the scene tree over nodes ``[image, phrase_0, ...]``:
     ``scene_parents[0] == -1`` (the image is the root) and
     ``scene_parents[k + 1]`` is the node index of phrase ``k``'s parent.
+    ``region_nodes``: when the phrases (the image regions) are not the scene
+    nodes one to one, ``region_nodes[k]`` is the scene node of phrase ``k``
+    (several boxes of one entity share a node; a scene node may have no region,
+    e.g. an entity without a box); empty = phrase ``k`` is node ``k + 1``.
     ``image`` is a PIL image or the path of one (opened lazily, per batch);
     ``token_ids`` short-circuits tokenisation (the ``noise`` control).
     """
@@ -64,5 +82,6 @@ class Sample:
     tree: Optional[DepTree] = None
     phrases: tuple[Phrase, ...] = ()
     scene_parents: tuple[int, ...] = ()
+    region_nodes: tuple[int, ...] = ()
     token_ids: Optional[tuple[int, ...]] = None
     meta: dict = field(default_factory=dict)

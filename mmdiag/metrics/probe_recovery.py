@@ -12,7 +12,10 @@ count what it gets right:
   of a probe run at once.
 
 Model-free: inputs are per-sentence numpy arrays and CoNLL-U heads (1-based,
-0 = root); words tagged ``PUNCT`` are left out as in Hewitt's code.
+0 = root); punctuation words are left out as in Hewitt's code: the tags passed
+(``upos_list``, per sentence UPOS or PTB XPOS tags, or None) are read by
+:func:`~mmdiag.metrics.probe_trees.keep_mask` (UPOS ``PUNCT`` or one of
+Hewitt's seven PTB tags, ``--mm-probe-punctuation``).
 """
 from __future__ import annotations
 
@@ -38,8 +41,9 @@ def root_accuracy(pred_depths: Sequence[np.ndarray], heads_list: Sequence[Sequen
     """Root accuracy (Hewitt & Manning 2019, §4.1).
 
     ``mean over sentences of [argmin_{i not PUNCT} pred_i == gold root]``, the
-    gold root being the word with head 0.  Words tagged ``PUNCT`` in
-    ``upos_list`` are excluded from the argmin (none when ``upos_list`` is None).
+    gold root being the word with head 0.  Punctuation words by ``upos_list``
+    (UPOS ``PUNCT`` or a PTB punctuation tag, :func:`~mmdiag.metrics.probe_trees.keep_mask`)
+    are excluded from the argmin (none when ``upos_list`` or a sentence's entry is None).
     Sentences with no non-punctuation word are left out of the mean; NaN when
     no sentence is left.  Ties in the argmin go to the first word.
     """
@@ -70,7 +74,11 @@ def mst_edges(dist: np.ndarray) -> set[tuple[int, int]]:
     """Edges ``(i, j)``, ``i < j``, of a minimum spanning tree of ``dist``.
 
     The weight of edge ``{i, j}`` is ``dist[i, j]`` for ``i < j`` (the upper
-    triangle, as Hewitt's code reads it).  ``scipy.sparse.csgraph`` treats a
+    triangle).  Hewitt's ``prims_matrix_to_edges`` (structural-probes
+    ``reporter.py``) reads every ``(i, j)``, both triangles, and runs Kruskal
+    over them, so on an asymmetric matrix its weight of ``{i, j}`` is
+    ``min(dist[i, j], dist[j, i])``; a distance probe's predictions
+    ``||B(h_i - h_j)||^2`` are symmetric, where the two agree.  ``scipy.sparse.csgraph`` treats a
     zero weight as a missing edge, so every weight is shifted by the same
     constant to be >= 1 first; a constant shift does not change which trees
     are minimal (all spanning trees have n-1 edges).  With ties any one
@@ -93,7 +101,7 @@ def mst_edges(dist: np.ndarray) -> set[tuple[int, int]]:
 
 
 def _kept_gold_edges(h: np.ndarray, upos: Optional[Sequence[str]], k: int) -> tuple[np.ndarray, set]:
-    """The words UUAS keeps (not PUNCT) and the gold edges between them, as pairs of positions among the kept."""
+    """The words UUAS keeps (not punctuation) and the gold edges between them, as pairs of positions among the kept."""
     idx = np.flatnonzero(keep_mask(h.size, upos, k, "uuas"))
     pos = {int(w): j for j, w in enumerate(idx)}
     gold = set()
@@ -109,7 +117,7 @@ def uuas(pred_dist: Sequence[np.ndarray], heads_list: Sequence[Sequence[int]],
          upos_list: Optional[Sequence[Sequence[str]]] = None) -> float:
     """Undirected unlabelled attachment score (Hewitt & Manning 2019, §4.1).
 
-    For each sentence, the words not tagged ``PUNCT`` are kept; the predicted
+    For each sentence, the non-punctuation words (:func:`~mmdiag.metrics.probe_trees.keep_mask`) are kept; the predicted
     tree is a minimum spanning tree (:func:`mst_edges`) of the predicted
     distances restricted to them; the gold edges are the undirected edges
     ``{i, head_i}`` of the gold tree whose two ends are both kept.  Pooled over

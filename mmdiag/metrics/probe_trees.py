@@ -7,8 +7,12 @@ them).  Heads follow the CoNLL-U convention (1-based, 0 = root).  Kept apart
 from the metrics because both the metric modules (:mod:`.probe_scores`,
 :mod:`.probe_recovery`) and probe training (:mod:`mmdiag.probing`) read it.
 
-Also here: the punctuation filter that root accuracy and UUAS share (words
-tagged ``PUNCT`` are left out, as in Hewitt's evaluation).
+Also here: the punctuation filter that root accuracy and UUAS share. Hewitt's
+code (structural-probes ``reporter.py``, and Milewski's ``dist_matrix_to_edges``
+in multimodal-probes ``probing_project/utils.py``) leaves out words whose PTB
+XPOS is one of seven tags, :data:`PTB_PUNCT`; the UD alternative is UPOS
+``PUNCT``, which also covers e.g. EWT's ``HYPH`` and ``NFP``
+(``--mm-probe-punctuation=ptb|upos``, default ``ptb``: :func:`punctuation_tags`).
 """
 from __future__ import annotations
 
@@ -16,10 +20,41 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["PUNCT", "check_heads", "keep_mask", "tree_depths", "tree_distances"]
+__all__ = ["PUNCT", "PTB_PUNCT", "PUNCT_TAGS", "PUNCTUATION", "check_heads", "keep_mask", "punctuation_tags",
+           "tree_depths", "tree_distances"]
 
-#: UPOS tag of the words excluded from root accuracy and UUAS.
+#: UPOS tag of the words excluded from root accuracy and UUAS under ``--mm-probe-punctuation=upos``.
 PUNCT = "PUNCT"
+#: Hewitt's seven PTB punctuation tags (structural-probes reporter.py; Milewski's utils.dist_matrix_to_edges)
+PTB_PUNCT = frozenset({"''", ",", ".", ":", "``", "-LRB-", "-RRB-"})
+#: every tag :func:`keep_mask` treats as punctuation: a UPOS list or a PTB XPOS list can be passed alike
+#: (no UPOS tag is a PTB punctuation tag and no PTB tag is ``PUNCT``)
+PUNCT_TAGS = PTB_PUNCT | {PUNCT}
+#: the punctuation conventions, the default first: ``ptb`` (Hewitt's and Milewski's code) or ``upos`` (UD)
+PUNCTUATION = ("ptb", "upos")
+
+
+def _tagged(tags: Sequence[str], n: int) -> bool:
+    """One tag per word and not all of them blank (``_`` / empty: the column is unannotated)."""
+    return n > 0 and len(tags) == n and not all(str(t) in ("", "_") for t in tags)
+
+
+def punctuation_tags(upos: Sequence[str], xpos: Sequence[str], n: int, convention: str = "ptb"
+                     ) -> tuple[Optional[tuple[str, ...]], str]:
+    """The tags one sentence's punctuation is read from, and which they are: ``(tags, "ptb"|"upos"|"none")``.
+
+    ``convention="ptb"``: the XPOS tags (punctuation = :data:`PTB_PUNCT`), or the UPOS tags when the sentence
+    has no XPOS; ``"upos"``: the UPOS tags (punctuation = ``PUNCT``), or the XPOS tags when it has no UPOS.
+    A sentence with neither gives ``(None, "none")``: no word of it is excluded. Decided per sentence, so one
+    untagged tree never switches the exclusion off for a whole corpus.
+    """
+    if convention not in PUNCTUATION:
+        raise ValueError(f"punctuation convention {convention!r}: accepted: {', '.join(PUNCTUATION)}")
+    order = (("ptb", xpos), ("upos", upos)) if convention == "ptb" else (("upos", upos), ("ptb", xpos))
+    for name, tags in order:
+        if _tagged(tags, n):
+            return tuple(str(t) for t in tags), name
+    return None, "none"
 
 
 def check_heads(heads: Sequence[int]) -> np.ndarray:
@@ -79,9 +114,13 @@ def tree_distances(heads: Sequence[int]) -> np.ndarray:
 
 
 def keep_mask(n: int, upos: Optional[Sequence[str]], k: int, name: str) -> np.ndarray:
-    """Which of sentence ``k``'s ``n`` words are not ``PUNCT`` (all of them when ``upos`` is None)."""
+    """Which of sentence ``k``'s ``n`` words are not punctuation (all of them when ``upos`` is None).
+
+    ``upos``: the sentence's UPOS or PTB XPOS tags (:func:`punctuation_tags`); a word is punctuation when its
+    tag is in :data:`PUNCT_TAGS`.
+    """
     if upos is None:
         return np.ones(n, dtype=bool)
     if len(upos) != n:
-        raise ValueError(f"{name}: sentence {k}: {len(upos)} UPOS tags for {n} words")
-    return np.array([u != PUNCT for u in upos], dtype=bool)
+        raise ValueError(f"{name}: sentence {k}: {len(upos)} POS tags for {n} words")
+    return np.array([u not in PUNCT_TAGS for u in upos], dtype=bool)

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from mmdiag.metrics.probe_trees import tree_depths, tree_distances
+from mmdiag.metrics.probe_trees import punctuation_tags, tree_depths, tree_distances
 
 __all__ = ["ProbeData"]
 
@@ -33,7 +33,11 @@ class ProbeData:
     (e.g. :func:`~mmdiag.probing.control.control_depths`).  ``distances``:
     optional list of per-sentence (n, n) gold distance matrices (e.g.
     :func:`~mmdiag.probing.control.control_distances`).  ``upos``: optional
-    UPOS tags per sentence (for root accuracy and UUAS).
+    POS tags per sentence that root accuracy and UUAS read punctuation from
+    (UPOS or PTB XPOS, :func:`~mmdiag.metrics.probe_trees.punctuation_tags`);
+    a sentence's entry may be None (no tags: none of its words is excluded).
+    ``punct_sources``: per sentence, which tags those are (``ptb``, ``upos`` or
+    ``none``), set by :meth:`from_trees`.
     """
 
     states: torch.Tensor
@@ -41,7 +45,8 @@ class ProbeData:
     heads: Optional[tuple[tuple[int, ...], ...]] = None
     depths: Optional[torch.Tensor] = None
     distances: Optional[list[np.ndarray]] = None
-    upos: Optional[tuple[tuple[str, ...], ...]] = None
+    upos: Optional[tuple[Optional[tuple[str, ...]], ...]] = None
+    punct_sources: Optional[tuple[str, ...]] = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.states, torch.Tensor):
@@ -60,8 +65,9 @@ class ProbeData:
             if [len(h) for h in self.heads] != list(self.lengths):
                 raise ValueError("ProbeData.heads: per-sentence lengths differ from lengths")
         if self.upos is not None:
-            self.upos = tuple(tuple(u) for u in self.upos)
-            if [len(u) for u in self.upos] != list(self.lengths):
+            self.upos = tuple(None if u is None else tuple(u) for u in self.upos)
+            if len(self.upos) != len(self.lengths) or any(
+                    u is not None and len(u) != n for u, n in zip(self.upos, self.lengths)):
                 raise ValueError("ProbeData.upos: per-sentence lengths differ from lengths")
         if self.depths is None and self.heads is not None:
             self.depths = np.concatenate([tree_depths(h) for h in self.heads])
@@ -82,12 +88,23 @@ class ProbeData:
                 raise ValueError("ProbeData.distances: expected one (n, n) matrix per sentence")
 
     @classmethod
-    def from_trees(cls, states: torch.Tensor, trees: Sequence) -> "ProbeData":
-        """Build from ``states`` (L, W, D) and :class:`~mmdiag.data.types.DepTree` s."""
+    def from_trees(cls, states: torch.Tensor, trees: Sequence, punctuation: str = "ptb") -> "ProbeData":
+        """Build from ``states`` (L, W, D) and :class:`~mmdiag.data.types.DepTree` s.
+
+        Punctuation tags per tree (``punctuation``: ``ptb``, Hewitt's seven XPOS tags, or ``upos``), each
+        tree falling back to the other tag set, or to no exclusion, on its own: a tree without tags never
+        switches punctuation exclusion off for the rest of the corpus (``punct_sources`` counts them).
+        """
+        tagged = [punctuation_tags(t.upos, getattr(t, "xpos", ()), len(t.heads), punctuation) for t in trees]
         return cls(states=states, lengths=tuple(len(t.heads) for t in trees),
                    heads=tuple(tuple(t.heads) for t in trees),
-                   upos=tuple(tuple(t.upos) for t in trees) if all(
-                       len(t.upos) == len(t.heads) for t in trees) else None)
+                   upos=tuple(tags for tags, _ in tagged), punct_sources=tuple(src for _, src in tagged))
+
+    def punctuation_counts(self) -> dict[str, int]:
+        """How many sentences read punctuation from PTB tags, from UPOS, or from nothing (``{}`` when unknown)."""
+        if self.punct_sources is None:
+            return {}
+        return {src: self.punct_sources.count(src) for src in ("ptb", "upos", "none")}
 
     @property
     def n_sentences(self) -> int:
@@ -129,4 +146,5 @@ class ProbeData:
             depths=None if self.depths is None else self.depths[torch.as_tensor(words)],
             distances=None if self.distances is None else [self.distances[i] for i in idx],
             upos=pick(self.upos),
+            punct_sources=pick(self.punct_sources),
         )

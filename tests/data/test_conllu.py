@@ -44,7 +44,7 @@ def test_multiword_tokens_and_empty_nodes_are_skipped(tmp_path):
     assert t.heads == (0, 1, 5, 5, 1, 1)
     assert t.upos == ("VERB", "PRON", "ADP", "DET", "NOUN", "PUNCT")
     assert t.deprels == ("root", "obj", "case", "det", "obl", "punct")
-    assert trees[1] == DepTree(("Hola",), (0,), ("INTJ",), ("root",))  # one word kept
+    assert trees[1] == DepTree(("Hola",), (0,), ("INTJ",), ("root",), ("_",))  # one word kept; XPOS "_" as written
 
 
 def test_crlf_bom_and_no_trailing_blank_line(tmp_path):

@@ -87,7 +87,7 @@ def test_is_flickr30k_root(root, tmp_path):
 
 
 def test_words_phrases_boxes_and_union(root):
-    samples = read_flickr30k(root, parser=fake_parser)
+    samples = read_flickr30k(root, parser=fake_parser, regions="union")
     assert [s.uid for s in samples] == ["flickr30k-99", "flickr30k-1000"]  # numeric order, not "1000" < "99"
     dog, big = samples
 
@@ -103,6 +103,21 @@ def test_words_phrases_boxes_and_union(root):
     assert big.meta["size"] == (500, 400)
     assert big.meta["source"].endswith("1000.txt:1")
     assert big.image == root / "images" / "1000.jpg"
+    assert big.region_nodes == (1, 2, 3)  # entity 21 (no box) is scene node 4 without a region
+    assert big.meta["scene_regions"] == "union"
+
+    # regions="boxes" (the default, Milewski's): every box its own region; the two boxes of entity 20 share its
+    # node; entity 24 (in the XML, not in the caption) gets a node under the image
+    boxes = read_flickr30k(root, parser=fake_parser)[1]
+    assert [(p.start, p.end, p.box, p.entity) for p in boxes.phrases] == [
+        (0, 2, (10.0, 20.0, 110.0, 220.0), "18"), (3, 6, (30.0, 40.0, 60.0, 70.0), "19"),
+        (7, 9, (100.0, 200.0, 150.0, 250.0), "20"), (7, 9, (200.0, 150.0, 300.0, 260.0), "20"),
+        (0, 0, (100.0, 200.0, 150.0, 250.0), "24")]
+    assert boxes.region_nodes == (1, 2, 3, 3, 5)
+    assert boxes.scene_parents == (-1, 0, 1, 0, 0, 0)
+    assert boxes.meta["scene_regions"] == "boxes"
+    with pytest.raises(ValueError, match="accepted: boxes, union"):
+        read_flickr30k(root, parser=fake_parser, regions="box")
 
     # glued final "." split off; notvisual entity 0 (not in the XML) skipped; box clipped to the 64x48 image
     assert dog.words == ("A", "dog", "runs", "across", "the", "yard", ".")
@@ -119,11 +134,14 @@ def test_fake_parser_gives_trees_and_scene_parents(root):
     assert big.tree.words == WORDS_1000
     assert big.tree.upos[-1] == "PUNCT"
     # "A man" (head man -> holds = root, no phrase) -> image; "an orange hat" (hat -> in -> man) -> "A man";
-    # "two dogs" (dogs -> holds) -> image
-    assert big.scene_parents == (-1, 0, 1, 0)
-    assert big.scene_parents == scene_parents(big.tree, big.phrases)
+    # "two dogs" (dogs -> holds) -> image; "the lake" (no box: a node without a region) -> image;
+    # entity 24 (not mentioned) -> image
+    assert big.scene_parents == (-1, 0, 1, 0, 0, 0)
+    assert big.scene_parents[:4] == scene_parents(big.tree, big.phrases[:3])
     assert dog.tree.heads == (0, 1, 2, 3, 4, 5, 6)
-    assert dog.scene_parents == (-1, 0)
+    # "A dog" heads the chain; the notvisual "the yard" (node 2, no box) walks up to it
+    assert dog.scene_parents == (-1, 0, 1)
+    assert dog.region_nodes == (1,)
 
 
 def test_limit_keeps_first_images(root):
@@ -202,7 +220,7 @@ def test_without_spacy_trees_are_none(root, monkeypatch):
     assert spacy_parser() is None
     samples = read_flickr30k(root)
     assert all(s.tree is None and s.scene_parents == () for s in samples)
-    assert [len(s.phrases) for s in samples] == [1, 3]  # phrases do not need a parser
+    assert [len(s.phrases) for s in samples] == [1, 5]  # phrases (one per box) do not need a parser
     assert "pip install spacy" in SPACY_MISSING and "en_core_web_sm" in SPACY_MISSING
 
 
@@ -259,7 +277,8 @@ def test_spacy_conversion_joins_sentence_roots(monkeypatch):
     # two spaCy sentences: "dogs run ." (root 1) and "cats sleep ." (root 4)
     calls = _fake_spacy(monkeypatch, [1, 1, 1, 4, 4, 4])
     parse = spacy_parser()
-    heads, upos = parse(["dogs", "run", ".", "cats", "sleep", "."])
+    heads, upos, xpos = parse(["dogs", "run", ".", "cats", "sleep", "."])
+    assert xpos == ["_"] * 6  # this stand-in sets no tag_
     assert calls == [["dogs", "run", ".", "cats", "sleep", "."]]  # the given words, not re-tokenised
     assert heads == [2, 0, 2, 5, 2, 5]  # later root "sleep" attached to the first root "run"
     validate_heads(heads)
@@ -270,7 +289,7 @@ def test_read_uses_spacy_when_available(root, monkeypatch):
     _fake_spacy(monkeypatch, [6, 6, 6, 6, 6, 6, 6])  # 7 words of the dog caption all under "."
     dog = read_flickr30k(root, limit=1)[0]
     assert dog.tree.heads == (7, 7, 7, 7, 7, 7, 0)
-    assert dog.scene_parents == (-1, 0)
+    assert dog.scene_parents == (-1, 0, 0)
 
 
 def test_real_spacy_if_installed(root):
@@ -279,7 +298,7 @@ def test_real_spacy_if_installed(root):
     for s in read_flickr30k(root):
         validate_heads(s.tree.heads)
         assert len(s.tree) == len(s.words)
-        assert len(s.scene_parents) == len(s.phrases) + 1
+        assert len(s.scene_parents) >= 1 + max(s.region_nodes, default=0)
 
 
 def test_read_annotation_direct(root):

@@ -35,10 +35,14 @@ def test_copular_subject_hangs_under_predicate_phrase():
     assert phrase_head(COPULAR, ph(5, 8)) == 7
 
 
-def test_phrase_head_ties_go_leftmost():
-    assert phrase_head(COPULAR, ph(0, 2)) == 0      # "a red": both depth 2
-    assert phrase_head(COPULAR, ph(1, 4)) == 2      # circle and is both depth 1
+def test_phrase_head_ties_follow_milewski():
+    # all words of the same depth: the LAST word (multimodal-probes utils._text_edges2visual_edges)
+    assert phrase_head(COPULAR, ph(0, 2)) == 1      # "a red": both depth 2
+    assert phrase_head(COPULAR, ph(4, 7)) == 6      # "above a blue": all depth 1
+    # otherwise the first of the shallowest (np.argmin)
+    assert phrase_head(COPULAR, ph(1, 4)) == 2      # red 2, circle 1, is 1 -> circle
     assert phrase_head(COPULAR, ph(2, 9)) == 7      # the root word wins
+    assert phrase_head(COPULAR, (1, 7, 0)) == 7     # word indices in mention order
 
 
 def test_existential_coordination():
@@ -128,6 +132,8 @@ def _ancestors(heads, i):
 def _brute_head(t: DepTree, p: Phrase) -> int:
     depth = {i: len(_ancestors(t.heads, i)) for i in range(p.start, p.end)}
     best = min(depth.values())
+    if len(set(depth.values())) == 1:
+        return p.end - 1
     return min(i for i, d in depth.items() if d == best)
 
 

@@ -369,3 +369,35 @@ def test_by_layer_shape_errors():
         uuas_by_layer([[np.zeros((3, 3))]], [[0, 1]])
     with pytest.raises(ValueError, match=r"\(L, n, n\)"):
         mst_edges_by_layer(np.zeros((3, 3)))
+
+
+def _hewitt_mst_weight(d: np.ndarray) -> float:
+    """Weight of the tree Hewitt's ``prims_matrix_to_edges`` builds: Kruskal over EVERY (i, j), both triangles."""
+    n = d.shape[0]
+    parent = list(range(n))
+
+    def find(v):
+        while parent[v] != v:
+            v = parent[v]
+        return v
+
+    total = 0.0
+    for (i, j), w in sorted(((ij, d[ij]) for ij in itertools.product(range(n), range(n))), key=lambda x: x[1]):
+        if find(i) != find(j):
+            parent[find(i)] = j
+            total += w
+    return total
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 9), st.integers(0, 2**31 - 1))
+def test_mst_reads_the_upper_triangle_hewitt_reads_both(n, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3))
+    sym = ((x[:, None] - x[None]) ** 2).sum(-1)       # a distance probe's predictions are symmetric
+    weight = lambda d, edges: sum(d[i, j] for i, j in edges)  # noqa: E731
+    assert weight(sym, mst_edges(sym)) == pytest.approx(_hewitt_mst_weight(sym))
+    # on an asymmetric matrix Hewitt's weight of {i, j} is min(d_ij, d_ji); mmdiag's is d_ij for i < j
+    asym = sym + np.triu(rng.uniform(0, 5, size=(n, n)), 1)
+    assert _hewitt_mst_weight(asym) == pytest.approx(_hewitt_mst_weight(np.minimum(asym, asym.T)))
+    assert weight(asym, mst_edges(asym)) >= _hewitt_mst_weight(asym) - 1e-9
