@@ -48,6 +48,12 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "text": ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2", "albert"),
 }
 
+# -- issue 18 hook (generic dual encoders, open_clip): the registry replaces these lines ---------------------
+from mmdiag.models import dual_generic  # noqa: E402
+
+FAMILIES["dual"] = dual_generic.MODEL_TYPES
+# -------------------------------------------------------------------------------------------------------------
+
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
@@ -300,6 +306,8 @@ def make_adapter(family: str, model: torch.nn.Module, tokenizer: Any, processor:
         return ViltAdapter(model, tokenizer, processor, info, device, dtype)
     if family == "llava":
         return LlavaAdapter(model, tokenizer, processor, info, device, dtype)
+    if family == "dual":  # issue 18 hook
+        return dual_generic.make_generic_dual(model, tokenizer, processor, info, device, dtype)
     if family in REGION_FAMILIES:
         return REGION_FAMILIES[family].adapter_from_pretrained(model, tokenizer, info, device, dtype)
     return TextEncoderAdapter(model, tokenizer, info, device, dtype)

@@ -69,3 +69,22 @@ def resolve_special_ids(tokenizer: Any, config: Any = None, default_pad: int = 0
         warnings.warn(MMDiagWarning(f"the tokenizer has no {'/'.join(from_config)} token; the noise control "
                                     f"takes {names} from the model config"), stacklevel=2)
     return SpecialIds(found["bos"], found["eos"], int(found["pad"]), tuple(from_config))
+
+
+def template_special_ids(tokenizer: Any, config: Any = None, default_pad: int = 0) -> SpecialIds:
+    """The ids the tokenizer's own template wraps a caption with (its output for an empty text: ``[BOS] [EOS]``,
+    ``[CLS] [SEP]``, ``</s>`` alone...), so raw ids are wrapped the way real captions are; pad as
+    :func:`resolve_special_ids` finds it. Falls back to :func:`resolve_special_ids` when the tokenizer
+    cannot encode an empty text."""
+    try:
+        ids = [int(i) for i in tokenizer("", add_special_tokens=True)["input_ids"]]
+    except Exception:  # noqa: BLE001  (a tokenizer that cannot encode "": read the named ids instead)
+        return resolve_special_ids(tokenizer, config, default_pad)
+    starts = {_as_id(getattr(tokenizer, name, None)) for name in ("bos_token_id", "cls_token_id")} - {None}
+    bos = eos = None
+    if len(ids) >= 2:
+        bos, eos = ids[0], ids[-1]
+    elif len(ids) == 1:
+        bos, eos = (ids[0], None) if ids[0] in starts else (None, ids[0])
+    pad = resolve_special_ids(tokenizer, config, default_pad, use=("pad",)).pad
+    return SpecialIds(bos, eos, pad)
