@@ -8,6 +8,7 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings, strategies as st
 from transformers import CLIPConfig, CLIPModel
 
 from mmdiag.data.noise import make_noise
@@ -91,3 +92,23 @@ def test_a_run_on_real_captions_records_no_special_ids(pytester, tmp_path):
                                 "-p", "no:cacheprovider", "--mm-json=out.json", "-k", "gap_norm")
     assert result.ret in (0, 1), result.stdout.str()
     assert "special_ids" not in json.loads((pytester.path / "out.json").read_text())["data"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.lists(st.integers(3, 90), min_size=0, max_size=12), min_size=1, max_size=4),
+       bos=st.one_of(st.none(), st.just(98)), eos=st.one_of(st.none(), st.just(99)), max_length=st.integers(3, 10))
+def test_raw_ids_are_wrapped_with_exactly_the_ids_recorded(rows, bos, eos, max_length):
+    from mmdiag.data.types import Sample
+    from mmdiag.models.dual import tokenize_captions
+
+    samples = [Sample(uid=str(i), image=None, caption="", token_ids=tuple(r)) for i, r in enumerate(rows)]
+    text = tokenize_captions(None, samples, max_length, bos_id=bos, eos_id=eos, pad_id=1)
+    assert text.special == {"bos": bos, "eos": eos, "pad": 1}
+    room = max_length - (bos is not None) - (eos is not None)
+    for i, ids in enumerate(rows):
+        kept = ids[:room]
+        row = text.input_ids[i][text.attention_mask[i].bool()].tolist()
+        assert row == ([bos] if bos is not None else []) + kept + ([eos] if eos is not None else [])
+        assert int((text.word_ids[i] >= 0).sum()) == len(kept)
+        assert (text.input_ids[i][~text.attention_mask[i].bool()] == 1).all()
+    assert text.truncated == sum(len(r) > room for r in rows)
