@@ -12,10 +12,6 @@ class CLIPAdapter(DualEncoderAdapter):
 
     family = "clip"
 
-    def special_ids(self):
-        cfg = self.text_config()
-        return cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id if cfg.pad_token_id is not None else 0
-
     def text_pool_index(self, ids: torch.Tensor) -> torch.Tensor:
         """The EOS position, as ``CLIPTextTransformer`` pools it (legacy configs: argmax id)."""
         eos = self.text_config().eos_token_id

@@ -13,6 +13,7 @@ import torch
 from mmdiag.data.types import Sample
 from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, AttentionStream,
                                 ModelAdapter, ModelInfo, Trace)
+from mmdiag.models.special import resolve_special_ids
 
 
 @dataclass
@@ -23,6 +24,8 @@ class TextInputs:
     attention_mask: torch.Tensor
     word_ids: torch.Tensor
     truncated: int
+    #: raw token ids only (the ``noise`` control): the ids they were wrapped with, ``{"bos", "eos", "pad"}``
+    special: Optional[dict] = None
 
 
 def caption_words(sample: Sample) -> list[str]:
@@ -78,7 +81,15 @@ def _raw_ids(samples: Sequence[Sample], max_length: int, pad_to_max: bool,
         mask[i, :len(row)] = 1
         n_words = len(row) - offset - (eos_id is not None)
         word_ids[i, offset:offset + n_words] = torch.arange(n_words)
-    return TextInputs(input_ids, mask, word_ids, truncated)
+    return TextInputs(input_ids, mask, word_ids, truncated, {"bos": bos_id, "eos": eos_id, "pad": pad_id})
+
+
+def note_text(adapter: Any, text: TextInputs) -> None:
+    """Count ``text``'s truncated captions on ``adapter`` and keep the special ids raw token ids were wrapped
+    with (``adapter.noise_special_ids``, written to results.json as ``data.special_ids``)."""
+    adapter.truncated_captions += text.truncated
+    if text.special is not None:
+        adapter.noise_special_ids = dict(text.special)
 
 
 def pixel_values(processor: Any, samples: Sequence[Sample]) -> torch.Tensor:
@@ -113,16 +124,19 @@ class DualEncoderAdapter(ModelAdapter):
         return int(self.text_config().max_position_embeddings)
 
     def special_ids(self) -> tuple[Optional[int], Optional[int], int]:
-        """(bos, eos, pad) ids used to wrap raw token ids."""
-        tok = self.tokenizer
-        return tok.bos_token_id, tok.eos_token_id, tok.pad_token_id or 0
+        """(bos, eos, pad) ids used to wrap raw token ids: the tokenizer's, the text config's only where the
+        tokenizer has none (see :mod:`mmdiag.models.special`; resolved once, so the fallback warns once)."""
+        resolved = self.__dict__.get("_special")
+        if resolved is None:
+            resolved = self._special = resolve_special_ids(self.tokenizer, self.text_config())
+        return resolved.as_tuple()
 
     # -- protocol -----------------------------------------------------------
     def prepare(self, samples: Sequence[Sample]) -> dict[str, Any]:
         bos, eos, pad = self.special_ids()
         text = tokenize_captions(self.tokenizer, samples, self.max_text_length(),
                                  pad_to_max=self.pad_text_to_max, bos_id=bos, eos_id=eos, pad_id=pad)
-        self.truncated_captions += text.truncated
+        note_text(self, text)
         batch: dict[str, Any] = {"text": text}
         if all(s.image is not None for s in samples):
             batch["pixel_values"] = pixel_values(self.image_processor, samples)

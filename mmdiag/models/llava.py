@@ -40,7 +40,7 @@ import torch
 from mmdiag.data.types import Sample
 from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, AttentionStream,
                                 ModelAdapter, ModelInfo, Trace)
-from mmdiag.models.dual import pixel_values, tokenize_captions
+from mmdiag.models.dual import note_text, pixel_values, tokenize_captions
 from mmdiag.models.vilt import masked_token_mean
 
 
@@ -107,7 +107,7 @@ class LlavaAdapter(ModelAdapter):
         n_image = self.n_image_tokens()
         room = int(self.text_config().max_position_embeddings) - n_image
         text = tokenize_captions(self.tokenizer, samples, room, bos_id=bos, eos_id=None, pad_id=pad)
-        self.truncated_captions += text.truncated
+        note_text(self, text)
         prefix = ([bos] if bos is not None else []) + [image_id] * n_image
         rows, word_rows = [], []
         for ids, mask, wids in zip(text.input_ids, text.attention_mask.bool(), text.word_ids):

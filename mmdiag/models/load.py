@@ -48,6 +48,12 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "text": ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2", "albert"),
 }
 
+# -- issue 18 hook (generic dual encoders, open_clip): the registry replaces these lines ---------------------
+from mmdiag.models import dual_generic, open_clip as open_clip_models  # noqa: E402
+
+FAMILIES["dual"] = dual_generic.MODEL_TYPES
+# -------------------------------------------------------------------------------------------------------------
+
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
@@ -300,6 +306,8 @@ def make_adapter(family: str, model: torch.nn.Module, tokenizer: Any, processor:
         return ViltAdapter(model, tokenizer, processor, info, device, dtype)
     if family == "llava":
         return LlavaAdapter(model, tokenizer, processor, info, device, dtype)
+    if family == "dual":  # issue 18 hook
+        return dual_generic.make_generic_dual(model, tokenizer, processor, info, device, dtype)
     if family in REGION_FAMILIES:
         return REGION_FAMILIES[family].adapter_from_pretrained(model, tokenizer, info, device, dtype)
     return TextEncoderAdapter(model, tokenizer, info, device, dtype)
@@ -345,6 +353,10 @@ def load_adapter(spec: str, device: str = "auto", dtype: str = "fp32", seed: int
                  device_map: Optional[str] = None):
     """Load any accepted ``--mm-model`` spec and wrap it in its adapter."""
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    if spec.startswith(open_clip_models.PREFIX):  # issue 18 hook: open_clip models have no HF config
+        if device_map is not None:
+            raise SpecError(f"--mm-device-map applies to hub ids and local directories, not {spec!r}")
+        return open_clip_models.load_open_clip(spec, torch_device, torch_dtype, seed)
     family, model, tok, proc, description = load_parts(spec, seed, device_map, torch_dtype)
     info = ModelInfo(spec=spec, family=family, n_params=count_params(model), fingerprint=fingerprint(model),
                      extra={"weights": description, "model_type": model.config.model_type})

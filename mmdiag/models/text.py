@@ -13,7 +13,7 @@ import torch
 from mmdiag.data.types import Sample
 from mmdiag.models.base import (GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, TEXT, AttentionStream, ModelAdapter, ModelInfo,
                                 Trace)
-from mmdiag.models.dual import tokenize_captions
+from mmdiag.models.dual import note_text, tokenize_captions
 
 
 class TextEncoderAdapter(ModelAdapter):
@@ -34,7 +34,7 @@ class TextEncoderAdapter(ModelAdapter):
         max_len = int(getattr(self.model.config, "max_position_embeddings", 512))
         text = tokenize_captions(tok, samples, max_len, bos_id=tok.cls_token_id,
                                  eos_id=tok.sep_token_id, pad_id=tok.pad_token_id or 0)
-        self.truncated_captions += text.truncated
+        note_text(self, text)
         return text
 
     @torch.inference_mode()

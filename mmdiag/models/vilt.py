@@ -39,7 +39,7 @@ from PIL import Image
 from mmdiag.data.types import Sample
 from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, AttentionStream,
                                 ModelAdapter, ModelInfo, Trace)
-from mmdiag.models.dual import TextInputs, tokenize_captions
+from mmdiag.models.dual import TextInputs, note_text, tokenize_captions
 
 #: seed of the RNG fork around ViLT's patch sampling (only fills padded patches once sorted)
 PATCH_SEED = 0
@@ -99,7 +99,7 @@ class ViltAdapter(ModelAdapter):
         max_len = int(self.model.config.max_position_embeddings)
         text = tokenize_captions(tok, samples, max_len, bos_id=tok.cls_token_id, eos_id=tok.sep_token_id,
                                  pad_id=tok.pad_token_id or 0)
-        self.truncated_captions += text.truncated
+        note_text(self, text)
         enc = self.image_processor(images=square_images(samples, self.image_side()), return_tensors="pt")
         pixel_mask = enc.get("pixel_mask")
         if pixel_mask is None:

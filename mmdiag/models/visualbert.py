@@ -41,7 +41,7 @@ from transformers import VisualBertModel
 from mmdiag.data.types import Sample
 from mmdiag.errors import SpecError
 from mmdiag.models.base import IMAGE, TEXT, AttentionStream, ModelInfo, Trace
-from mmdiag.models.dual import tokenize_captions
+from mmdiag.models.dual import note_text, tokenize_captions
 from mmdiag.models.presets import PRESETS as ALL_PRESETS, Preset
 from mmdiag.models.region_features import (RegionModelAdapter, build_region_adapter, build_region_parts,
                                             masked_token_mean)
@@ -85,7 +85,7 @@ class VisualBertAdapter(RegionModelAdapter):
             tok = self.tokenizer
             text = tokenize_captions(tok, samples, self.max_text_length(), bos_id=tok.cls_token_id,
                                      eos_id=tok.sep_token_id, pad_id=tok.pad_token_id or 0)
-            self.truncated_captions += text.truncated
+            note_text(self, text)
             return {"text": text, "regions": None, "spans": [[] for _ in samples]}
         return super().prepare(samples)
 

@@ -34,6 +34,9 @@ def _data_block(session: Any, acts: Any) -> dict:
     samples = session.samples
     data = {"spec": session.config.data, "n": len(samples) if samples is not None else 0,
             "fingerprint": data_fingerprint(samples) if samples else None}
+    special = getattr(session.adapter, "noise_special_ids", None)
+    if special is not None:  # the ids the noise control's (or --mm-data=noise's) token ids were wrapped with
+        data["special_ids"] = {key: special.get(key) for key in ("bos", "eos", "pad")}
     if acts is not None:
         data["truncated_captions"] = acts.truncated_captions
         data["skipped_samples"] = len(acts.skipped_samples)

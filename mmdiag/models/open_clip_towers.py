@@ -1,0 +1,206 @@
+"""Reading open_clip's towers: per-residual-block states (forward hooks), captions with word ids, the adapter.
+
+open_clip's ``VisionTransformer`` and ``TextTransformer`` (and ``CLIP``'s own text stack) run their blocks
+from ``transformer.resblocks``, an ``nn.ModuleList`` called as ``block(x, attn_mask=...)``, on ``(N, L, D)``
+tensors, or ``(L, N, D)`` when ``transformer.batch_first`` is False. Entry 0 is the input of the first block
+(after ``ln_pre`` for images, as Hugging Face CLIP's ``hidden_states[0]``), entry k the output of block k.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+
+from mmdiag.data.types import Sample
+from mmdiag.errors import SpecError
+from mmdiag.models.base import IMAGE, TEXT, ModelAdapter, ModelInfo, Trace
+from mmdiag.models.dual import TextInputs, caption_words, note_text, tokenize_captions
+
+
+class BlockStates:
+    """Context manager: hooks on ``transformer.resblocks`` that keep every block's output, batch first.
+
+    ``states`` after the forward: ``[input of block 0, output of block 1, ..., output of block K]``.
+    """
+
+    def __init__(self, transformer: torch.nn.Module) -> None:
+        blocks = getattr(transformer, "resblocks", None)
+        if not isinstance(blocks, torch.nn.ModuleList) or len(blocks) == 0:
+            raise SpecError(f"an open_clip tower without resblocks ({type(transformer).__name__}): mmdiag reads "
+                            "hidden states per residual block of open_clip's VisionTransformer/TextTransformer")
+        self.blocks = blocks
+        self.batch_first = bool(getattr(transformer, "batch_first", True))
+        self.states: list[torch.Tensor] = []
+        self._handles: list[Any] = []
+
+    def _keep(self, x: torch.Tensor) -> None:
+        self.states.append(x if self.batch_first else x.transpose(0, 1))
+
+    def __enter__(self) -> "BlockStates":
+        self.states = []
+
+        def before_first(module, args, kwargs):
+            self._keep(args[0] if args else next(iter(kwargs.values())))
+
+        def after(module, args, output):
+            self._keep(output[0] if isinstance(output, tuple) else output)
+
+        self._handles.append(self.blocks[0].register_forward_pre_hook(before_first, with_kwargs=True))
+        self._handles.extend(block.register_forward_hook(after) for block in self.blocks)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
+class OpenClipTokens:
+    """open_clip's BPE tokenizer (``SimpleTokenizer``) with the word ids mmdiag's probes need.
+
+    A caption is ``[sot] words [eot]`` zero-padded to the context length, as open_clip's tokenizer makes
+    it: each word is encoded alone, which gives the same ids since its BPE never crosses whitespace.
+    """
+
+    def __init__(self, inner: Any, context_length: int) -> None:
+        self.inner = inner
+        self.context_length = int(context_length)
+        self.bos_token_id = int(inner.sot_token_id)
+        self.eos_token_id = int(inner.eot_token_id)
+        self.pad_token_id = 0
+        self.all_special_ids = [int(i) for i in getattr(inner, "all_special_ids", [self.bos_token_id,
+                                                                                 self.eos_token_id])]
+
+    def __len__(self) -> int:
+        return int(self.inner.vocab_size)
+
+    def encode(self, samples: Sequence[Sample]) -> TextInputs:
+        """Ids, mask and word ids of ``samples`` (raw ``token_ids``, the noise control, wrapped with sot/eot)."""
+        if all(s.token_ids is not None for s in samples):
+            return tokenize_captions(None, samples, self.context_length, pad_to_max=True, bos_id=self.bos_token_id,
+                                     eos_id=self.eos_token_id, pad_id=self.pad_token_id)
+        room = self.context_length - 2
+        ids = torch.zeros(len(samples), self.context_length, dtype=torch.long)
+        word_ids = torch.full_like(ids, -1)
+        mask = torch.zeros_like(ids)
+        truncated = 0
+        for row, sample in enumerate(samples):
+            tokens, words = [], []
+            for w, word in enumerate(caption_words(sample)):
+                pieces = [int(t) for t in self.inner.encode(word)]
+                tokens += pieces
+                words += [w] * len(pieces)
+            truncated += len(tokens) > room
+            tokens, words = tokens[:room], words[:room]
+            full = [self.bos_token_id, *tokens, self.eos_token_id]
+            ids[row, :len(full)] = torch.tensor(full)
+            word_ids[row, 1:1 + len(words)] = torch.tensor(words, dtype=torch.long)
+            mask[row, :len(full)] = 1
+        return TextInputs(ids, mask, word_ids, truncated)
+
+
+def text_tower(model: torch.nn.Module) -> tuple[torch.nn.Module, str, bool]:
+    """(the text transformer, its pooling, whether it is causal) of an open_clip ``CLIP`` or ``CustomTextCLIP``."""
+    text = getattr(model, "text", None)
+    if text is not None:  # CustomTextCLIP: a TextTransformer, or a Hugging Face text encoder (no resblocks)
+        if getattr(text, "cls_emb", None) is not None:
+            raise SpecError("open_clip text towers with an appended CLS token (CoCa) are not supported")
+        stack = getattr(text, "transformer", None)
+        if stack is None or not hasattr(stack, "resblocks"):
+            raise SpecError(f"this open_clip model's text tower is a {type(text).__name__}, not open_clip's "
+                            "TextTransformer: mmdiag reads hidden states per residual block of open_clip's own "
+                            "towers (load the Hugging Face text model on its own with --mm-model=ORG/NAME)")
+        return stack, str(getattr(text, "pool_type", "argmax")), getattr(text, "attn_mask", None) is not None
+    return model.transformer, str(getattr(model, "text_pool_type", "argmax")), \
+        getattr(model, "attn_mask", None) is not None
+
+
+def vision_tower(model: torch.nn.Module) -> torch.nn.Module:
+    visual = model.visual
+    if not hasattr(getattr(visual, "transformer", None), "resblocks"):
+        raise SpecError(f"this open_clip model's image tower is a {type(visual).__name__} (timm or ResNet), not "
+                        "open_clip's VisionTransformer: mmdiag reads hidden states per residual block of "
+                        "open_clip's own transformer towers")
+    return visual
+
+
+def pool_positions(ids: torch.Tensor, pool: str, eos_id: Optional[int]) -> torch.Tensor:
+    """The text position open_clip's ``text_global_pool`` takes: ``first``, ``last``, ``argmax`` (the largest
+    id, the EOT of open_clip's tokenizer) or ``eos`` (the first ``eos_id``)."""
+    rows = torch.arange(ids.shape[0], device=ids.device)
+    if pool == "first":
+        return torch.zeros_like(rows)
+    if pool == "last":
+        return torch.full_like(rows, ids.shape[1] - 1)
+    if pool == "eos":
+        return (ids == eos_id).int().argmax(dim=-1).long()
+    return ids.argmax(dim=-1).long()
+
+
+class OpenClipAdapter(ModelAdapter):
+    """An open_clip two-tower model: states per residual block of both towers, embeddings from
+    ``encode_image``/``encode_text``. Attention maps are not read (open_clip's blocks do not return them)."""
+
+    family = "open_clip"
+    modalities = (IMAGE, TEXT)
+
+    def __init__(self, model: torch.nn.Module, tokens: OpenClipTokens, preprocess: Any, info: ModelInfo,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        super().__init__(model, tokens, info, device, dtype)
+        self.preprocess = preprocess
+        self.visual = vision_tower(model)
+        self.text_stack, self.text_pool, self.text_causal = text_tower(model)
+
+    def layer_counts(self) -> dict[str, int]:
+        return {IMAGE: len(self.visual.transformer.resblocks) + 1, TEXT: len(self.text_stack.resblocks) + 1}
+
+    def special_ids(self) -> tuple[Optional[int], Optional[int], int]:
+        tok = self.tokenizer
+        return tok.bos_token_id, tok.eos_token_id, tok.pad_token_id
+
+    def prepare(self, samples: Sequence[Sample]) -> dict[str, Any]:
+        text = self.tokenizer.encode(samples)
+        note_text(self, text)
+        batch: dict[str, Any] = {"text": text}
+        if all(s.image is not None for s in samples):
+            batch["pixel_values"] = torch.stack([self.preprocess(s.image.convert("RGB")) for s in samples])
+        return batch
+
+    @torch.inference_mode()
+    def forward(self, batch: dict[str, Any]) -> Trace:
+        trace = Trace(hidden={}, mask={}, pool_index={}, content={})
+        text: TextInputs = batch["text"]
+        ids = text.input_ids.to(self.device)
+        with BlockStates(self.text_stack) as states:
+            trace.embeds[TEXT] = self.model.encode_text(ids)
+        trace.hidden[TEXT] = states.states
+        eos_id = getattr(getattr(self.model, "text", self.model), "eos_id", None) or self.tokenizer.eos_token_id
+        pool = pool_positions(ids, self.text_pool, eos_id)
+        trace.pool_index[TEXT] = pool
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        # causal: the padding after the pooled EOT never reaches it; bidirectional towers attend to everything
+        trace.mask[TEXT] = positions <= pool.unsqueeze(1) if self.text_causal else torch.ones_like(ids, dtype=torch.bool)
+        trace.word_ids = text.word_ids.to(self.device)
+        trace.content[TEXT] = trace.word_ids >= 0
+        if "pixel_values" in batch:
+            pixels = batch["pixel_values"].to(self.device, self.dtype)
+            with BlockStates(self.visual.transformer) as states:
+                trace.embeds[IMAGE] = self.model.encode_image(pixels)
+            first = states.states[0]
+            trace.hidden[IMAGE] = states.states
+            real = torch.ones(first.shape[:2], dtype=torch.bool, device=first.device)
+            trace.mask[IMAGE] = real
+            content = real.clone()
+            content[:, 0] = False  # the class token open_clip's VisionTransformer puts first
+            trace.content[IMAGE] = content
+            token_pool = getattr(self.visual, "pool_type", "tok") == "tok" and getattr(self.visual, "attn_pool",
+                                                                                       None) is None
+            trace.pool_index[IMAGE] = torch.zeros(first.shape[0], dtype=torch.long,
+                                                  device=first.device) if token_pool else None
+            grid = getattr(self.visual, "grid_size", None)
+            trace.patch_grid = tuple(int(g) for g in grid) if grid is not None else None
+            trace.patch_offset = 1
+            trace.image_size = tuple(pixels.shape[-2:])
+        scale = getattr(self.model, "logit_scale", None)
+        trace.logit_scale = None if scale is None else float(scale.detach().float().exp())
+        return trace
