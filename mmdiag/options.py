@@ -54,6 +54,8 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--mm-attention-head", "string", None, "also keep this head's attention-over-image maps in the report "
                                              "(default: only the mean over heads)"),
     ("--mm-text-reference", "string", None, "text-only encoder (hub id, dir or random:PRESET) for probe.text_retention"),
+    ("--mm-table", "string", "compact", "terminal table: compact (default: a per-layer check as one row per check "
+                                        "and modality, min..max over the layers) or full (one row per layer)"),
 ]
 REPEATABLE: list[tuple[str, str]] = [
     ("--mm-threshold", "override a threshold: CHECK[PARAMS]=OP:VALUE[:LEVEL], e.g. gap.norm=<=:1.0 (repeatable)"),
@@ -133,6 +135,8 @@ class RunConfig:
     probe_regimen: str = "fast"
     probe_rank: Optional[int] = None
     text_reference: Optional[str] = None
+    #: the terminal table's layout: compact (per-layer checks collapsed) or full
+    table: str = "compact"
 
 
 def _get(config: Any, name: str) -> Any:
@@ -304,6 +308,10 @@ def from_pytest(config: Any) -> RunConfig:
         raise SpecError(f"--mm-probe-regimen={cfg.probe_regimen!r}: accepted: fast, paper")
     cfg.probe_rank = _int(config, "mm_probe_rank", 0) or None
     cfg.text_reference = _get(config, "mm_text_reference") or None
+    cfg.table = str(_get(config, "mm_table") or "compact").strip()
+    if cfg.table not in ("compact", "full"):
+        raise SpecError(f"--mm-table={cfg.table!r}: accepted: compact (per-layer checks as one row per check and "
+                        "modality), full (one row per layer)")
     cfg.threshold_layers = [
         _pyproject_thresholds(Path(config.rootpath)),
         dict(parse_override(line, "mm_thresholds (ini)")
