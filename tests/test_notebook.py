@@ -95,6 +95,14 @@ def test_keywords_map_onto_plugin_options():
         option_args({"no_cache": "yes"})
 
 
+def test_a_relative_cache_dir_is_the_callers(tmp_path, monkeypatch):
+    from mmdiag.notebook.run import resolved
+
+    monkeypatch.chdir(tmp_path)
+    assert resolved({"cache_dir": "cache", "seed": 1}) == {"cache_dir": str(tmp_path / "cache"), "seed": 1}
+    assert resolved({"seed": 1}) == {"seed": 1}
+
+
 def test_hf_model_object_gives_the_numbers_of_its_spec(gap_run):
     from transformers import CLIPProcessor
 

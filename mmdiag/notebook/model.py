@@ -49,7 +49,8 @@ def hf_adapter(model: Any, processor: Any, tokenizer: Any = None, device: Option
                dtype: Optional[str] = None) -> Any:
     """The built-in adapter around an HF ``PreTrainedModel`` and its processor (or tokenizer + image processor)."""
     from mmdiag.models.base import ModelInfo, count_params
-    from mmdiag.models.load import FAMILIES, family_of, make_adapter, resolve_device, resolve_dtype
+    from mmdiag.models.load import (FAMILIES, REGION_FAMILIES, family_of, make_adapter, resolve_device,
+                                    resolve_dtype)
     from mmdiag.models.weights import fingerprint
 
     config = getattr(model, "config", None)
@@ -66,7 +67,8 @@ def hf_adapter(model: Any, processor: Any, tokenizer: Any = None, device: Option
         tokenizer = tokenizer if tokenizer is not None else processor
     elif image_processor is None and processor is not None and tokenizer is not None:
         image_processor = processor  # an image processor given beside tokenizer=
-    if tokenizer is None or (family != "text" and image_processor is None):
+    pixels = family not in ("text", *REGION_FAMILIES)  # region models read precomputed features instead
+    if tokenizer is None or (pixels and image_processor is None):
         raise SpecError(f"mmdiag.diagnose(): a {family} model needs its processor: diagnose(model, "
                         "processor=AutoProcessor.from_pretrained(...)) or tokenizer= and processor=IMAGE_PROCESSOR")
     if getattr(config, "_attn_implementation", "eager") != "eager" and hasattr(model, "set_attn_implementation"):

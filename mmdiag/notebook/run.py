@@ -120,6 +120,15 @@ def _pytest_args(choice: ModelChoice, work: Path, options: dict) -> list[str]:
     return args + option_args(options)
 
 
+def resolved(options: dict) -> dict:
+    """``options`` with a relative ``cache_dir`` made absolute against the working directory (the plugin resolves
+    it against the rootdir, which is this call's temporary directory)."""
+    cache = options.get("cache_dir")
+    if isinstance(cache, (str, Path)) and str(cache):
+        options = {**options, "cache_dir": str(Path(cache).expanduser().absolute())}
+    return options
+
+
 def _usage_message(log: str) -> str:
     lines = [line.strip().removeprefix("ERROR: ") for line in log.splitlines() if "mmdiag:" in line]
     return "\n".join(line.removeprefix("mmdiag: ") for line in lines if line) or log.strip()[-2000:]
@@ -138,7 +147,7 @@ def diagnose(model_or_spec: Any, data: Optional[str] = None, samples: Optional[i
     ``threshold={"gap.norm": "<=:1.0"}``, ``no_cache=True``). Bad values raise
     :class:`mmdiag.errors.SpecError` before the forward pass, naming the keyword.
     """
-    named = {"data": data, "samples": samples, **options}
+    named = resolved({"data": data, "samples": samples, **options})
     device = options.get("device")
     choice = choose_model(model_or_spec, processor, tokenizer, None if device in (None, "auto") else device,
                           options.get("dtype"))
