@@ -4,6 +4,8 @@ The public API for writing checks and adapters (``docs/writing-checks.md``):
 
 >>> from mmdiag import CheckContext, CheckSpec, MMDiagWarning, PlotSpec, Threshold, Trace, Adapter
 
+and the notebook API (``docs/notebook.md``): ``mmdiag.diagnose("random:tiny-clip", samples=16)``.
+
 Names are imported on first use, so loading the pytest plugin does not import torch.
 """
 from __future__ import annotations
@@ -23,6 +25,8 @@ _EXPORTS = {
     "Trace": "mmdiag.models.base",
     "Adapter": "mmdiag.models.base",
     "AttentionStream": "mmdiag.models.base",
+    "diagnose": "mmdiag.notebook",
+    "Results": "mmdiag.notebook",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -10,6 +10,7 @@ fails the test. See ``docs/writing-checks.md``.
 from __future__ import annotations
 
 import math
+import sys
 import warnings
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
@@ -30,6 +31,31 @@ class MMDiagWarning(UserWarning):
 
 def _finite(value: Optional[float]) -> bool:
     return value is not None and math.isfinite(float(value))
+
+
+def _check_frame() -> Any:
+    """The frame of the running test function: the one pytest's ``pytest_pyfunc_call`` called (else the first
+    frame outside this module), so a warning names the check's file and line, not mmdiag's."""
+    frame = sys._getframe(1)
+    outside = None
+    while frame is not None:
+        caller = frame.f_back
+        if outside is None and frame.f_code.co_filename != __file__:
+            outside = frame
+        if caller is not None and caller.f_code.co_name == "pytest_pyfunc_call" and \
+                "_pytest" in caller.f_code.co_filename:
+            return frame
+        frame = caller
+    return outside
+
+
+def _warn_at_check(warning: Warning) -> None:
+    frame = _check_frame()
+    if frame is None:
+        warnings.warn(warning, stacklevel=3)
+        return
+    warnings.warn_explicit(warning, type(warning), frame.f_code.co_filename, frame.f_lineno,
+                           module=frame.f_globals.get("__name__"), module_globals=frame.f_globals)
 
 
 class ReadOnlyConfig:
@@ -200,9 +226,13 @@ class CheckContext:
         return self._session.thresholds.lookup(check or self.check, self.params if params is None else params)
 
     def skip(self, reason: str) -> None:
-        """Skip this check, saying what the user should supply to run it."""
+        """Skip this check, saying what the user should supply to run it.
+
+        The skip is reported at the check function (``-rs`` lists ``checks/test_mm_gap.py:12``), not here.
+        """
+        __tracebackhide__ = True
         self._add(Result(self.check, self.params, None, "skip", self.threshold(), {}, reason, self.nodeid))
-        pytest.skip(reason)
+        raise pytest.skip.Exception(reason, _use_item_location=True)
 
     # -- reporting -------------------------------------------------------------------------------------------
     def bootstrap(self, statistic: BatchedStatistic, expensive: bool = False,
@@ -302,7 +332,7 @@ class CheckContext:
         for r in mine:
             if r.status == "warn" and not getattr(r, "_warned", False):
                 r._warned = True  # type: ignore[attr-defined]
-                warnings.warn(MMDiagWarning(r.message))
+                _warn_at_check(MMDiagWarning(r.message))
         failed = [r for r in mine if r.status == "fail"]
         if failed:
             pytest.fail("; ".join(r.message for r in failed), pytrace=False)

@@ -60,6 +60,8 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--mm-attention-head", "string", None, "also keep this head's attention-over-image maps in the report "
                                              "(default: only the mean over heads)"),
     ("--mm-text-reference", "string", None, "text-only encoder (hub id, dir or random:PRESET) for probe.text_retention"),
+    ("--mm-table", "string", "compact", "terminal table: compact (default: a per-layer check as one row per check "
+                                        "and modality, min..max over the layers) or full (one row per layer)"),
 ]
 REPEATABLE: list[tuple[str, str]] = [
     ("--mm-threshold", "override a threshold: CHECK[PARAMS]=OP:VALUE[:LEVEL], e.g. gap.norm=<=:1.0 (repeatable)"),
@@ -141,6 +143,8 @@ class RunConfig:
     probe_punctuation: str = "ptb"
     scene_regions: str = "boxes"
     text_reference: Optional[str] = None
+    #: the terminal table's layout: compact (per-layer checks collapsed) or full
+    table: str = "compact"
 
 
 def _get(config: Any, name: str) -> Any:
@@ -318,6 +322,10 @@ def from_pytest(config: Any) -> RunConfig:
     if cfg.scene_regions not in ("boxes", "union"):
         raise SpecError(f"--mm-scene-regions={cfg.scene_regions!r}: accepted: boxes, union")
     cfg.text_reference = _get(config, "mm_text_reference") or None
+    cfg.table = str(_get(config, "mm_table") or "compact").strip()
+    if cfg.table not in ("compact", "full"):
+        raise SpecError(f"--mm-table={cfg.table!r}: accepted: compact (per-layer checks as one row per check and "
+                        "modality), full (one row per layer)")
     cfg.threshold_layers = [
         _pyproject_thresholds(Path(config.rootpath)),
         dict(parse_override(line, "mm_thresholds (ini)")

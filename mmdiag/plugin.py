@@ -88,7 +88,8 @@ def mm_model(pytestconfig: pytest.Config) -> Any:
     session = _session(pytestconfig)
     adapter = None if session is None else session.load_model()
     if adapter is None:
-        pytest.skip("no model: pass --mm-model=SPEC, or override the mm_model fixture in your conftest.py")
+        raise pytest.skip.Exception("no model: pass --mm-model=SPEC, or override the mm_model fixture in your "
+                                    "conftest.py", _use_item_location=True)  # reported at the check, not here
     return adapter
 
 

@@ -361,7 +361,8 @@ def terminal_summary(reporter: Any, session: Optional[MMSession]) -> None:
     title = f"mmdiag · {doc_model} · data {session.config.data} (n={len(session.samples or [])})"
     comparison = session.comparison
     reporter.write_sep("=", "mmdiag summary")
-    reporter.write(render(session.results, title, writer.fullwidth, writer.hasmarkup, comparison is not None))
+    reporter.write(render(session.results, title, writer.fullwidth, writer.hasmarkup, comparison is not None,
+                          table=session.config.table))
     if comparison is not None and comparison.matched == 0:
         reporter.write_line(f"mmdiag: warning: the baseline {session.config.baseline} has no result matching this "
                             "run's checks (another model family, other checks, or other params?)", yellow=True)

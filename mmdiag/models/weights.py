@@ -103,12 +103,17 @@ def unreadable_safetensors(directory: Path) -> Optional[tuple[Path, str]]:
 
 @contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """transformers logs errors only (its multi-line load report is replaced by mmdiag's own one-line refusal)."""
+    """transformers logs errors only (its multi-line load report is replaced by mmdiag's own one-line refusal), and
+    draws no "Loading weights" bar: the load runs before pytest's session header, which the bar would precede."""
     from transformers.utils import logging as hf_logging
 
     level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()

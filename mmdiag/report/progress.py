@@ -1,6 +1,9 @@
 """Progress of the forward pass, written past pytest's output capture.
 
-On a terminal the line is rewritten in place; in a non-TTY CI log a line is
+The pass runs in the setup of the first check, after pytest has written that file's prefix
+(``test_mm_cone.py ``) and perhaps some result letters; the progress takes its own line(s) and then
+writes the prefix back, so the letters that follow stay attributed to their file. On a terminal the line
+is rewritten in place (the prefix is overwritten, then restored under it); in a non-TTY CI log a line is
 printed at each quarter, so logs stay short and readable.
 """
 from __future__ import annotations
@@ -16,6 +19,8 @@ class Progress:
         self.total = total
         self.done = 0
         self._next_quarter = 1
+        self._prefix = ""
+        self._drawn = 0
 
     def _writer(self) -> Any:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
@@ -41,15 +46,24 @@ class Progress:
         writer = self._writer()
         if writer is None or not self.total or self.config.get_verbosity() < 0:
             return
+        if self.done == 0:  # what pytest has on the current line (the file's prefix and its letters so far)
+            self._prefix = str(getattr(writer, "_current_line", "") or "")
+            self._drawn = len(self._prefix)
         self.done += n
-        text = f"mmdiag: {getattr(self, 'label', 'forward pass')} {self.done}/{self.total} samples"
+        finished = self.done >= self.total
+        text = f"mmdiag: {getattr(self, 'label', 'forward pass')} {min(self.done, self.total)}/{self.total} samples"
         stream = getattr(writer, "_file", None)
         if stream is not None and getattr(stream, "isatty", lambda: False)():
-            writer.write("\r" + text + ("\n" if self.done >= self.total else ""), flush=True)
+            writer.write("\r" + text + " " * max(0, self._drawn - len(text)), flush=True)
+            self._drawn = max(self._drawn, len(text))
+            if finished:
+                writer.write("\n" + self._prefix, flush=True)
             return
-        if self.done == n:
+        if self.done == n and self._prefix:
             writer.line("")
-        if self.done >= self.total or self.done * 4 >= self._next_quarter * self.total:
+        if finished or self.done * 4 >= self._next_quarter * self.total:
             while self._next_quarter * self.total <= self.done * 4:
                 self._next_quarter += 1
             writer.line(text)
+            if finished and self._prefix:
+                writer.write(self._prefix, flush=True)
