@@ -106,7 +106,8 @@ class MMSession:
             vocab = len(tok) if tok is not None else 1000
             special = getattr(tok, "all_special_ids", []) if tok is not None else []
             self.samples = load_samples(self.config.data, self.config.samples, self.config.seed, vocab, special,
-                                        allow_outside=self.config.allow_outside_data)
+                                        allow_outside=self.config.allow_outside_data,
+                                        columns=getattr(self.config, "data_columns", None))
         return self.samples
 
     def activations(self, adapter: Any) -> Activations:
