@@ -14,7 +14,7 @@ from mmdiag.errors import DataError, SpecError
 
 #: names tried, in order, when no column has the ``datasets.Image`` feature type
 IMAGE_NAMES = ("image", "img", "jpg", "png", "jpeg", "webp", "image_path", "image_file", "file_name", "filename",
-               "filepath", "file_path", "path", "url_local", "picture")
+               "filepath", "file_path", "file", "path", "picture")
 #: caption column names tried, in order (a column holding a list of strings gives several captions per image)
 CAPTION_NAMES = ("caption", "captions", "text", "txt", "sentence", "sentences", "raw", "alt_text", "description",
                  "prompt", "title", "label_text")

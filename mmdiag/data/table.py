@@ -39,14 +39,14 @@ def read_table(path: Path, columns: ColumnSpec, limit: int, allow_outside: bool 
     samples: list[Sample] = []
     root = path.parent
     while len(samples) < limit:
+        line = reader.line_num + 1  # where the row starts (a quoted field may span lines)
         try:
             row = next(reader)
         except StopIteration:
             break
         except csv.Error as exc:
             raise DataError(f"malformed {'TSV' if delimiter == chr(9) else 'CSV'} ({exc})", path,
-                            reader.line_num) from None
-        line = reader.line_num
+                            line) from None
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):

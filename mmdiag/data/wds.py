@@ -90,6 +90,7 @@ def _members(sample: dict) -> list[str]:
 def _shard_samples(shard: Path, tariterators: Any) -> Iterator[dict]:
     """The grouped samples of one shard; a damaged tar is a DataError naming the shard."""
     with open_regular(shard, "webdataset shard") as handle:
+        _check_complete(handle, shard)
         files = tariterators.tar_file_expander([{"url": str(shard), "stream": handle}], eof_value=None)
         grouped = tariterators.group_by_keys(files)
         while True:
@@ -102,6 +103,20 @@ def _shard_samples(shard: Path, tariterators: Any) -> Iterator[dict]:
                 raise DataError(f"not a readable webdataset shard ({type(exc).__name__}: {message.split(' @ ')[0]})",
                                 shard) from None
             yield sample
+
+
+def _check_complete(handle: Any, shard: Path) -> None:
+    """Refuse a shard cut short (a copy or download that stopped): a tar is whole 512-byte blocks and ends with
+    two zero blocks. Checked first, since a tar cut between members would otherwise read as a shorter shard."""
+    size = handle.seek(0, 2)
+    tail = b""
+    if size >= 1024:
+        handle.seek(size - 1024)
+        tail = handle.read(1024)
+    handle.seek(0)
+    if size % 512 or tail != bytes(1024):
+        raise DataError(f"not a readable webdataset shard (truncated: {size:,} bytes, "
+                        f"{'not whole 512-byte blocks' if size % 512 else 'no end-of-archive blocks'})", shard)
 
 
 def read_shards(spec: str, limit: int) -> list[Sample]:
