@@ -16,6 +16,7 @@ from mmdiag.data.load import load_samples  # noqa: E402
 from mmdiag.data.types import EncodedImage  # noqa: E402
 from mmdiag.errors import DataError, SpecError  # noqa: E402
 
+LIST = getattr(datasets, "List", None) or datasets.Sequence  # datasets >= 4 names it List
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
 FEATURES = datasets.Features({"image": datasets.Image(), "text": datasets.Value("string")})
 
@@ -57,10 +58,10 @@ def test_parquet_file_and_directory_stream_up_to_the_limit(tmp_path, png):
 def test_plain_parquet_with_path_column_is_read_relative_to_the_file(tmp_path, png):
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "a.png").write_bytes(png(COLOURS[3]))
-    pq.write_table(pa.table({"file": ["img/a.png"], "alt": ["a yellow square"]}), tmp_path / "t.parquet")
-    with pytest.raises(DataError, match=r"no image column found.*'file', 'alt'"):
+    pq.write_table(pa.table({"where": ["img/a.png"], "alt": ["a yellow square"]}), tmp_path / "t.parquet")
+    with pytest.raises(DataError, match=r"no image column found.*'where', 'alt'"):
         load_samples(str(tmp_path / "t.parquet"), 2)
-    samples = load_samples(str(tmp_path / "t.parquet"), 2, columns=parse_columns("image=file,caption=alt"))
+    samples = load_samples(str(tmp_path / "t.parquet"), 2, columns=parse_columns("image=where,caption=alt"))
     assert samples[0].image == tmp_path / "img" / "a.png" and samples[0].caption == "a yellow square"
 
 
@@ -72,7 +73,7 @@ def test_named_column_that_does_not_exist_lists_the_columns(tmp_path, png):
 
 
 def test_a_list_caption_column_gives_every_caption_of_the_image(tmp_path, png):
-    features = datasets.Features({"image": datasets.Image(), "sentences": datasets.List(datasets.Value("string"))})
+    features = datasets.Features({"image": datasets.Image(), "sentences": LIST(datasets.Value("string"))})
     ds = datasets.Dataset.from_dict({"image": [{"bytes": png(c), "path": None} for c in COLOURS[:2]],
                                      "sentences": [["a", "b", "c"], ["d", "e"]]}, features=features)
     ds.save_to_disk(str(tmp_path / "multi"))
@@ -124,3 +125,16 @@ def test_bad_hub_specs_say_the_format(spec):
 def test_encoded_image_decodes_like_a_file(png):
     image = open_image(EncodedImage(png((1, 2, 3), (5, 4)), "x"))
     assert isinstance(image, Image.Image) and image.size == (5, 4) and image.getpixel((0, 0)) == (1, 2, 3)
+
+
+@pytest.mark.parametrize("module, spec", [("datasets", "hf:someone/tiny"), ("webdataset", "x.tar")])
+def test_missing_library_is_a_usage_error_naming_the_extra(tmp_path, monkeypatch, module, spec):
+    import sys
+
+    monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError
+    monkeypatch.setitem(sys.modules, f"{module}.tariterators", None)
+    if spec.endswith(".tar"):
+        (tmp_path / spec).write_bytes(b"")
+        spec = str(tmp_path / spec)
+    with pytest.raises(SpecError, match=r"not installed: pip install 'mmdiag\[data\]'"):
+        load_samples(spec, 2)
