@@ -176,17 +176,22 @@ def parse_hub_spec(spec: str) -> tuple[str, Optional[str]]:
 @contextmanager
 def _offline(datasets: Any) -> Iterator[None]:
     """``HF_DATASETS_OFFLINE=1`` for the duration: the cache is read, the network never."""
-    config = datasets.config
-    saved = {name: getattr(config, name) for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if hasattr(config, name)}
+    try:
+        from huggingface_hub import constants as hub_constants
+    except ImportError:  # pragma: no cover - datasets depends on huggingface_hub
+        hub_constants = None
+    switches = [(module, name) for module in (datasets.config, hub_constants) if module is not None
+                for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if hasattr(module, name)]
+    saved = [(module, name, getattr(module, name)) for module, name in switches]
     env = os.environ.get("HF_DATASETS_OFFLINE")
-    for name in saved:
-        setattr(config, name, True)
+    for module, name in switches:
+        setattr(module, name, True)
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     try:
         yield
     finally:
-        for name, value in saved.items():
-            setattr(config, name, value)
+        for module, name, value in saved:
+            setattr(module, name, value)
         if env is None:
             os.environ.pop("HF_DATASETS_OFFLINE", None)
         else:

@@ -102,7 +102,15 @@ def test_hub_name_is_read_from_the_local_cache_offline(tmp_path, png, monkeypatc
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path))
     _cache_dataset(png, tmp_path, "someone/tiny")
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)  # the reader turns it on itself
+    original, seen = datasets.load_dataset, []
+
+    def spy(*args, **kwargs):
+        seen.append(datasets.config.HF_HUB_OFFLINE)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", spy)
     samples = load_samples("hf:someone/tiny:validation", 2)
+    assert seen == [True]
     assert [s.caption for s in samples] == ["caption 0", "caption 1"]
     assert datasets.config.HF_HUB_OFFLINE is False  # restored afterwards
     assert len(read_hub("hf:someone/tiny", ColumnSpec(), 10)) == 3  # the only split

@@ -116,3 +116,19 @@ def test_csv_image_outside_the_folder_is_refused_unless_allowed(tmp_path, png):
 def test_bad_column_options_say_the_format(raw, fragment):
     with pytest.raises(SpecError, match=fragment):
         parse_columns(raw)
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_CAPTION = st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\x00"), min_size=1,
+                   max_size=40).filter(lambda t: t.strip() == t and t)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(_CAPTION, min_size=1, max_size=6), st.sampled_from([",", "\t"]))
+def test_any_caption_written_by_csv_reads_back_unchanged(tmp_path, captions, delimiter):
+    path = tmp_path / ("t.csv" if delimiter == "," else "t.tsv")
+    rows = [["image", "caption"]] + [[f"{i}.png", c] for i, c in enumerate(captions)]
+    _csv(path, rows, delimiter)
+    assert [s.caption for s in load_samples(str(path), 100)] == captions
