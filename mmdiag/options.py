@@ -185,11 +185,15 @@ def _pyproject_thresholds(rootpath: Path) -> dict[str, Threshold]:
     return parse_table(table, f"{path} [tool.mmdiag.thresholds]")
 
 
-def _validate_data_spec(spec: str) -> None:
-    """Refuse a ``--mm-data`` spec that names nothing readable (stat only: no file is opened)."""
-    from mmdiag.data.formats import data_kind
+def _validate_data_spec(spec: str, columns: Optional[str] = None) -> None:
+    """Refuse a ``--mm-data`` spec that names nothing readable (stat only: no file is opened), and
+    ``--mm-data-columns`` for data that has no columns."""
+    from mmdiag.data.formats import COLUMN_KINDS, data_kind
 
-    data_kind(spec)
+    kind = data_kind(spec).kind
+    if columns and str(columns).strip() and kind not in COLUMN_KINDS:
+        raise SpecError(f"--mm-data-columns={columns!r}: --mm-data={spec!r} has no columns to choose (it applies to "
+                        "CSV/TSV tables, parquet files, save_to_disk directories and hf:NAME datasets)")
 
 
 def from_pytest(config: Any) -> RunConfig:
@@ -208,7 +212,7 @@ def from_pytest(config: Any) -> RunConfig:
                         "accepted: random:PRESET, zoo:NAME, a save_pretrained directory or a hub id ORG/NAME")
     cfg.model = _get(config, "mm_model") or None
     cfg.data = _get(config, "mm_data") or "synthetic"
-    _validate_data_spec(cfg.data)
+    _validate_data_spec(cfg.data, _get(config, "mm_data_columns"))
     from mmdiag.data.columns import parse_columns
 
     cfg.data_columns = parse_columns(_get(config, "mm_data_columns"))

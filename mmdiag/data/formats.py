@@ -20,6 +20,8 @@ ACCEPTED = ("accepted: synthetic (built-in scenes with gold trees), noise (rando
 #: file suffix -> kind
 FILE_KINDS = {".jsonl": "jsonl", ".json": "coco", ".parquet": "parquet", ".csv": "table", ".tsv": "table",
               ".tab": "table", ".tar": "webdataset"}
+#: kinds whose image and caption columns --mm-data-columns chooses
+COLUMN_KINDS = ("table", "parquet", "saved", "hub")
 
 
 @dataclass(frozen=True)

@@ -32,16 +32,6 @@ def _webdataset() -> Any:
     return tariterators
 
 
-def is_shard_spec(spec: str) -> bool:
-    """A ``.tar`` file, a brace pattern of them, or a directory holding ``.tar`` shards."""
-    if "{" in spec and ".." in spec and spec.rstrip().endswith(".tar"):
-        return True
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return any(p.suffix == ".tar" for p in path.iterdir())
-    return path.suffix == ".tar"
-
-
 def shard_paths(spec: str) -> list[Path]:
     """The shards of ``spec`` in order; a SpecError names a shard of the pattern that does not exist."""
     path = Path(spec).expanduser()

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from mmdiag.data.columns import ColumnSpec, parse_columns  # noqa: E402
-from mmdiag.data.hf import read_hub, read_parquet, read_saved  # noqa: E402
+from mmdiag.data.hf import read_hub, read_saved  # noqa: E402
 from mmdiag.data.images import open_image  # noqa: E402
 from mmdiag.data.load import load_samples  # noqa: E402
 from mmdiag.data.types import EncodedImage  # noqa: E402

@@ -19,7 +19,7 @@ from PIL import Image  # noqa: E402
 
 from mmdiag.data.images import open_image  # noqa: E402
 from mmdiag.data.load import load_samples  # noqa: E402
-from mmdiag.errors import DataError, SpecError  # noqa: E402
+from mmdiag.errors import DataError  # noqa: E402
 
 
 def _png(colour=(200, 10, 10)) -> bytes:
@@ -182,5 +182,7 @@ def test_each_format_runs_the_suite_and_a_bad_column_is_a_usage_error(pytester, 
     assert "p.parquet: --mm-data-columns names caption column 'alt'" in line and "'image', 'caption'" in line
     line = usage_line(pytester.runpytest(*rel.FAST, f"--mm-data={files['csv']}", "--mm-data-columns=img"))
     assert "--mm-data-columns='img': cannot read 'img'" in line
+    line = usage_line(pytester.runpytest(*rel.FAST, "--mm-data=synthetic", "--mm-data-columns=image=x"))
+    assert "--mm-data='synthetic' has no columns to choose" in line
     line = usage_line(pytester.runpytest(*rel.FAST, f"--mm-data={tmp_path}/s-{{0..3}}.tar"))
     assert "4 of its 4 shards do not exist" in line
