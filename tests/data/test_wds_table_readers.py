@@ -132,3 +132,13 @@ def test_any_caption_written_by_csv_reads_back_unchanged(tmp_path, captions, del
     rows = [["image", "caption"]] + [[f"{i}.png", c] for i, c in enumerate(captions)]
     _csv(path, rows, delimiter)
     assert [s.caption for s in load_samples(str(path), 100)] == captions
+
+
+def test_reader_benchmark_prints_a_row_per_format(capsys):
+    from mmdiag.data.bench import main
+
+    assert main(["12"]) == 0
+    out = capsys.readouterr().out
+    for name in ("csv", "parquet", "save_to_disk", "webdataset"):
+        row = next(line for line in out.splitlines() if line.startswith(name))
+        assert row.split()[1] == "12"
