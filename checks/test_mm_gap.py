@@ -2,12 +2,20 @@
 
 Image and text embeddings of contrastive models live in separate regions of
 the shared sphere; the gap vector is the difference of their centroids.
+
+With several captions per image (COCO's five; ``Sample.meta["image_key"]``), each image counts once in the image
+centroid, the within-image dissimilarity and separability, and L2I, RMG and retrieval match every caption to its
+own image (Schrodi et al.'s ``text_to_image_map``), instead of dropping captions or counting an image once per
+caption.
 """
+import numpy as np
 import pytest
+import torch
 
 from mmdiag import CheckSpec, PlotSpec, Threshold
 from mmdiag.analyses.geometry import embedding_2d
-from mmdiag.metrics.gap import gap_l2i, gap_norm, modality_separability, relative_modality_gap
+from mmdiag.data.groups import text_to_image_map
+from mmdiag.metrics.gap import gap_l2i, gap_norm, modality_separability, relative_modality_gap, retrieval_recall
 from mmdiag.metrics.shift import shift_curve
 from mmdiag.uncertainty import batched_gap_l2i, batched_gap_norm, per_resample
 
@@ -42,6 +50,11 @@ GAP_SEPARABILITY = CheckSpec(
     meaning="5-fold cross-validated accuracy of a logistic regression telling image from text embeddings",
     healthy="1.0 for every CLIP-style model with a gap; 0.5 = indistinguishable modalities", source=LIANG,
     uncertainty="none")
+GAP_RETRIEVAL = CheckSpec(
+    "gap.retrieval", title="Text→image recall@1", higher_is_better=True, pairs=True, **_MAP,
+    meaning="share of captions whose most cosine-similar image is their own (image→text recall@1 in the details)",
+    healthy="chance = 1/(number of images); higher = captions find their own image",
+    source="Radford et al. 2021, arXiv:2103.00020 (retrieval); text_to_image_map as in " + SCHRODI)
 GAP_SHIFT_OPTIMUM = CheckSpec(
     "gap.shift_optimum", title="Loss-minimising gap shift λ", higher_is_better=None, pairs=True,
     series=("embedding_2d", "gap.shift"), plots=(EMBEDDING_PLOT, SHIFT_PLOT),
@@ -56,36 +69,85 @@ def _pair(mm):
     return img, txt
 
 
+def _rows(x, rows):
+    return x[list(rows)] if isinstance(x, np.ndarray) else x[torch.as_tensor(rows, device=x.device)]
+
+
+def _groups(mm, n):
+    """The run's caption groups when some image has several captions (and the samples are in step), else None."""
+    groups = mm.memo("caption_groups", lambda: text_to_image_map(mm.samples or []))
+    return groups if groups.shared and len(groups.text_to_image) == n else None
+
+
+def _grouped(mm):
+    """(each image once, every caption, caption -> image row or None, details saying so)."""
+    img, txt = _pair(mm)
+    groups = _groups(mm, len(txt))
+    if groups is None:
+        return img, txt, None, {}
+    details = {"images": len(groups.image_rows), "captions": len(groups.text_to_image),
+               "captions_per_image": "text_to_image_map (Schrodi et al. 2024): each image counted once"}
+    return _rows(img, groups.image_rows), txt, np.asarray(groups.text_to_image), details
+
+
+def _by_caption(fn, img, txt, mapping, name):
+    """``fn(images, captions, map)`` per bootstrap resample of the captions (each resampled image counted once)."""
+    def on_resample(captions, index):
+        kept, inverse = np.unique(np.asarray(index), return_inverse=True)
+        return fn(_rows(img, kept), captions, inverse)
+
+    return per_resample(on_resample, txt, mapping, name=name)
+
+
 @pytest.mark.mm(GAP_NORM)
 def test_gap_norm(mm):
-    img, txt = _pair(mm)
+    img, txt, mapping, details = _grouped(mm)
     controls = {}
     for name, acts in mm.controls().items():
         if acts is not None and {"image", "text"} <= set(acts.embeds):
-            controls[name] = gap_norm(acts.embeds["image"], acts.embeds["text"])
-    mm.report(gap_norm(img, txt), details={"controls": controls, "paper": PAPER},
-              interval=mm.bootstrap(batched_gap_norm(img, txt)))
+            c_img, c_txt = acts.embeds["image"], acts.embeds["text"]
+            groups = _groups(mm, len(c_txt))
+            controls[name] = gap_norm(c_img if groups is None else _rows(c_img, groups.image_rows), c_txt)
+    statistic = (batched_gap_norm(img, txt) if mapping is None else
+                 _by_caption(lambda a, b, m: gap_norm(a, b), img, txt, mapping, "gap_norm"))
+    mm.report(gap_norm(img, txt), details={"controls": controls, "paper": PAPER, **details},
+              interval=mm.bootstrap(statistic))
 
 
 @pytest.mark.mm(GAP_L2I)
 def test_gap_l2i(mm):
-    img, txt = _pair(mm)
-    mm.report(gap_l2i(img, txt), interval=mm.bootstrap(batched_gap_l2i(img, txt)))
+    img, txt, mapping, details = _grouped(mm)
+    # each caption with its own image: the per-caption rows of the forward pass are exactly those pairs
+    paired = img if mapping is None else _rows(img, mapping)
+    mm.report(gap_l2i(img, txt, mapping), details=details, interval=mm.bootstrap(batched_gap_l2i(paired, txt)))
 
 
 @pytest.mark.mm(GAP_RMG)
 def test_gap_rmg(mm):
-    img, txt = _pair(mm)
-    mm.report(relative_modality_gap(img, txt),
-              interval=mm.bootstrap(per_resample(relative_modality_gap, img, txt), expensive=True))
+    img, txt, mapping, details = _grouped(mm)
+    statistic = (per_resample(relative_modality_gap, img, txt) if mapping is None else
+                 _by_caption(relative_modality_gap, img, txt, mapping, "relative_modality_gap"))
+    mm.report(relative_modality_gap(img, txt, mapping), details=details,
+              interval=mm.bootstrap(statistic, expensive=True))
+
+
+@pytest.mark.mm(GAP_RETRIEVAL)
+def test_gap_retrieval(mm):
+    img, txt, mapping, details = _grouped(mm)
+    i2t, t2i = retrieval_recall(img, txt, mapping)
+    statistic = (per_resample(lambda a, b: retrieval_recall(a, b)[1], img, txt) if mapping is None else
+                 _by_caption(lambda a, b, m: retrieval_recall(a, b, m)[1], img, txt, mapping, "recall_t2i"))
+    mm.report(t2i, details={"recall_i2t": i2t, "chance_t2i": 1.0 / len(img), **details},
+              interval=mm.bootstrap(statistic, expensive=True))
 
 
 @pytest.mark.mm(GAP_SEPARABILITY)
 def test_gap_separability(mm):
-    img, txt = _pair(mm)
+    img, txt, _, details = _grouped(mm)
     mm.require_n(10)
     mm.report(modality_separability(img, txt, folds=5, seed=mm.config.seed),
-              details={"classifier": "logistic regression, 5-fold stratified CV, L2-normalised embeddings"})
+              details={"classifier": "logistic regression, 5-fold stratified CV, L2-normalised embeddings",
+                       **details})
 
 
 @pytest.mark.mm(GAP_SHIFT_OPTIMUM)
@@ -98,6 +160,9 @@ def test_gap_shift_optimum(mm):
     details = {"temperature": 1.0 / scale, "loss_at_0": curve["loss_at_0"],
                "loss_at_optimum": min(curve["loss"]), "gap_norm": curve["gap_norm"],
                "loss": "symmetric InfoNCE (image->text and text->image averaged)"}
+    if _groups(mm, len(txt)) is not None:
+        details["captions_per_image"] = ("matched pairs of the forward pass: each caption with its image; the other "
+                                         "captions of an image count as negatives in the loss and recall")
     if mm.adapter.family == "siglip":
         details["note"] = "SigLIP trains with a sigmoid loss; the InfoNCE curve is evaluated at its temperature"
     mm.report(curve["optimum"], details=details)

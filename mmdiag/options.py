@@ -20,7 +20,10 @@ SEED_LIMIT = 2 ** 32
 OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--mm-model", "string", None, "model to diagnose: HF hub id or local dir, random:PRESET, zoo:NAME"),
     ("--mm-data", "string", "synthetic", "data: synthetic (default), noise, captions .jsonl or dir, COCO captions .json, "
-                                                "Flickr30k Entities root"),
+                                                "Flickr30k Entities root, CSV/TSV, parquet, a datasets save_to_disk "
+                                                "dir, hf:NAME[:SPLIT] (local cache), webdataset .tar shards"),
+    ("--mm-data-columns", "string", None, "image and caption columns of a table: image=COL,caption=COL (default: "
+                                          "found by type and name)"),
     ("--mm-treebank", "string", None, "CoNLL-U treebank for the text structural probes"),
     ("--mm-samples", "string", "128", "number of samples (default 128)"),
     ("--mm-batch-size", "string", "32", "batch size of the forward pass (default 32), or auto: start at 256 on "
@@ -134,6 +137,8 @@ class RunConfig:
     collect_checks: bool = False
     skip_bad_samples: bool = False
     allow_outside_data: bool = False
+    #: --mm-data-columns (a mmdiag.data.columns.ColumnSpec; None: find the columns)
+    data_columns: Any = None
     cache_dir: Optional[Path] = None
     region_features: Optional[Path] = None
     attention_head: Optional[int] = None
@@ -192,31 +197,15 @@ def _pyproject_thresholds(rootpath: Path) -> dict[str, Threshold]:
     return parse_table(table, f"{path} [tool.mmdiag.thresholds]")
 
 
-def _validate_data_spec(spec: str) -> None:
-    from mmdiag.data.files import regular_file_problem
-    from mmdiag.data.load import ACCEPTED
+def _validate_data_spec(spec: str, columns: Optional[str] = None) -> None:
+    """Refuse a ``--mm-data`` spec that names nothing readable (stat only: no file is opened), and
+    ``--mm-data-columns`` for data that has no columns."""
+    from mmdiag.data.formats import COLUMN_KINDS, data_kind
 
-    if spec in ("synthetic", "noise"):
-        return
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        from mmdiag.data.flickr30k import is_flickr30k_root
-
-        if is_flickr30k_root(path):
-            return
-        problem = regular_file_problem(path / "captions.jsonl")
-        if problem == "no such file":
-            raise SpecError(f"--mm-data={spec!r}: the directory has no captions.jsonl; {ACCEPTED}")
-        if problem is not None:
-            raise SpecError(f"--mm-data={spec!r}: its captions.jsonl {problem}; {ACCEPTED}")
-        return
-    problem = regular_file_problem(path)  # stat only: a FIFO or a device given as data is never opened
-    if problem == "no such file":
-        raise SpecError(f"--mm-data={spec!r}: no such file or directory; {ACCEPTED}")
-    if problem is not None:
-        raise SpecError(f"--mm-data={spec!r}: {problem}; {ACCEPTED}")
-    if path.suffix not in (".jsonl", ".json"):
-        raise SpecError(f"--mm-data={spec!r}: unknown file type {path.suffix!r}; {ACCEPTED}")
+    kind = data_kind(spec).kind
+    if columns and str(columns).strip() and kind not in COLUMN_KINDS:
+        raise SpecError(f"--mm-data-columns={columns!r}: --mm-data={spec!r} has no columns to choose (it applies to "
+                        "CSV/TSV tables, parquet files, save_to_disk directories and hf:NAME datasets)")
 
 
 def from_pytest(config: Any) -> RunConfig:
@@ -235,7 +224,10 @@ def from_pytest(config: Any) -> RunConfig:
                         "accepted: random:PRESET, zoo:NAME, a save_pretrained directory or a hub id ORG/NAME")
     cfg.model = _get(config, "mm_model") or None
     cfg.data = _get(config, "mm_data") or "synthetic"
-    _validate_data_spec(cfg.data)
+    _validate_data_spec(cfg.data, _get(config, "mm_data_columns"))
+    from mmdiag.data.columns import parse_columns
+
+    cfg.data_columns = parse_columns(_get(config, "mm_data_columns"))
     treebank = _get(config, "mm_treebank")
     if treebank:
         cfg.treebank = Path(treebank).expanduser()

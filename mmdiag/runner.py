@@ -55,7 +55,8 @@ def configure(config: pytest.Config) -> Optional[MMSession]:
         from mmdiag.data.load import file_samples_checked
 
         samples = file_samples_checked(cfg.data, cfg.samples, cfg.seed, cfg.allow_outside_data,
-                                       cfg.skip_bad_samples, cfg.scene_regions, cfg.probe_punctuation)
+                                       cfg.skip_bad_samples, cfg.scene_regions, cfg.probe_punctuation,
+                                       columns=cfg.data_columns)
         if samples is not None:
             session.samples = samples
     if cfg.model and cfg.collect_checks:

@@ -111,7 +111,8 @@ class MMSession:
             self.samples = load_samples(self.config.data, self.config.samples, self.config.seed, vocab, special,
                                         allow_outside=self.config.allow_outside_data,
                                         scene_regions=self.config.scene_regions,
-                                        punctuation=self.config.probe_punctuation)
+                                        punctuation=self.config.probe_punctuation,
+                                        columns=self.config.data_columns)
         return self.samples
 
     def activations(self, adapter: Any) -> Activations:

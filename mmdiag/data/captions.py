@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from mmdiag.data.files import check_inside, read_regular_bytes
-from mmdiag.data.types import Sample
+from mmdiag.data.types import IMAGE_KEY, Sample
 from mmdiag.errors import DataError
 
 JSONL_FORMAT = 'one JSON object per line: {"image": "relative/path.jpg", "caption": "..."}'
@@ -18,7 +18,7 @@ COCO_FORMAT = ('a COCO captions file: {"images": [{"id": 1, "file_name": "a.jpg"
                '"annotations": [{"image_id": 1, "caption": "..."}, ...]}')
 
 
-def _read_text(path: Path, what: str) -> str:
+def read_text(path: Path, what: str) -> str:
     """The file as text (UTF-8, a leading BOM dropped); a DataError names the file (and line of a bad byte)."""
     data = read_regular_bytes(path, what)  # a FIFO or a device is refused, never read (it would block)
     try:
@@ -27,6 +27,9 @@ def _read_text(path: Path, what: str) -> str:
         line = data[:exc.start].count(b"\n") + 1
         raise DataError(f"not valid UTF-8 text (byte {data[exc.start]:#04x}); {what}s must be UTF-8 encoded",
                         path, line) from None
+
+
+_read_text = read_text
 
 
 def _loads(text: str) -> Any:
@@ -111,7 +114,10 @@ def _image_id(value: Any) -> Optional[Any]:
 
 
 def read_coco(path: Path, limit: Optional[int] = None, allow_outside: bool = False) -> list[Sample]:
-    """Read a COCO captions JSON (``images`` + ``annotations``): the first caption per image.
+    """Read a COCO captions JSON (``images`` + ``annotations``): every caption of each image, one sample each.
+
+    The captions of one image are consecutive samples sharing ``meta["image_key"]`` (COCO has five per image;
+    the gap metrics match each caption to its image, see :mod:`mmdiag.data.groups`); ``limit`` counts captions.
 
     A ``file_name`` that resolves outside the image folder is a DataError naming
     the file and the image id unless ``allow_outside``.
@@ -142,23 +148,26 @@ def read_coco(path: Path, limit: Optional[int] = None, allow_outside: bool = Fal
             continue
         files.setdefault(image_id, name)
     image_dir = _coco_image_dir(path)
-    samples: list[Sample] = []
-    seen: set = set()
+    captions: dict = {}  # image id -> its captions, images in the order their first caption appears
     for ann in doc["annotations"]:
         if not isinstance(ann, dict):
             continue
         image_id, caption = _image_id(ann.get("image_id")), ann.get("caption")
-        if image_id is None or image_id in seen or image_id not in files:
+        if image_id is None or image_id not in files:
             continue
         if not isinstance(caption, str) or not _valid_text(caption):
             continue
-        seen.add(image_id)
+        captions.setdefault(image_id, []).append(caption.strip())
+    samples: list[Sample] = []
+    for image_id, texts in captions.items():
         if not allow_outside:
             check_inside(image_dir / files[image_id], image_dir, files[image_id], path, None)
-        samples.append(Sample(uid=f"coco-{image_id}", image=image_dir / files[image_id], caption=caption.strip(),
-                              meta={"source": f"{path} image_id={image_id}"}))
-        if limit is not None and len(samples) >= limit:
-            break
+        for k, caption in enumerate(texts):
+            samples.append(Sample(uid=f"coco-{image_id}" if k == 0 else f"coco-{image_id}#{k}",
+                                  image=image_dir / files[image_id], caption=caption,
+                                  meta={"source": f"{path} image_id={image_id}", IMAGE_KEY: f"coco-{image_id}"}))
+            if limit is not None and len(samples) >= limit:
+                return samples
     if not samples:
         raise DataError(f"no image with a caption found in the COCO file; expected {COCO_FORMAT}", path)
     return samples

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import warnings
+import io
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 from PIL import Image
 
 from mmdiag.data.files import open_regular, regular_file_problem
+from mmdiag.data.types import EncodedImage
 from mmdiag.errors import DataError
 
 #: Decompression-bomb guard: refuse images above this many pixels.
@@ -60,7 +62,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_image(source: Union[Image.Image, Path, str]) -> Image.Image:
+def open_image(source: Union[Image.Image, Path, str, EncodedImage]) -> Image.Image:
     """Load ``source`` fully as RGB; a missing/corrupt/truncated/huge file is a DataError naming it.
 
     Any failure of the decoder on a user's file (Pillow raises OSError, ValueError,
@@ -70,27 +72,35 @@ def open_image(source: Union[Image.Image, Path, str]) -> Image.Image:
     """
     if isinstance(source, Image.Image):
         return to_rgb(source)
+    if isinstance(source, EncodedImage):
+        return _decode(io.BytesIO(source.data), source.source)
     path = Path(source)
     problem = regular_file_problem(path)  # stat first: a FIFO or a device is never opened (it would block)
     if problem is not None:
         raise DataError("image file not found" if problem == "no such file" else
                         f"{problem[3:] if problem.startswith('is ') else problem} (expected an image)", path)
+    with open_regular(path, "image") as handle:
+        return _decode(handle, path)
+
+
+def _decode(handle: Any, where: Union[Path, str]) -> Image.Image:
+    """Decode the image in the open binary ``handle`` (named ``where`` in errors) as RGB."""
     try:
         with warnings.catch_warnings():
             # the pixel limit below is mmdiag's own; Pillow's bomb warning would only repeat it
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with open_regular(path, "image") as handle, Image.open(handle) as img:
+            with Image.open(handle) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise DataError(f"image is {img.width}x{img.height}, above the {MAX_PIXELS:,}-pixel limit",
-                                    path)
+                                    where)
                 img.load()
                 return to_rgb(img)
     except DataError:
         raise
     except Image.DecompressionBombError as exc:
-        raise DataError(f"image is too large to decode safely ({exc})", path) from None
+        raise DataError(f"image is too large to decode safely ({exc})", where) from None
     except MemoryError:
-        raise DataError("image is too large to decode in the available memory", path) from None
+        raise DataError("image is too large to decode in the available memory", where) from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure on a user's file is a data problem
         detail = str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
-        raise DataError(f"cannot read image ({detail})", path) from None
+        raise DataError(f"cannot read image ({detail})", where) from None

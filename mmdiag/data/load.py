@@ -7,16 +7,14 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from mmdiag.data.captions import read_coco, read_jsonl
+from mmdiag.data.columns import ColumnSpec
 from mmdiag.data.files import open_regular, regular_file_problem
-from mmdiag.data.flickr30k import is_flickr30k_root, read_flickr30k
+from mmdiag.data.flickr30k import read_flickr30k
+from mmdiag.data.formats import ACCEPTED, data_kind
 from mmdiag.data.noise import make_noise
 from mmdiag.data.synthetic import make_synthetic
-from mmdiag.data.types import Sample
+from mmdiag.data.types import EncodedImage, Sample
 from mmdiag.errors import DataError, SpecError
-
-ACCEPTED = ("accepted: synthetic (built-in scenes with gold trees), noise (random pixels and token ids), "
-            "a captions .jsonl file, a directory holding captions.jsonl, a COCO captions .json file, or a Flickr30k "
-            "Entities root (Sentences/ and Annotations/)")
 
 #: most samples the built-in generators (synthetic, noise) build: every sample holds its 224x224 image in memory
 #: and rendering takes about 2 ms, so 10,000 samples take about 20-30 s and 1.5 GB before the model runs; above it
@@ -35,12 +33,13 @@ def generated_samples_problem(spec: str, n: int) -> str:
 
 def load_samples(spec: str, n: int, seed: int = 0, vocab_size: int = 1000,
                  special_ids: Iterable[int] = (), allow_outside: bool = False, scene_regions: str = "boxes",
-                 punctuation: str = "ptb") -> list[Sample]:
+                 punctuation: str = "ptb", columns: Optional[ColumnSpec] = None) -> list[Sample]:
     """Up to ``n`` samples for ``spec`` (deterministic by ``seed``).
 
-    ``allow_outside``: read images of a captions file that lie outside its data directory.
+    ``allow_outside``: read images of a captions file or table that lie outside its data directory.
     ``scene_regions`` (``boxes``/``union``) and ``punctuation`` (``ptb``/``upos``): how a Flickr30k root's
     regions and scene trees are built (:func:`~mmdiag.data.flickr30k.read_flickr30k`).
+    ``columns``: the image and caption columns of a table (``--mm-data-columns``; found when not given).
     """
     problem = generated_samples_problem(spec, n)
     if problem:
@@ -49,23 +48,31 @@ def load_samples(spec: str, n: int, seed: int = 0, vocab_size: int = 1000,
         return make_synthetic(n, seed=seed)
     if spec == "noise":
         return make_noise(n, seed=seed, vocab_size=vocab_size, exclude_ids=special_ids)
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        if is_flickr30k_root(path):
-            return read_flickr30k(path, limit=n, regions=scene_regions, punctuation=punctuation)
-        path = path / "captions.jsonl"
-        if not path.is_file():
-            raise SpecError(f"--mm-data={spec!r}: the directory has no captions.jsonl; {ACCEPTED}")
-    problem = regular_file_problem(path)
-    if problem == "no such file":
-        raise SpecError(f"--mm-data={spec!r}: no such file or directory; {ACCEPTED}")
-    if problem is not None:
-        raise SpecError(f"--mm-data={spec!r}: {path} {problem}; {ACCEPTED}")
-    if path.suffix == ".jsonl":
-        return read_jsonl(path, limit=n, allow_outside=allow_outside)
-    if path.suffix == ".json":
-        return read_coco(path, limit=n, allow_outside=allow_outside)
-    raise SpecError(f"--mm-data={spec!r}: unknown file type {path.suffix!r}; {ACCEPTED}")
+    found = data_kind(spec)
+    columns = columns or ColumnSpec()
+    if found.kind == "flickr30k":
+        return read_flickr30k(found.path, limit=n, regions=scene_regions, punctuation=punctuation)
+    if found.kind == "jsonl":
+        return read_jsonl(found.path, limit=n, allow_outside=allow_outside)
+    if found.kind == "coco":
+        return read_coco(found.path, limit=n, allow_outside=allow_outside)
+    if found.kind == "table":
+        from mmdiag.data.table import read_table
+
+        return read_table(found.path, columns, n, allow_outside)
+    if found.kind == "webdataset":
+        from mmdiag.data.wds import read_shards
+
+        return read_shards(spec, n)
+    from mmdiag.data import hf
+
+    if found.kind == "parquet":
+        return hf.read_parquet(found.path, columns, n, allow_outside)
+    if found.kind == "saved":
+        return hf.read_saved(found.path, columns, n, allow_outside)
+    if found.kind == "hub":
+        return hf.read_hub(spec, columns, n, allow_outside)
+    raise SpecError(f"--mm-data={spec!r}: unknown kind of data; {ACCEPTED}")  # pragma: no cover - data_kind decides
 
 
 #: (path, size, mtime_ns) -> digest of the file's bytes, so a run hashes each image file once
@@ -104,6 +111,8 @@ def _image_identity(image: object) -> object:
     if isinstance(image, (str, Path)):
         path = Path(image)
         return [path.name, _file_digest(path)]
+    if isinstance(image, EncodedImage):
+        return ["bytes", hashlib.blake2b(image.data, digest_size=8).hexdigest()]
     if hasattr(image, "tobytes") and hasattr(image, "mode"):
         return [image.mode, list(image.size), hashlib.blake2b(image.tobytes(), digest_size=8).hexdigest()]
     return repr(type(image))
@@ -127,7 +136,7 @@ def data_fingerprint(samples: list[Sample]) -> str:
 
 def file_samples_checked(spec: str, n: int, seed: int = 0, allow_outside: bool = False,
                          skip_bad: bool = False, scene_regions: str = "boxes",
-                         punctuation: str = "ptb") -> Optional[list[Sample]]:
+                         punctuation: str = "ptb", columns: Optional[ColumnSpec] = None) -> Optional[list[Sample]]:
     """The samples of a captions/COCO/Flickr30k ``spec``, read and checked before the model runs (None for the
     generated ``synthetic`` and ``noise``, whose samples depend on the model's tokenizer or take time to build).
 
@@ -138,7 +147,7 @@ def file_samples_checked(spec: str, n: int, seed: int = 0, allow_outside: bool =
     if spec in ("synthetic", "noise"):
         return None
     samples = load_samples(spec, n, seed, allow_outside=allow_outside, scene_regions=scene_regions,
-                           punctuation=punctuation)
+                           punctuation=punctuation, columns=columns)
     if not skip_bad:
         for sample in samples:
             if not isinstance(sample.image, (str, Path)):

@@ -58,6 +58,26 @@ class Phrase:
         return self.words if self.words else tuple(range(self.start, self.end))
 
 
+@dataclass(frozen=True)
+class EncodedImage:
+    """An image file's bytes held in memory (a parquet cell, a webdataset member), decoded per batch.
+
+    ``source`` says where the bytes came from (``shard-000.tar:000042.jpg``, ``data.parquet row 7``) so
+    that a file that cannot be decoded is named in the error.
+    """
+
+    data: bytes
+    source: str
+
+    def __repr__(self) -> str:
+        return f"EncodedImage({self.source!r}, {len(self.data)} bytes)"
+
+
+#: ``Sample.meta`` key naming the image a caption belongs to: samples with the same value show the same image
+#: (COCO's five captions per image); see :func:`mmdiag.data.groups.text_to_image_map`
+IMAGE_KEY = "image_key"
+
+
 @dataclass
 class Sample:
     """One image-caption pair with optional gold structure.
@@ -71,12 +91,14 @@ class Sample:
     nodes one to one, ``region_nodes[k]`` is the scene node of phrase ``k``
     (several boxes of one entity share a node; a scene node may have no region,
     e.g. an entity without a box); empty = phrase ``k`` is node ``k + 1``.
-    ``image`` is a PIL image or the path of one (opened lazily, per batch);
+    ``image`` is a PIL image, the path of one, or the encoded bytes of one (:class:`EncodedImage`, from a
+    parquet file or a webdataset shard); paths and bytes are decoded lazily, per batch;
     ``token_ids`` short-circuits tokenisation (the ``noise`` control).
+    ``meta[IMAGE_KEY]`` (when set) identifies the image, shared by every caption of it.
     """
 
     uid: str
-    image: Union[Image.Image, Path, None]
+    image: Union[Image.Image, Path, "EncodedImage", None]
     caption: str
     words: Optional[tuple[str, ...]] = None
     tree: Optional[DepTree] = None

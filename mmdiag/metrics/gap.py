@@ -5,6 +5,11 @@
 * L2I (mean distance of matched pairs) and the relative modality gap (RMG):
   Schrodi et al. 2024, "Two effects, one trigger", arXiv:2404.07983.
 * Separability: how well a linear classifier tells the two modalities apart.
+* Retrieval recall@1 in both directions.
+
+Several captions per image (COCO's five): the paired metrics take ``text_to_image`` (Schrodi et al.'s
+``text_to_image_map``): ``img`` then holds each image once, ``txt`` every caption, and caption j's image is
+``img[text_to_image[j]]``. Without it, row i of ``img`` and of ``txt`` are a pair.
 
 Inputs are ``(n, d)`` numpy arrays or torch tensors (rows = samples); see
 :mod:`mmdiag.metrics.cone` for the conventions (device, dtype, zero rows).
@@ -24,7 +29,22 @@ __all__ = [
     "gap_l2i",
     "relative_modality_gap",
     "modality_separability",
+    "retrieval_recall",
 ]
+
+
+def _paired(img: Any, txt: Any, text_to_image: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(images, captions, index of each caption's image row); the identity map without ``text_to_image``."""
+    if text_to_image is None:
+        a, b = to_pair(img, txt, same_n=True)
+        return a, b, torch.arange(a.shape[0], device=a.device)
+    a, b = to_pair(img, txt)
+    index = torch.as_tensor(np.asarray(text_to_image), dtype=torch.long).reshape(-1).to(a.device)
+    if index.shape[0] != b.shape[0]:
+        raise ValueError(f"text_to_image must map each of the {b.shape[0]} captions, got {index.shape[0]} entries")
+    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= a.shape[0]):
+        raise ValueError(f"text_to_image holds an image index outside 0..{a.shape[0] - 1}")
+    return a, b, index
 
 
 def gap_vector(img: Any, txt: Any) -> torch.Tensor:
@@ -45,35 +65,35 @@ def gap_norm(img: Any, txt: Any) -> float:
     return float(torch.linalg.vector_norm(gap_vector(img, txt)))
 
 
-def gap_l2i(img: Any, txt: Any) -> float:
-    """L2I = (1/n) Σ_i ‖normalize(img_i) − normalize(txt_i)‖₂ over matched pairs.
+def gap_l2i(img: Any, txt: Any, text_to_image: Any = None) -> float:
+    """L2I = (1/n) Σ_j ‖normalize(img_{m(j)}) − normalize(txt_j)‖₂ over the n captions.
 
-    Schrodi et al. 2024 (arXiv:2404.07983).  Requires the same n for both
-    modalities (``ValueError`` otherwise); in [0, 2].
+    Schrodi et al. 2024 (arXiv:2404.07983); m = ``text_to_image`` (caption j's image row), the identity
+    without it, which then requires the same n for both modalities (``ValueError`` otherwise); in [0, 2].
     """
-    a, b = to_pair(img, txt, same_n=True)
-    diff = normalize_rows(a) - normalize_rows(b)
+    a, b, index = _paired(img, txt, text_to_image)
+    diff = normalize_rows(a)[index] - normalize_rows(b)
     return float(torch.linalg.vector_norm(diff, dim=1).mean())
 
 
-def relative_modality_gap(img: Any, txt: Any) -> float:
+def relative_modality_gap(img: Any, txt: Any, text_to_image: Any = None) -> float:
     """Relative modality gap (Schrodi et al. 2024, arXiv:2404.07983).
 
     With the cosine dissimilarity d(a, b) = 1 − (cos(a, b) + 1)/2 ∈ [0, 1]:
 
-    * d_m  = mean_i d(img_i, txt_i) over matched pairs,
-    * d_ii = mean_{i≠j} d(img_i, img_j), d_tt = mean_{i≠j} d(txt_i, txt_j),
+    * d_m  = mean_j d(img_{m(j)}, txt_j) over the captions (m = ``text_to_image``, the identity without it),
+    * d_ii = mean_{i≠k} d(img_i, img_k) over the distinct images, d_tt = mean_{j≠l} d(txt_j, txt_l),
 
     RMG = d_m / (d_m + (d_ii + d_tt)/2) ∈ [0, 1], with 0/0 defined as 0; a
     denominator below 1e-12 (all rows identical, up to rounding) counts as 0.
     The within-modality means use the O(n·d) identity of
     :func:`mmdiag.metrics.cone.mean_pairwise_cosine` (zero rows have cosine 0).
-    Requires matched pairs (same n) and n >= 2.
+    Requires matched pairs (same n) without ``text_to_image``, and at least 2 images and 2 captions.
     """
-    a, b = to_pair(img, txt, same_n=True)
-    if a.shape[0] < 2:
-        raise ValueError(f"relative_modality_gap needs n >= 2 pairs, got {a.shape[0]}")
-    cos_m = (normalize_rows(a) * normalize_rows(b)).sum(dim=1).mean()
+    a, b, index = _paired(img, txt, text_to_image)
+    if min(a.shape[0], b.shape[0]) < 2:
+        raise ValueError(f"relative_modality_gap needs n >= 2 pairs, got {a.shape[0]} images, {b.shape[0]} captions")
+    cos_m = (normalize_rows(a)[index] * normalize_rows(b)).sum(dim=1).mean()
     d_m = float((1.0 - cos_m) / 2.0)
     d_ii = (1.0 - mean_pairwise_cosine(a)) / 2.0
     d_tt = (1.0 - mean_pairwise_cosine(b)) / 2.0
@@ -118,3 +138,19 @@ def modality_separability(img: Any, txt: Any, folds: int = 5, seed: int = 0) -> 
     clf = LogisticRegression(max_iter=1000)
     scores = cross_val_score(clf, feats, labels, cv=cv, scoring="accuracy")
     return float(np.mean(scores))
+
+
+def retrieval_recall(img: Any, txt: Any, text_to_image: Any = None) -> tuple[float, float]:
+    """Recall@1 by cosine similarity: (image→text, text→image).
+
+    image→text: the share of images whose most similar caption is one of their own (m(j) = i);
+    text→image: the share of captions whose most similar image is their own (m(j)), with m =
+    ``text_to_image`` as in Schrodi et al.'s evaluation (arXiv:2404.07983), the identity without it
+    (then matched pairs, same n). A tie counts as a hit only when the first maximum is right
+    (``argmax``). Chance is about 1/n_txt·(captions per image) and 1/n_img. O(n_img·n_txt) memory.
+    """
+    a, b, index = _paired(img, txt, text_to_image)
+    sim = normalize_rows(a) @ normalize_rows(b).T  # (n_img, n_txt)
+    t2i = float((sim.argmax(dim=0) == index).double().mean())
+    i2t = float((index[sim.argmax(dim=1)] == torch.arange(a.shape[0], device=a.device)).double().mean())
+    return i2t, t2i

@@ -92,6 +92,38 @@ def note_text(adapter: Any, text: TextInputs) -> None:
         adapter.noise_special_ids = dict(text.special)
 
 
+def distinct_images(samples: Sequence[Sample]) -> tuple[list[int], list[int]]:
+    """(the first sample of each distinct image, each sample's index into those) within one batch.
+
+    Samples sharing ``meta["image_key"]`` (the captions of one COCO image) show the same image, so the image
+    tower runs once for them; a sample without a key is its own image.
+    """
+    first: dict = {}
+    rows: list[int] = []
+    index: list[int] = []
+    for i, sample in enumerate(samples):
+        key = sample.meta.get("image_key") if sample.meta else None
+        key = ("sample", i) if key is None else ("image", key)
+        if key not in first:
+            first[key] = len(rows)
+            rows.append(i)
+        index.append(first[key])
+    return rows, index
+
+
+def expand_image_entries(trace: Trace, index: torch.Tensor) -> None:
+    """Repeat the image tower's per-image rows of ``trace`` so that row i is sample i's image (``index[i]``)."""
+    take = lambda t: t if t is None else t.index_select(0, index.to(t.device))  # noqa: E731
+    trace.hidden[IMAGE] = [take(h) for h in trace.hidden[IMAGE]]
+    for entries in (trace.mask, trace.pool_index, trace.content, trace.embeds):
+        if IMAGE in entries:
+            entries[IMAGE] = take(entries[IMAGE])
+    stream = trace.attention.get(IMAGE)
+    if stream is not None:
+        trace.attention[IMAGE] = AttentionStream([take(m) for m in stream.maps], take(stream.groups),
+                                                 causal=stream.causal, grounding=stream.grounding)
+
+
 def pixel_values(processor: Any, samples: Sequence[Sample]) -> torch.Tensor:
     """Preprocess the samples' images into a ``(B, 3, H, W)`` tensor."""
     images = [s.image.convert("RGB") for s in samples]
@@ -139,7 +171,10 @@ class DualEncoderAdapter(ModelAdapter):
         note_text(self, text)
         batch: dict[str, Any] = {"text": text}
         if all(s.image is not None for s in samples):
-            batch["pixel_values"] = pixel_values(self.image_processor, samples)
+            rows, index = distinct_images(samples)
+            batch["pixel_values"] = pixel_values(self.image_processor, [samples[r] for r in rows])
+            if len(rows) < len(samples):
+                batch["image_index"] = torch.tensor(index, dtype=torch.long)
         return batch
 
     @torch.inference_mode()
@@ -155,6 +190,8 @@ class DualEncoderAdapter(ModelAdapter):
         if "pixel_values" in batch:
             pixels = batch["pixel_values"].to(self.device, self.dtype)
             self.run_vision(pixels, trace)
+            if "image_index" in batch:  # several captions of one image: its tower ran once, rows repeated
+                expand_image_entries(trace, batch["image_index"])
             trace.image_size = tuple(pixels.shape[-2:])
         trace.logit_scale = self.logit_scale()
         return trace

@@ -84,7 +84,7 @@ def test_jsonl_limit_and_blank_lines(tmp_path):
 
 # -- COCO captions ---------------------------------------------------------------------------------------------------
 
-def test_coco_reader_keeps_the_first_caption_and_skips_unusable_entries(tmp_path):
+def test_coco_reader_keeps_every_caption_and_skips_unusable_entries(tmp_path):
     doc = {"images": [{"id": 1, "file_name": "a.jpg"}, {"id": [2], "file_name": "b.jpg"}, {"id": 3},
                       "junk", {"id": True, "file_name": "t.jpg"}, {"id": "s4", "file_name": "d.jpg"}],
            "annotations": [{"image_id": 1, "caption": " first "}, {"image_id": 1, "caption": "second"},
@@ -95,7 +95,9 @@ def test_coco_reader_keeps_the_first_caption_and_skips_unusable_entries(tmp_path
     path.write_text(json.dumps(doc))
     samples = read_coco(path)
     assert [(s.uid, s.caption, s.image.name) for s in samples] == [("coco-1", "first", "a.jpg"),
+                                                                    ("coco-1#1", "second", "a.jpg"),
                                                                     ("coco-s4", "string id", "d.jpg")]
+    assert [s.meta["image_key"] for s in samples] == ["coco-1", "coco-1", "coco-s4"]
 
 
 @pytest.mark.parametrize("text, fragment", [
