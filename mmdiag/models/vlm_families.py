@@ -145,10 +145,61 @@ QWEN2_VISION = {"depth": 1, "embed_dim": 32, "hidden_size": 64, "num_heads": 4, 
                 "spatial_merge_size": 2, "temporal_patch_size": 2, "in_channels": 3}
 QWEN_ROPE = {"rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}}
 
+QWEN25_VISION = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4, "out_hidden_size": 64,
+                 "patch_size": 8, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 32,
+                 "fullatt_block_indexes": [1], "in_channels": 3}
+QWEN3_VISION = {"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 4, "out_hidden_size": 64,
+                "patch_size": 8, "spatial_merge_size": 2, "temporal_patch_size": 2, "num_position_embeddings": 64,
+                "deepstack_visual_indexes": [0], "in_channels": 3}
+QWEN3_TEXT = {"head_dim": 16, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                                  "mrope_section": [2, 3, 3], "mrope_interleaved": True}}
+
+
+def _internvl() -> tuple:
+    spec = TokenSpec(named=(("context_image_token", "<IMG_CONTEXT>"), ("start_image_token", "<img>"),
+                            ("end_image_token", "</img>"), ("video_token", "<video>")),
+                     plain=IM, bos=None, eos="<|im_end|>", pad="<|endoftext|>")
+    tok = vlm_tokenizer(VOCAB, spec, 512)
+    tok.chat_template = chat_template("<IMG_CONTEXT>\n", *IM)
+    text = {"model_type": "qwen2", **TEXT, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "image_size": [32, 32], "patch_size": [8, 8]}
+    config = _config("internvl", text_config=text, vision_config=vision, image_token_id=token_id(tok, "<IMG_CONTEXT>"),
+                     image_seq_length=4, downsample_ratio=0.5)
+    image_processor = transformers.GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, crop_to_patches=True,
+                                                           min_patches=1, max_patches=4)
+    processor = assemble(transformers.InternVLProcessor, image_processor, tok, tok.chat_template, image_seq_length=4)
+    return config, tok, processor
+
+
+def _llava_onevision() -> tuple:
+    spec = TokenSpec(named=(("image_token", "<image>"), ("video_token", "<video>")), plain=IM, bos=None,
+                     eos="<|im_end|>", pad="<|endoftext|>")
+    tok = vlm_tokenizer(VOCAB, spec, 512)
+    tok.chat_template = chat_template("<image>\n", *IM)
+    text = {"model_type": "qwen2", **TEXT, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    pinpoints = [[32, 64], [64, 32], [64, 64]]
+    config = _config("llava_onevision", text_config=text, vision_config=SIGLIP_VISION,
+                     image_token_index=tok.image_token_id, video_token_index=tok.video_token_id,
+                     image_grid_pinpoints=pinpoints, vision_feature_select_strategy="full", vision_feature_layer=-1,
+                     vision_aspect_ratio="anyres_max_9")
+    image_processor = transformers.LlavaOnevisionImageProcessorPil(size={"height": 32, "width": 32},
+                                                                  image_grid_pinpoints=pinpoints)
+    processor = assemble(transformers.LlavaOnevisionProcessor, image_processor, tok, tok.chat_template,
+                         num_image_tokens=16, vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9")
+    return config, tok, processor
+
+
 #: model_type -> (builder, what the tiny preset copies)
 TINY: dict[str, tuple[Callable[[], tuple], str]] = {
     "qwen2_vl": (_qwen_vl("qwen2_vl", "Qwen2VLImageProcessorPil", QWEN2_VISION, QWEN_ROPE),
                  "Qwen2-VL (M-RoPE, dynamic resolution)"),
+    "qwen2_5_vl": (_qwen_vl("qwen2_5_vl", "Qwen2VLImageProcessorPil", QWEN25_VISION, QWEN_ROPE),
+                   "Qwen2.5-VL (M-RoPE, window attention in the vision tower)"),
+    "qwen3_vl": (_qwen_vl("qwen3_vl", "Qwen2VLImageProcessorPil", QWEN3_VISION, QWEN3_TEXT),
+                 "Qwen3-VL (interleaved M-RoPE, DeepStack)"),
+    "internvl": (_internvl, "InternVL (dynamic tiles, pixel shuffle)"),
+    "llava_onevision": (_llava_onevision, "LLaVA-OneVision (any-resolution tiles, SigLIP tower)"),
     "llava_next": (_llava_next, "LLaVA-NeXT (any-resolution tiles)"),
     "gemma3": (_gemma3, "Gemma 3 (SigLIP tower, pooled soft tokens)"),
     "paligemma": (_paligemma, "PaliGemma (image prefix, Gemma decoder)"),
@@ -187,6 +238,10 @@ DECODER_TOKENS = "causal decoder: prompt tokens (special), image-token positions
 VLM_FAMILIES: tuple[Family, ...] = tuple(
     _family(model_type, model_type.replace("_", "-"), DECODER_TOKENS + extra) for model_type, extra in (
         ("qwen2_vl", "; <|vision_start|>/<|vision_end|> special; 3-D rotary positions from image_grid_thw"),
+        ("qwen2_5_vl", "; <|vision_start|>/<|vision_end|> special; 3-D rotary positions from image_grid_thw"),
+        ("qwen3_vl", "; <|vision_start|>/<|vision_end|> special; interleaved 3-D rotary positions"),
+        ("internvl", "; <img>/</img> special, <IMG_CONTEXT> per tile feature (image)"),
+        ("llava_onevision", "; base image + tiles and row newlines, the count per sample from the processor"),
         ("llava_next", "; base image + tiles and row newlines, the count per sample from the processor"),
         ("gemma3", "; <start_of_image>/<end_of_image> special; image tokens attend bidirectionally"),
         ("paligemma", "; image prefix then BOS and the caption (prefix-LM attention)"),
