@@ -84,10 +84,13 @@ class DecoderVLMAdapter(ModelAdapter):
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, processor: Any, info: ModelInfo,
                  device: torch.device, dtype: torch.dtype, family: Optional[str] = None,
-                 placeholder: Optional[str] = None) -> None:
+                 placeholder: Optional[str] = None, causal: bool = True) -> None:
         #: the image placeholder written before the caption when there is no chat template (None: the
         #: processor's ``boi_token`` or ``image_token``; "" for processors that prepend the image themselves)
         self.placeholder = placeholder
+        #: whether a query sees only the keys before it (False for prefix-LM prompts: PaliGemma's whole prompt is
+        #: one bidirectional prefix)
+        self.causal = causal
         image_processor = getattr(processor, "image_processor", processor)
         super().__init__(model, tokenizer, info, device, dtype, image_processor)
         if family:
@@ -266,7 +269,7 @@ class DecoderVLMAdapter(ModelAdapter):
         trace.embeds[IMAGE] = masked_token_mean(hidden[IMAGE][-1], image_mask)
         if self.output_attentions:
             trace.attention["joint"] = AttentionStream(out.attentions, self.joint_groups(real, caption, image),
-                                                       causal=True)
+                                                       causal=self.causal)
         return trace
 
     def _positions(self, ids: torch.Tensor, real: torch.Tensor, extra: dict) -> dict:

@@ -51,9 +51,9 @@ def _qwen_vl(model_type: str, image_processor_name: str, vision: dict, text: dic
                          plain=IM, bos=None, eos="<|endoftext|>", pad="<|endoftext|>")
         tok = vlm_tokenizer(VOCAB, spec, 512)
         tok.chat_template = chat_template("<|vision_start|><|image_pad|><|vision_end|>", *IM)
-        ids = {k: token_id(tok, t) for k, t in (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
-                                                ("vision_start_token_id", "<|vision_start|>"),
-                                                ("vision_end_token_id", "<|vision_end|>"))}
+        names = (("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"),
+                 ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"))
+        ids = {k: token_id(tok, t) for k, t in names}
         config = _config(model_type, text_config={**TEXT, **text, "eos_token_id": tok.eos_token_id,
                                                    "pad_token_id": tok.pad_token_id, "bos_token_id": None},
                          vision_config=vision, **ids)
@@ -77,7 +77,8 @@ def _llava_next() -> tuple:
                      image_token_index=tok.image_token_id, image_grid_pinpoints=[[32, 64], [64, 32], [64, 64]],
                      vision_feature_select_strategy="default", vision_feature_layer=-2, image_seq_length=16)
     image_processor = transformers.LlavaNextImageProcessorPil(
-        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_grid_pinpoints=config.image_grid_pinpoints)
+        size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+        image_grid_pinpoints=config.image_grid_pinpoints)
     processor = transformers.LlavaNextProcessor(image_processor=image_processor, tokenizer=tok, patch_size=8,
                                                 vision_feature_select_strategy="default", num_additional_image_tokens=1,
                                                 chat_template=tok.chat_template)
@@ -109,7 +110,8 @@ def _paligemma() -> tuple:
     spec = TokenSpec(named=(("image_token", "<image>"),), plain=tuple(EXTRA_TOKENS), bos="<bos>", eos="<eos>",
                      pad="<pad>")
     tok = vlm_tokenizer(PALIGEMMA_VOCAB, spec, 512)
-    text = {"model_type": "gemma", **TEXT, "vocab_size": PALIGEMMA_VOCAB, "head_dim": 16, "bos_token_id": tok.bos_token_id,
+    text = {"model_type": "gemma", **TEXT, "vocab_size": PALIGEMMA_VOCAB, "head_dim": 16,
+            "bos_token_id": tok.bos_token_id,
             "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
     config = _config("paligemma", text_config=text, vision_config={**SIGLIP_VISION, "projection_dim": 64},
                      image_token_index=tok.image_token_id, projection_dim=64, hidden_size=64)
@@ -122,7 +124,8 @@ def _paligemma() -> tuple:
 def _idefics(model_type: str) -> Callable[[], tuple]:
     def build() -> tuple:
         spec = TokenSpec(named=(("image_token", "<image>"), ("fake_image_token", "<fake_token_around_image>"),
-                                ("global_image_token", "<global-img>"), ("end_of_utterance_token", "<end_of_utterance>")),
+                                ("global_image_token", "<global-img>"),
+                                ("end_of_utterance_token", "<end_of_utterance>")),
                          plain=tuple(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)))
         tok = vlm_tokenizer(VOCAB, spec, 512)
         tok.chat_template = chat_template("<image>", "<|im_start|>", "<end_of_utterance>")
@@ -215,21 +218,24 @@ def _random(model_type: str) -> Callable[[Preset, int], tuple]:
     return build
 
 
-def _adapter(family: str, placeholder: Optional[str] = None) -> Callable[..., DecoderVLMAdapter]:
+def _adapter(family: str, placeholder: Optional[str] = None, causal: bool = True) -> Callable[..., DecoderVLMAdapter]:
     def factory(model, tokenizer, processor, info, device, dtype):
         return DecoderVLMAdapter(model, tokenizer, processor, info, device, dtype, family=family,
-                                 placeholder=placeholder)
+                                 placeholder=placeholder, causal=causal)
     return factory
 
 
 #: processors that write the image tokens themselves in front of a prompt without a placeholder
 PREPENDS_IMAGE = {"paligemma": ""}
+#: prefix-LM decoders: the prompt (image, BOS, caption) is one bidirectional prefix (token_type_ids 0)
+BIDIRECTIONAL_PROMPT = {"paligemma"}
 
 
 def _family(model_type: str, name: str, tokens: str) -> Family:
     builder, source = TINY[model_type]
     preset = Preset(f"tiny-{name}", name, lambda b=builder: b()[0], f"a small {source} for tests")
-    return Family(name, (model_type,), _adapter(name, PREPENDS_IMAGE.get(model_type)), _random(model_type), (preset,),
+    factory = _adapter(name, PREPENDS_IMAGE.get(model_type), model_type not in BIDIRECTIONAL_PROMPT)
+    return Family(name, (model_type,), factory, _random(model_type), (preset,),
                   model_class=AutoModelForImageTextToText, needs="processor", tokens=tokens)
 
 
@@ -244,6 +250,6 @@ VLM_FAMILIES: tuple[Family, ...] = tuple(
         ("llava_onevision", "; base image + tiles and row newlines, the count per sample from the processor"),
         ("llava_next", "; base image + tiles and row newlines, the count per sample from the processor"),
         ("gemma3", "; <start_of_image>/<end_of_image> special; image tokens attend bidirectionally"),
-        ("paligemma", "; image prefix then BOS and the caption (prefix-LM attention)"),
+        ("paligemma", "; image prefix then BOS and the caption, one bidirectional prefix (stream not causal)"),
         ("idefics3", "; per crop <fake_token_around_image><row_i_col_j> (special) and image tokens"),
     ))
