@@ -33,7 +33,8 @@ class Family:
     ``model_class``: what ``from_pretrained`` loads a checkpoint with (default
     ``transformers.AutoModel``). ``needs``: one of :data:`NEEDS`. ``tokens``: how
     the adapter maps tokens to modalities (docs/adapters.md). ``matrix``: the
-    preset the family matrix test saves and loads (default: its first preset).
+    preset the family matrix test saves and loads (default: its first preset; ``""``: none,
+    for a family whose models ``save_pretrained`` cannot write).
     """
 
     name: str
@@ -60,5 +61,5 @@ class Family:
     def matrix_preset(self) -> Optional[str]:
         """The ``random:`` preset of the family matrix test (None: the family has no preset)."""
         if self.matrix is not None:
-            return self.matrix
+            return self.matrix or None  # "": the family has no preset save_pretrained can write
         return self.presets[0].name if self.presets else None

@@ -20,6 +20,8 @@ def test_every_builtin_model_type_is_covered_once():
     claimed = [t for f in registry.families().values() for t in f.model_types]
     assert len(claimed) == len(set(claimed)), "two families claim one model_type"
     for family in registry.families().values():
+        if family.matrix_preset is None:  # a family without a preset save_pretrained can write
+            continue
         assert family.matrix_preset in all_presets(), family.name
         assert f"random:{family.matrix_preset}" in accepted_specs()
 
