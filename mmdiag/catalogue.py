@@ -1,4 +1,5 @@
-"""The check tables of README.md, docs/checks.md and docs/contract.md, generated from the checks' specs.
+"""The check tables of README.md, docs/checks.md and docs/contract.md, generated from the checks' specs, and the
+model-family table of docs/adapters.md, generated from the family registry.
 
 Each document holds generated blocks between ``<!-- catalogue:NAME -->`` and
 ``<!-- /catalogue:NAME -->``. ``python -m mmdiag.catalogue`` rewrites them from
@@ -89,11 +90,30 @@ def series_keys(specs: Iterable[CheckSpec]) -> str:
     return ", ".join(f"`{k}`" for k in keys)
 
 
+_NEEDS = {"tokenizer": "tokenizer", "image_processor": "tokenizer + image processor",
+          "processor": "processor (image processor, tokenizer, chat template)"}
+
+
+def model_families(specs: Sequence[CheckSpec] = ()) -> str:
+    """One row per built-in model family of :mod:`mmdiag.models.builtin_families` (docs/adapters.md): the model
+    types it covers, the preset the family matrix test saves and runs, what it loads, how tokens map to modalities."""
+    from mmdiag.models.builtin_families import BUILTIN
+
+    lines = ["| family | model types | verified by the matrix with | loads | tokens -> modalities |",
+             "|---|---|---|---|---|"]
+    for family in BUILTIN:
+        preset = f"`random:{family.matrix_preset}`" if family.matrix_preset else "-"
+        types = ", ".join(f"`{t}`" for t in family.model_types)
+        tokens = _cell(family.tokens).replace("<", "&lt;")
+        lines.append(f"| `{family.name}` | {types} | {preset} | {_NEEDS[family.needs]} | {tokens} |")
+    return "\n".join(lines)
+
+
 BLOCKS: dict[str, Callable[[Sequence[CheckSpec]], str]] = {
     "families": families_table, "checks": checks_table, "thresholds": thresholds_table,
-    "added-checks": added_checks, "series": series_keys,
+    "added-checks": added_checks, "series": series_keys, "model-families": model_families,
 }
-DOCUMENTS = ("README.md", "docs/checks.md", "docs/contract.md")
+DOCUMENTS = ("README.md", "docs/checks.md", "docs/contract.md", "docs/adapters.md")
 _BLOCK = re.compile(r"(<!-- catalogue:(?P<name>[a-z-]+) -->\n)(?P<body>.*?)(<!-- /catalogue:(?P=name) -->)", re.S)
 
 

@@ -161,8 +161,12 @@ def note_selected(items: list, session: Optional[MMSession], config: Optional[py
 
 def report_header(config: pytest.Config, session: Optional[MMSession]) -> Optional[str]:
     """Say how to run the diagnostics when an ini file names a model that a plain ``pytest`` does not run."""
-    if session is None or session.config.collect_checks or not session.config.model:
+    if session is None or not session.config.model:
         return None
+    if session.config.collect_checks:  # the model is loaded: what it says about itself (an assembled processor)
+        info = getattr(session.adapter, "info", None)
+        note = (getattr(info, "extra", None) or {}).get("processor_note")
+        return f"mmdiag: {note}" if note else None
     return (f"mmdiag: mm_model = {session.config.model} is set in the ini file but a plain `pytest` runs no "
             "diagnostics; run `pytest --mm-checks` (the built-in checks on it) or "
             f"`pytest --mm-model={session.config.model}`")

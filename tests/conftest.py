@@ -10,8 +10,13 @@
 import pytest
 import torch
 
-WARM_PRESETS = ("random:tiny-clip", "random:tiny-siglip", "random:tiny-bert", "random:tiny-vilt",
-                "random:tiny-llava", "random:tiny-lxmert", "random:tiny-visualbert")
+
+
+def warm_presets() -> tuple[str, ...]:
+    """The matrix preset of every registered family (a family added to the registry is warmed up too)."""
+    from mmdiag.models.families import families
+
+    return tuple(f"random:{f.matrix_preset}" for f in families().values() if f.matrix_preset)
 
 
 def _warm_imports() -> None:
@@ -40,7 +45,7 @@ def _warm_imports() -> None:
     from mmdiag.record import record
 
     samples = make_synthetic(2, seed=0)
-    for preset in WARM_PRESETS:
+    for preset in warm_presets():
         record(load_adapter(preset, "cpu"), samples, 2, words=True, attentions=True, regions=True)
     image = Image.fromarray(np.zeros((8, 8, 3), np.uint8))
     record(load_adapter("random:tiny-clip", "cpu"),

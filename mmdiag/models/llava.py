@@ -30,18 +30,20 @@ would add the same words to every sample.
 
 The vision tower's own hidden states are not recorded. Everything is
 deterministic (no sampling anywhere).
+
+The adapter is a case of the generic decoder-VLM adapter
+(:mod:`mmdiag.models.decoder_vlm`): with a ``LlavaProcessor`` (and its chat
+template) the prompt is the processor's; with an image processor only, the
+sequence above.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 
-from mmdiag.data.types import Sample
-from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, AttentionStream,
-                                ModelAdapter, ModelInfo, Trace)
-from mmdiag.models.dual import note_text, pixel_values, tokenize_captions
-from mmdiag.models.vilt import masked_token_mean
+from mmdiag.models.decoder_vlm import DecoderVLMAdapter
+from mmdiag.models.prompts import ExpandedPrompt, ProcessorPrompt
 
 
 def image_token_count(config: Any) -> int:
@@ -54,132 +56,29 @@ def image_token_count(config: Any) -> int:
     return tokens
 
 
-class LlavaAdapter(ModelAdapter):
+class LlavaAdapter(DecoderVLMAdapter):
     """LLaVA: a causal decoder over ``<s> <image>*N caption`` (see the module doc)."""
 
     family = "llava"
-    modalities = (IMAGE, TEXT)
-    joint_attention = True
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, image_processor: Any, info: ModelInfo,
-                 device: torch.device, dtype: torch.dtype) -> None:
-        super().__init__(model, tokenizer, info, device, dtype, image_processor)
-
-    # -- configuration -------------------------------------------------------
-    def text_config(self) -> Any:
-        return self.model.config.text_config
-
-    def layer_counts(self) -> dict[str, int]:
-        n = self.text_config().num_hidden_layers + 1
-        return {IMAGE: n, TEXT: n}
+    def make_prompt(self, processor: Any) -> Any:
+        if hasattr(processor, "tokenizer") and getattr(processor, "patch_size", None) is not None:
+            return ProcessorPrompt(processor, self.tokenizer)
+        bos = self.special_ids()[0]
+        return ExpandedPrompt(getattr(processor, "image_processor", processor), bos, self.image_id,
+                              self.n_image_tokens())
 
     def n_image_tokens(self) -> int:
         return image_token_count(self.model.config)
 
-    def special_ids(self) -> tuple[Optional[int], int, int]:
-        """(bos, pad, unk) ids; pad and unk fall back on the config's pad id, then 0."""
-        tok, cfg = self.tokenizer, self.text_config()
-        bos = tok.bos_token_id if tok.bos_token_id is not None else getattr(cfg, "bos_token_id", None)
-        pad = tok.pad_token_id
-        if pad is None:
-            pad = getattr(cfg, "pad_token_id", None)
-        pad = 0 if pad is None else int(pad)
-        unk = tok.unk_token_id if tok.unk_token_id is not None else pad
-        return bos, pad, unk
-
-    def core(self) -> torch.nn.Module:
-        """The multimodal model without the LM head (its logits are not needed)."""
-        inner = getattr(self.model, "model", None)
-        return inner if inner is not None and hasattr(inner, "language_model") else self.model
-
-    # -- protocol --------------------------------------------------------------
-    def prepare(self, samples: Sequence[Sample]) -> dict[str, Any]:
-        """Build ``<s> <image>*N caption <pad>...`` ids, word ids and pixel values.
-
-        The returned dict may get a ``"hide"`` entry (a tuple of modalities) before
-        :meth:`forward`: those tokens are removed from the attention mask (a
-        knock-out) while keeping their token groups.
-        """
-        if any(s.image is None for s in samples):
-            raise ValueError("the LLaVA adapter needs an image for every sample")
-        bos, pad, unk = self.special_ids()
-        image_id = int(self.model.config.image_token_id)
-        n_image = self.n_image_tokens()
-        room = int(self.text_config().max_position_embeddings) - n_image
-        text = tokenize_captions(self.tokenizer, samples, room, bos_id=bos, eos_id=None, pad_id=pad)
-        note_text(self, text)
-        prefix = ([bos] if bos is not None else []) + [image_id] * n_image
-        rows, word_rows = [], []
-        for ids, mask, wids in zip(text.input_ids, text.attention_mask.bool(), text.word_ids):
-            ids, wids = ids[mask], wids[mask]
-            if bos is not None and len(ids) and int(ids[0]) == bos and int(wids[0]) < 0:
-                ids, wids = ids[1:], wids[1:]
-            ids = torch.where(ids == image_id, torch.full_like(ids, unk), ids)  # a literal "<image>" in a caption
-            rows.append(torch.cat([torch.tensor(prefix, dtype=torch.long), ids.long()]))
-            word_rows.append(torch.cat([torch.full((len(prefix),), -1, dtype=torch.long), wids.long()]))
-        width = max(len(prefix) + 1, max(len(r) for r in rows))  # >= 1 text position, even if all are empty
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        word_ids = torch.full((len(rows), width), -1, dtype=torch.long)
-        real = torch.zeros((len(rows), width), dtype=torch.bool)
-        for i, (row, wrow) in enumerate(zip(rows, word_rows)):
-            input_ids[i, :len(row)], word_ids[i, :len(row)], real[i, :len(row)] = row, wrow, True
-        return {"input_ids": input_ids, "real": real, "word_ids": word_ids,
-                "image_start": len(prefix) - n_image, "text_start": len(prefix),
-                "pixel_values": pixel_values(self.image_processor, samples)}
-
-    @torch.inference_mode()
-    def forward(self, batch: dict[str, Any]) -> Trace:
-        ids = batch["input_ids"].to(self.device)
-        real = batch["real"].to(self.device)
-        word_ids = batch["word_ids"].to(self.device)
-        start, end = int(batch["image_start"]), int(batch["text_start"])
-        attend = real.clone()
-        hide = tuple(batch.get("hide", ()))
-        if IMAGE in hide:
-            attend[:, start:end] = False
-        if TEXT in hide:
-            attend[:, end:] = False
-        pixels = batch["pixel_values"].to(self.device, self.dtype)
-        out = self.core()(input_ids=ids, pixel_values=pixels, attention_mask=attend.long(),
-                          output_hidden_states=True, output_attentions=self.output_attentions)
-        states = out.hidden_states
-        text_real = real[:, end:]
-        text_words = word_ids[:, end:]
-        batch_size = ids.shape[0]
-        image_mask = torch.ones(batch_size, end - start, dtype=torch.bool, device=ids.device)
-        trace = Trace(
-            hidden={TEXT: [h[:, end:] for h in states], IMAGE: [h[:, start:end] for h in states]},
-            mask={TEXT: text_real, IMAGE: image_mask},
-            pool_index={TEXT: (text_real.sum(dim=1) - 1).clamp_min(0), IMAGE: None},
-            content={TEXT: text_words >= 0, IMAGE: image_mask},
-            word_ids=text_words,
-            patch_grid=self.patch_grid(),
-            patch_offset=self.patch_offset(),
-            image_size=tuple(pixels.shape[-2:]),
-            logit_scale=None,
-        )
-        last = out.last_hidden_state
-        trace.embeds[TEXT] = masked_token_mean(last[:, end:], text_words >= 0)
-        trace.embeds[IMAGE] = last[:, start:end].mean(dim=1)
-        if self.output_attentions:
-            trace.attention["joint"] = AttentionStream(out.attentions, self.joint_groups(real, word_ids, start, end),
-                                                       causal=True)
-        return trace
-
-    @staticmethod
-    def joint_groups(real: torch.Tensor, word_ids: torch.Tensor, start: int, end: int) -> torch.Tensor:
-        """Token groups of the decoder sequence (the ``GROUP_*`` ids of :mod:`mmdiag.models.base`)."""
-        groups = torch.full(real.shape, GROUP_SPECIAL, dtype=torch.long, device=real.device)
-        groups[:, start:end] = GROUP_IMAGE
-        groups[word_ids >= 0] = GROUP_TEXT
-        groups[~real] = GROUP_PAD
-        return groups
-
-    def patch_grid(self) -> Optional[tuple[int, int]]:
+    def patch_grid(self, image_mask: Optional[torch.Tensor] = None) -> Optional[tuple[int, int]]:
         vision = self.model.config.vision_config
         side = int(vision.image_size) // int(vision.patch_size)
+        if image_mask is not None and image_mask.shape[1] != self.n_image_tokens():
+            return None
         return side, side
 
     def patch_offset(self) -> int:
         """Image tokens before the first patch: the CLS kept by the ``full`` strategy."""
-        return self.n_image_tokens() - self.patch_grid()[0] * self.patch_grid()[1]
+        side = self.patch_grid()[0]
+        return self.n_image_tokens() - side * side

@@ -16,18 +16,14 @@ from typing import Any, Optional
 
 import torch
 from safetensors import SafetensorError
-from transformers import (AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer, BertModel, CLIPModel,
-                          LlavaForConditionalGeneration, SiglipModel, ViltModel)
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoTokenizer
 
 from mmdiag.errors import SpecError
-from mmdiag.models import lxmert, offline, visualbert
+from mmdiag.models import families as registry
+from mmdiag.models import open_clip as open_clip_models
 from mmdiag.models.base import ModelInfo, count_params, optional
-from mmdiag.models.clip import CLIPAdapter
-from mmdiag.models.llava import LlavaAdapter
-from mmdiag.models.presets import PRESETS, Preset
-from mmdiag.models.siglip import SiglipAdapter
-from mmdiag.models.text import TextEncoderAdapter
-from mmdiag.models.vilt import ViltAdapter
+from mmdiag.models.families import Family
+from mmdiag.models.presets import Preset
 from mmdiag.models.weights import fingerprint, fresh_model, quiet_transformers, unreadable_safetensors
 from mmdiag.zoo import zoo_names, zoo_path
 
@@ -37,30 +33,13 @@ except ImportError:  # an older huggingface_hub: configs are not validated
     class StrictDataclassError(Exception):  # type: ignore[no-redef]
         pass
 
-#: model_type values of each built-in adapter family
-FAMILIES: dict[str, tuple[str, ...]] = {
-    "clip": ("clip",),
-    "siglip": ("siglip",),
-    "vilt": ("vilt",),
-    "llava": ("llava",),
-    "lxmert": ("lxmert",),
-    "visualbert": ("visual_bert",),
-    "text": ("bert", "roberta", "distilbert", "electra", "xlm-roberta", "deberta", "deberta-v2", "albert"),
-}
-
-# -- issue 18 hook (generic dual encoders, open_clip): the registry replaces these lines ---------------------
-from mmdiag.models import dual_generic, open_clip as open_clip_models  # noqa: E402
-
-FAMILIES["dual"] = dual_generic.MODEL_TYPES
-# -------------------------------------------------------------------------------------------------------------
-
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
 def accepted_specs() -> str:
     """A one-paragraph list of what ``--mm-model`` accepts, for error messages."""
     zoo = ", ".join(f"zoo:{n}" for n in zoo_names()) or "(none installed)"
-    presets = ", ".join(f"random:{n}" for n in PRESETS)
+    presets = ", ".join(f"random:{n}" for n in all_presets())
     return (f"accepted: {presets}; {zoo}; a local directory written by save_pretrained; "
             "or a Hugging Face hub id (needs network or the local HF cache)")
 
@@ -86,48 +65,23 @@ def resolve_dtype(name: str) -> torch.dtype:
                         "with eager attention)") from None
 
 
+def all_presets() -> dict[str, Preset]:
+    """Every ``random:`` preset of every registered family."""
+    return registry.presets_of(registry.families().values())
+
+
 def family_of(model_type: str) -> Optional[str]:
-    for family, types in FAMILIES.items():
-        if model_type in types:
-            return family
-    return None
-
-
-#: families that take region features instead of pixels (one module each: build_parts, adapter_from_pretrained)
-REGION_FAMILIES = {"lxmert": lxmert, "visualbert": visualbert}
+    """The name of the registered family covering ``model_type`` (None if none does)."""
+    family = registry.lookup(model_type)
+    return None if family is None else family.name
 
 
 def build_random(preset: Preset, seed: int) -> tuple[torch.nn.Module, Any, Any]:
-    """Instantiate a preset with seeded random weights plus offline tokenizer/processor."""
-    config = preset.make_config()
-    torch.manual_seed(seed)
-    if preset.family == "clip":
-        model = fresh_model(CLIPModel, config)
-        tc = config.text_config
-        tok = offline.clip_tokenizer(tc.vocab_size, tc.bos_token_id, tc.eos_token_id, tc.max_position_embeddings)
-        proc = offline.clip_image_processor(config.vision_config.image_size)
-    elif preset.family == "siglip":
-        model = fresh_model(SiglipModel, config)
-        tc = config.text_config
-        tok = offline.siglip_tokenizer(tc.vocab_size, tc.pad_token_id, tc.eos_token_id, 2, tc.max_position_embeddings)
-        proc = offline.siglip_image_processor(config.vision_config.image_size)
-    elif preset.family == "vilt":
-        model = fresh_model(ViltModel, config)
-        tok = offline.bert_tokenizer(config.vocab_size, config.max_position_embeddings)
-        proc = offline.vilt_image_processor(config.image_size, config.patch_size)
-    elif preset.family in REGION_FAMILIES:
-        return REGION_FAMILIES[preset.family].build_parts(preset, seed)
-    elif preset.family == "llava":
-        model = fresh_model(LlavaForConditionalGeneration, config)
-        tc = config.text_config
-        tok = offline.llama_tokenizer(tc.vocab_size, tc.bos_token_id, tc.eos_token_id, tc.pad_token_id,
-                                      config.image_token_id, tc.max_position_embeddings)
-        proc = offline.clip_image_processor(config.vision_config.image_size)
-    else:
-        model = fresh_model(BertModel, config)
-        tok = offline.bert_tokenizer(config.vocab_size, config.max_position_embeddings)
-        proc = None
-    return model, tok, proc
+    """Instantiate a preset with seeded random weights plus offline tokenizer/processor (its family's builder)."""
+    family = registry.family_of_preset(preset.name) or registry.families().get(preset.family)
+    if family is None or family.build_random is None:
+        raise SpecError(f"preset {preset.name!r} belongs to no registered family with a random builder")
+    return family.build_random(preset, seed)
 
 
 def load_pretrained(path_or_id: str, device_map: Optional[str] = None,
@@ -156,14 +110,7 @@ def load_pretrained(path_or_id: str, device_map: Optional[str] = None,
         raise SpecError(f"--mm-model={path_or_id!r} needs remote code (its config has an auto_map), which mmdiag "
                         "never runs; load the model yourself and pass an adapter through an mm_model fixture "
                         "override (see the README, 'Bring your own model')")
-    family = family_of(config.model_type)
-    if family is None:
-        families = ", ".join(f"{k} ({'/'.join(v)})" for k, v in FAMILIES.items())
-        raise SpecError(
-            f"--mm-model={path_or_id!r} is a {config.model_type!r} model, which no built-in adapter supports "
-            f"(families: {families}). "
-            "Wrap it in an adapter object and override the `mm_model` fixture in your conftest.py "
-            "(see the README, 'Bring your own model').")
+    family = registry.family_for(config.model_type, path_or_id, config)
     placement: dict[str, Any] = {}
     if device_map is not None:
         if importlib.util.find_spec("accelerate") is None:
@@ -190,22 +137,28 @@ def load_pretrained(path_or_id: str, device_map: Optional[str] = None,
         _check_preprocessing_files(Path(path_or_id), family)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path_or_id, trust_remote_code=False, **pinned)
-        needs_processor = family not in ("text", *REGION_FAMILIES)
-        processor = (AutoImageProcessor.from_pretrained(path_or_id, trust_remote_code=False, **pinned)
-                     if needs_processor else None)
+        processor = None
+        if family.needs == "image_processor":
+            processor = AutoImageProcessor.from_pretrained(path_or_id, trust_remote_code=False, **pinned)
+        elif family.needs == "processor":
+            from mmdiag.models.processors import load_processor
+
+            processor = load_processor(path_or_id, tokenizer, pinned)
+    except SpecError:
+        raise
     except Exception as exc:  # noqa: BLE001  (tokenizers raises a bare Exception on a malformed tokenizer.json)
         raise SpecError(f"--mm-model={path_or_id!r}: the model loaded but its tokenizer or image processor did not "
                         f"({type(exc).__name__}: {_first_line(exc)}); write them with tokenizer.save_pretrained(dir) "
                         "and processor.save_pretrained(dir)") from None
-    return family, model, tokenizer, processor
+    return family.name, model, tokenizer, processor
 
 
-def _load_model(family: str, path_or_id: str, placement: dict, pinned: dict) -> tuple[torch.nn.Module, dict]:
+def _load_model(family: Family, path_or_id: str, placement: dict, pinned: dict) -> tuple[torch.nn.Module, dict]:
     """The model and transformers' loading info (missing, unexpected and mismatched keys)."""
     # AutoModel gives the headless LlavaModel; the checkpoints are saved from the generation class, whose key
     # layout this loads without conversion. Mismatched shapes are reported by the loading info (and refused by
     # _check_loading) rather than by transformers' multi-line table and RuntimeError.
-    cls = LlavaForConditionalGeneration if family == "llava" else AutoModel
+    cls = family.model_class or AutoModel
     return cls.from_pretrained(path_or_id, attn_implementation="eager", trust_remote_code=False,
                                output_loading_info=True, ignore_mismatched_sizes=True, **placement, **pinned)
 
@@ -271,17 +224,17 @@ def _check_weight_files(directory: Path) -> None:
                         "with model.save_pretrained(dir)")
 
 
-def _check_preprocessing_files(directory: Path, family: str) -> None:
+def _check_preprocessing_files(directory: Path, family: Family) -> None:
     """Refuse a local model directory without the tokenizer or image processor its family needs (transformers
     would quietly build a placeholder tokenizer of a handful of tokens, and every caption would be unknown)."""
     missing = []
     if not has_tokenizer(directory):
         missing.append(f"a tokenizer (one of {TOKENIZER_FILES}; write it with tokenizer.save_pretrained(dir))")
-    if family not in ("text", *REGION_FAMILIES) and not has_image_processor(directory):
+    if family.needs != "tokenizer" and not has_image_processor(directory):
         missing.append("an image processor config (preprocessor_config.json; write it with "
                        "processor.save_pretrained(dir))")
     if missing:
-        raise SpecError(f"--mm-model={str(directory)!r}: a {family} model directory needs "
+        raise SpecError(f"--mm-model={str(directory)!r}: a {family.name} model directory needs "
                         + " and ".join(missing) + "; it has none")
 
 
@@ -297,20 +250,13 @@ def _first_line(exc: BaseException) -> str:
 
 def make_adapter(family: str, model: torch.nn.Module, tokenizer: Any, processor: Any, info: ModelInfo,
                  device: torch.device, dtype: torch.dtype):
-    """Wrap a loaded model in its family's adapter."""
-    if family == "clip":
-        return CLIPAdapter(model, tokenizer, processor, info, device, dtype)
-    if family == "siglip":
-        return SiglipAdapter(model, tokenizer, processor, info, device, dtype)
-    if family == "vilt":
-        return ViltAdapter(model, tokenizer, processor, info, device, dtype)
-    if family == "llava":
-        return LlavaAdapter(model, tokenizer, processor, info, device, dtype)
-    if family == "dual":  # issue 18 hook
-        return dual_generic.make_generic_dual(model, tokenizer, processor, info, device, dtype)
-    if family in REGION_FAMILIES:
-        return REGION_FAMILIES[family].adapter_from_pretrained(model, tokenizer, info, device, dtype)
-    return TextEncoderAdapter(model, tokenizer, info, device, dtype)
+    """Wrap a loaded model in its family's adapter (the family's one factory signature)."""
+    declared = registry.families().get(family)
+    if declared is None:
+        from mmdiag.models.decoder_vlm import generic_family
+
+        declared = generic_family(getattr(model.config, "model_type", family))
+    return declared.adapter(model, tokenizer, processor, info, device, dtype)
 
 
 def load_parts(spec: str, seed: int = 0, device_map: Optional[str] = None,
@@ -320,7 +266,7 @@ def load_parts(spec: str, seed: int = 0, device_map: Optional[str] = None,
         raise SpecError(f"--mm-device-map applies to hub ids and local directories, not {spec!r}")
     if spec.startswith("random:"):
         name = spec[len("random:"):]
-        preset = PRESETS.get(name)
+        preset = all_presets().get(name)
         if preset is None:
             raise SpecError(f"--mm-model={spec!r}: unknown preset {name!r}; {accepted_specs()}")
         model, tok, proc = build_random(preset, seed)
@@ -353,7 +299,7 @@ def load_adapter(spec: str, device: str = "auto", dtype: str = "fp32", seed: int
                  device_map: Optional[str] = None):
     """Load any accepted ``--mm-model`` spec and wrap it in its adapter."""
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
-    if spec.startswith(open_clip_models.PREFIX):  # issue 18 hook: open_clip models have no HF config
+    if spec.startswith(open_clip_models.PREFIX):  # open_clip models have no HF config: their own loader
         if device_map is not None:
             raise SpecError(f"--mm-device-map applies to hub ids and local directories, not {spec!r}")
         return open_clip_models.load_open_clip(spec, torch_device, torch_dtype, seed)

@@ -36,11 +36,14 @@ def word_tokenizer(
     unk: str,
     max_length: int,
     padding_side: str = "right",
+    named: Optional[dict[str, str]] = None,
 ) -> PreTrainedTokenizerFast:
     """A WordPiece tokenizer over the synthetic vocabulary and characters.
 
     ``specials`` maps special tokens to the ids the model config expects;
-    ``template`` is the (prefix, suffix) special token wrapped around a caption.
+    ``template`` is the (prefix, suffix) special token wrapped around a caption;
+    ``named`` gives special tokens an attribute name (``{"image_token": "<image>"}``
+    makes ``tok.image_token`` and ``tok.image_token_id``), as multimodal processors read them.
     """
     ids = dict(specials)
     next_id = 0
@@ -63,6 +66,8 @@ def word_tokenizer(
         kwargs["bos_token"] = prefix
     if suffix:
         kwargs["eos_token"] = suffix
+    if named:
+        kwargs["extra_special_tokens"] = dict(named)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=max_length, **kwargs)
     fast.padding_side = padding_side
     return fast

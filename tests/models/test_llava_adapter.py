@@ -100,7 +100,7 @@ def test_trace_positions_match_the_model(adapter, samples):
     batch = adapter.prepare(samples[:2])
     trace = adapter.forward(batch)
     with torch.inference_mode():
-        features = adapter.model.model.get_image_features(pixel_values=batch["pixel_values"]).pooler_output
+        features = adapter.model.model.get_image_features(pixel_values=batch["extra"]["pixel_values"]).pooler_output
         features = torch.stack(list(features))
         tokens = adapter.model.get_input_embeddings()(batch["input_ids"][:, 1 + N_IMAGE:])
     assert features.shape == (2, N_IMAGE, adapter.text_config().hidden_size)

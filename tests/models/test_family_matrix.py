@@ -1,0 +1,41 @@
+"""The family matrix: every registered family's tiny preset, saved with ``save_pretrained`` (model, tokenizer and
+processor built offline) and loaded through the hub-id path (``--mm-model=DIR``), runs the whole suite.
+
+One in-process pytester run per family, parametrised from the registry, so a family registered later joins the
+matrix. The run must give values for the checks the architecture supports and skip reasons for the rest, with no
+error and no traceback (checks may fail their thresholds: the weights are random).
+"""
+import json
+
+import pytest
+
+from mmdiag.models.families import families
+from mmdiag.models.load import save_preset
+
+MATRIX = sorted((f.name, f.matrix_preset) for f in families().values() if f.matrix_preset)
+
+
+def test_the_matrix_covers_twenty_model_types_or_more():
+    """Model types the matrix runs directly (its presets) plus those their families cover through the same adapter."""
+    covered = {t for f in families().values() if f.matrix_preset for t in f.model_types}
+    assert len(covered) >= 20, sorted(covered)
+
+
+@pytest.mark.parametrize("family,preset", MATRIX, ids=[name for name, _ in MATRIX])
+def test_family_runs_the_suite_from_a_saved_directory(pytester, family, preset):
+    directory = save_preset(f"random:{preset}", pytester.path / "model")
+    result = pytester.runpytest(f"--mm-model={directory}", "--mm-samples=4", "--mm-bootstrap=0",
+                                "--mm-batch-size=4", "--mm-json=r.json", "-p", "no:cacheprovider", "--color=no")
+    output = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in output
+    assert result.ret in (0, 1), output[-3000:]
+    doc = json.loads((pytester.path / "r.json").read_text())
+    assert doc["model"]["family"] == family
+    statuses = [r["status"] for r in doc["results"]]
+    assert "error" not in statuses, [r for r in doc["results"] if r["status"] == "error"][:3]
+    valued = [r for r in doc["results"] if r["status"] != "skip"]
+    assert valued and all(r["value"] is not None for r in valued)
+    skipped = [r for r in doc["results"] if r["status"] == "skip"]
+    assert all(r["message"] for r in skipped)
+    # every family gives the cone effect of each modality it embeds
+    assert any(r["check"].startswith("cone") for r in valued)
