@@ -54,6 +54,9 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--mm-attention-head", "string", None, "also keep this head's attention-over-image maps in the report "
                                              "(default: only the mean over heads)"),
     ("--mm-text-reference", "string", None, "text-only encoder (hub id, dir or random:PRESET) for probe.text_retention"),
+    ("--mm-shift-batch", "string", "50", "pairs per batch of gap.shift_optimum's contrastive loss, averaged over "
+                                         "batches drawn by --mm-seed (default 50, as Liang et al.; 0 = all pairs in "
+                                         "one batch)"),
 ]
 REPEATABLE: list[tuple[str, str]] = [
     ("--mm-threshold", "override a threshold: CHECK[PARAMS]=OP:VALUE[:LEVEL], e.g. gap.norm=<=:1.0 (repeatable)"),
@@ -133,6 +136,7 @@ class RunConfig:
     probe_regimen: str = "fast"
     probe_rank: Optional[int] = None
     text_reference: Optional[str] = None
+    shift_batch: int = 50
 
 
 def _get(config: Any, name: str) -> Any:
@@ -304,6 +308,10 @@ def from_pytest(config: Any) -> RunConfig:
         raise SpecError(f"--mm-probe-regimen={cfg.probe_regimen!r}: accepted: fast, paper")
     cfg.probe_rank = _int(config, "mm_probe_rank", 0) or None
     cfg.text_reference = _get(config, "mm_text_reference") or None
+    cfg.shift_batch = _int(config, "mm_shift_batch", 0)
+    if cfg.shift_batch == 1:
+        raise SpecError("--mm-shift-batch=1: a batch of one pair has no negatives (its contrastive loss is 0); "
+                        "accepted: 0 (all pairs in one batch) or at least 2 (default 50, as Liang et al.)")
     cfg.threshold_layers = [
         _pyproject_thresholds(Path(config.rootpath)),
         dict(parse_override(line, "mm_thresholds (ini)")
