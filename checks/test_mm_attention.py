@@ -1,9 +1,11 @@
 """Attention-modality share (VL-InterpreT, Aflalo et al. 2022, arXiv:2203.17247; DESIGN.md §1.3).
 
 For each query token of one modality, the share of its attention mass that
-lands on key tokens of another, averaged over valid queries, per layer and
-head. Causal decoders count a text query toward text->image only once it can
-see an image token. Attention maps are reduced per batch, never stored.
+lands on key tokens of a group (image, text, or special: [CLS], [SEP], the
+image CLS, BOS), averaged over valid queries, per layer and head; a query
+modality's shares over the three key groups add up to 1. Causal decoders count
+a text query toward text->image only once it can see an image token. Attention
+maps are reduced per batch, never stored.
 """
 import math
 
@@ -11,7 +13,7 @@ import numpy as np
 import pytest
 
 from mmdiag import CheckSpec, PlotSpec, Threshold
-from mmdiag.metrics.attention import DIRECTIONS, direction_index
+from mmdiag.metrics.attention import DIRECTIONS, direction_index, query_share_sums
 from mmdiag.tokens import GROUP_IMAGE, GROUP_TEXT
 
 JOINT = "joint"
@@ -19,7 +21,8 @@ GROUP = {"image": GROUP_IMAGE, "text": GROUP_TEXT}  # rows of the per-group stat
 VL_INTERPRET = "Aflalo et al. 2022, VL-InterpreT, arXiv:2203.17247"
 SHARE_PLOT = PlotSpec("attention-share", ("attention.share",), "attention_plot",
                       "Attention mass share per layer and head: for queries of the first modality, the row-normalised "
-                      "attention weight on keys of the second, averaged over queries.")
+                      "attention weight on keys of the second group (special: [CLS], [SEP], image CLS, BOS), averaged "
+                      "over queries. A row of panels is one query modality: its shares add up to 1.")
 IMAGE_PLOT = PlotSpec("attention-image", ("attention_image",), "attention_image_svg",
                       "Attention drawn over the image for a few example pairs: per caption word (columns) and layer "
                       "(rows), where the word's attention lands among the image patches (mean over heads; a row per "
@@ -33,9 +36,10 @@ SHARE = CheckSpec(
     "attention.share", title="Attention-modality share per layer", over=("direction", "layer"), blocks=True,
     needs_joint=True, needs=("attentions",), higher_is_better=None, series=("attention.share",),
     plots=(SHARE_PLOT, IMAGE_PLOT),
-    meaning="for queries of one modality, the row-normalised attention mass on keys of another, averaged over "
-            "valid queries (per head and without attention sinks in details)",
-    healthy="shares over all key groups sum to 1; a text->image share near 0 at every layer means a blind model",
+    meaning="for queries of one modality, the row-normalised attention mass on keys of a group (image, text or "
+            "special tokens), averaged over valid queries (per head and without attention sinks in details)",
+    healthy="a query modality's shares over image, text and special keys sum to 1 (details: query_sum); a "
+            "text->image share near 0 at every layer means a blind model",
     source=VL_INTERPRET)
 IMAGE_USE = CheckSpec(
     "attention.image_use", title="Largest text→image share over layers", needs=("attentions",),
@@ -100,6 +104,7 @@ def test_attention_share(mm, direction, layer):
         return {"per_head": stats.share[k - 1, :, a, b].tolist(), "controls": controls,
                 "without_sinks": float(stats.share_mean_nosink[k - 1, a, b]),
                 "all_queries": float(np.nanmean(stats.share_total[k - 1, :, a, b])),
+                "query_sum": float(query_share_sums(stats.share_mean[k - 1, a])),
                 "sinks_per_sample": float(np.mean(stats.sinks_per_sample[k - 1]))}
     mm.report_layers(layers, value, details)
 

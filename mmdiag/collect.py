@@ -14,10 +14,9 @@ import pytest
 
 from mmdiag.checkspec import marker_spec
 from mmdiag.errors import SpecError
+from mmdiag.metrics.attention import DIRECTIONS
 from mmdiag.models.base import IMAGE, MODALITIES, TEXT, optional
 from mmdiag.registry import builtin_checks_dir
-
-DIRECTIONS = ("text->image", "text->text", "image->text", "image->image")
 
 
 def _layer_ids(layout: Optional[dict[str, int]], modality: str, blocks: bool = False) -> list[Optional[int]]:

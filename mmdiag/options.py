@@ -65,6 +65,9 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--mm-text-reference", "string", None, "text-only encoder (hub id, dir or random:PRESET) for probe.text_retention"),
     ("--mm-table", "string", "compact", "terminal table: compact (default: a per-layer check as one row per check "
                                         "and modality, min..max over the layers) or full (one row per layer)"),
+    ("--mm-shift-batch", "string", "50", "pairs per batch of gap.shift_optimum's contrastive loss, averaged over "
+                                         "batches drawn by --mm-seed (default 50, as Liang et al.; 0 = all pairs in "
+                                         "one batch)"),
 ]
 REPEATABLE: list[tuple[str, str]] = [
     ("--mm-threshold", "override a threshold: CHECK[PARAMS]=OP:VALUE[:LEVEL], e.g. gap.norm=<=:1.0 (repeatable)"),
@@ -150,6 +153,7 @@ class RunConfig:
     text_reference: Optional[str] = None
     #: the terminal table's layout: compact (per-layer checks collapsed) or full
     table: str = "compact"
+    shift_batch: int = 50
 
 
 def _get(config: Any, name: str) -> Any:
@@ -318,6 +322,10 @@ def from_pytest(config: Any) -> RunConfig:
     if cfg.table not in ("compact", "full"):
         raise SpecError(f"--mm-table={cfg.table!r}: accepted: compact (per-layer checks as one row per check and "
                         "modality), full (one row per layer)")
+    cfg.shift_batch = _int(config, "mm_shift_batch", 0)
+    if cfg.shift_batch == 1:
+        raise SpecError("--mm-shift-batch=1: a batch of one pair has no negatives (its contrastive loss is 0); "
+                        "accepted: 0 (all pairs in one batch) or at least 2 (default 50, as Liang et al.)")
     cfg.threshold_layers = [
         _pyproject_thresholds(Path(config.rootpath)),
         dict(parse_override(line, "mm_thresholds (ini)")

@@ -10,9 +10,19 @@ learned temperature the loss is minimal near the model's own gap (λ ≈ 0).  Th
 plotting notebook evaluates only the image→text half of the loss; mmdiag uses
 the symmetric CLIP loss (Radford et al. 2021, arXiv:2103.00020).
 
+Batches: Liang et al.'s code (``calculate_val_loss`` in
+``Figure_3_Contrastive_Learning/plot_optimization_exp.ipynb`` of the
+Modality-Gap repository) scores the 5,000 pairs in consecutive batches of 50
+and averages the 100 batch losses; the loss of a batch of b pairs grows like
+log b, so scoring all n pairs at once makes the curve (and its optimum) depend
+on n.  :func:`shift_curve` takes ``batch_size`` (0: all pairs in one batch) and
+assigns the pairs to batches by a seeded permutation (:func:`shift_batches`),
+so a point of the curve costs O(n·b + n·d), linear in n.
+
 Inputs are ``(n, d)`` numpy arrays or torch tensors with matched pairs on equal
 row indices; see :mod:`mmdiag.metrics.cone` for the device/dtype conventions.
-The loss and recall build the n×n similarity matrix (O(n²) memory).
+:func:`symmetric_infonce` and :func:`recall_at_1` build the n×n similarity
+matrix (O(n²) memory).
 """
 from __future__ import annotations
 
@@ -27,6 +37,8 @@ from mmdiag.metrics.gap import gap_vector
 
 __all__ = [
     "DEFAULT_LAMBDAS",
+    "LIANG_BATCH",
+    "shift_batches",
     "shift_embeddings",
     "symmetric_infonce",
     "recall_at_1",
@@ -35,6 +47,8 @@ __all__ = [
 
 #: default grid of shift factors for :func:`shift_curve` (contains 0 and 0.5)
 DEFAULT_LAMBDAS: np.ndarray = np.linspace(-1.0, 1.0, 41)
+#: pairs per batch in Liang et al.'s loss evaluation (``BATCH_SIZE = 50``; 5,000 pairs, 100 batches)
+LIANG_BATCH = 50
 
 
 def shift_embeddings(img: Any, txt: Any, lam: float,
@@ -108,27 +122,82 @@ def recall_at_1(img: Any, txt: Any) -> tuple[float, float]:
     return _recall_from_sim(sim, target)
 
 
+
+def shift_batches(n: int, batch_size: int, seed: int = 0) -> np.ndarray:
+    """Row indices of the batches the shift experiment scores: an int array ``(k, b)``.
+
+    ``batch_size = 0`` or ``>= n``: one batch of all ``n`` rows in their order
+    (``k = 1, b = n``).  Otherwise the rows are shuffled by
+    ``numpy.random.default_rng(seed).permutation(n)`` and cut into
+    ``k = n // batch_size`` consecutive batches of exactly ``batch_size`` rows;
+    the ``n mod batch_size`` rows left over are not scored, as in Liang et al.'s
+    code, which loops over ``len(features) // BATCH_SIZE`` full batches (there
+    in data order: a seeded shuffle keeps several captions of one image, often
+    adjacent in a data set, from sharing a batch).  Deterministic in ``seed``.
+    """
+    n, batch_size = int(n), int(batch_size)
+    if n < 1:
+        raise ValueError(f"shift_batches needs n >= 1 rows, got {n}")
+    if batch_size < 0 or batch_size == 1:
+        raise ValueError(f"batch_size must be 0 (all pairs at once) or at least 2, got {batch_size}")
+    if batch_size == 0 or batch_size >= n:
+        return np.arange(n, dtype=np.int64)[None, :]
+    k = n // batch_size
+    order = np.random.default_rng(int(seed)).permutation(n)
+    return order[:k * batch_size].reshape(k, batch_size).astype(np.int64)
+
+
+def _batch_infonce(logits: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE of each batch of ``(k, b, b)`` logits (pairs on the diagonal), shape ``(k,)``."""
+    diag = torch.diagonal(logits, dim1=1, dim2=2)
+    i2t = torch.logsumexp(logits, dim=2) - diag
+    t2i = torch.logsumexp(logits, dim=1) - diag
+    return 0.5 * (i2t.mean(dim=1) + t2i.mean(dim=1))
+
+
+def _batch_recall(sim: torch.Tensor) -> tuple[float, float]:
+    """Top-1 accuracy within each batch of ``(k, b, b)`` similarities, averaged over all scored pairs."""
+    target = torch.arange(sim.shape[1], device=sim.device)
+    i2t = (sim.argmax(dim=2) == target).double().mean()
+    t2i = (sim.argmax(dim=1) == target).double().mean()
+    return float(i2t), float(t2i)
+
+
 def shift_curve(img: Any, txt: Any, temperature: float,
-                lambdas: Optional[Sequence[float]] = None) -> dict:
+                lambdas: Optional[Sequence[float]] = None, batch_size: int = 0,
+                seed: int = 0) -> dict:
     """Loss and recall as a function of the shift λ (Liang et al. 2022, arXiv:2203.02053, §4.2).
 
-    Δ is computed once from the inputs; for each λ the shifted embeddings of
-    :func:`shift_embeddings` are scored with :func:`symmetric_infonce` and
-    :func:`recall_at_1`.  The n×n cosine matrix is computed once and updated
-    per λ in closed form (x̂_i − λΔ)·(ŷ_j + λΔ) = x̂_i·ŷ_j + λx̂_i·Δ − λŷ_j·Δ −
-    λ²‖Δ‖² over the shifted norms, so a point costs O(n² + n·d).  The
-    temperature must be > 0.  Returns a dict with
+    Δ is computed once from all inputs; for each λ the shifted embeddings of
+    :func:`shift_embeddings` are scored per batch of :func:`shift_batches`
+    (``batch_size`` pairs, seeded by ``seed``; 0 = all pairs in one batch):
+
+        L(λ) = (1/k) Σ_batches ½ [ (1/b) Σ_i −log softmax_j(S_i·)_i + (1/b) Σ_j −log softmax_i(S_·j)_j ]
+
+    with S the batch's b×b cosine logits over τ, i.e. :func:`symmetric_infonce`
+    of each batch, averaged (Liang et al. average 100 batches of 50; with one
+    batch this is :func:`symmetric_infonce` of all pairs).  Recall@1 is the
+    accuracy of retrieving the partner among the batch's b candidates
+    (:func:`recall_at_1` per batch, averaged).  Each batch's cosine matrix is
+    computed once and updated per λ in closed form (x̂_i − λΔ)·(ŷ_j + λΔ) =
+    x̂_i·ŷ_j + λx̂_i·Δ − λŷ_j·Δ − λ²‖Δ‖² over the shifted norms, so a point costs
+    O(n·b + n·d).  The temperature must be > 0.  Returns a dict with
 
     * ``"lambda"``, ``"loss"``, ``"recall_i2t"``, ``"recall_t2i"``: lists of
       floats, one entry per λ (default grid :data:`DEFAULT_LAMBDAS`,
       −1 … 1 in steps of 0.05);
-    * ``"gap"``: list, the centroid distance ‖Δ(λ)‖ after each shift;
+    * ``"gap"``: list, the centroid distance ‖Δ(λ)‖ of all n pairs after each shift;
     * ``"optimum"``: the λ with the lowest loss — among λ whose loss is within
       1e-12 (relative) of the minimum, the one closest to 0 (so a flat curve,
       e.g. Δ = 0, gives 0);
+    * ``"at_grid_edge"``: the optimum is the smallest or largest λ of a grid of
+      more than one value (the loss may fall further outside the grid);
     * ``"optimum_gap"``: ``"gap"`` at the optimum;
-    * ``"loss_at_0"``: the unshifted loss (computed even if 0 is not in the grid);
-    * ``"gap_norm"``: ‖Δ‖ of the inputs.
+    * ``"loss_at_0"``: the unshifted loss in the same batches (computed even if
+      0 is not in the grid);
+    * ``"gap_norm"``: ‖Δ‖ of the inputs;
+    * ``"batch_size"``, ``"batches"``, ``"pairs_left_out"``: the b and k scored
+      and the ``n − k·b`` pairs no batch holds.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -138,40 +207,47 @@ def shift_curve(img: Any, txt: Any, temperature: float,
         raise ValueError("shift_curve needs at least one lambda")
     if not all(np.isfinite(grid)):
         raise ValueError("shift_curve: lambdas must be finite")
+    rows = torch.from_numpy(shift_batches(a.shape[0], batch_size, seed)).to(a.device)
     delta = gap_vector(a, b)
     xh, yh = normalize_rows(a), normalize_rows(b)
-    # One matmul for the whole curve: (x̂_i − λΔ)·(ŷ_j + λΔ)
+    # One batched matmul for the whole curve: (x̂_i − λΔ)·(ŷ_j + λΔ)
     #   = x̂_i·ŷ_j + λ x̂_i·Δ − λ ŷ_j·Δ − λ²‖Δ‖², divided by the shifted row norms.
-    base = xh @ yh.T
+    xb, yb = xh[rows], yh[rows]  # (k, b, d)
+    base = xb @ yb.transpose(1, 2)  # (k, b, b)
     u, v, c = xh @ delta, yh @ delta, delta @ delta
-    target = torch.arange(base.shape[0], device=base.device)
-    losses: list[float] = []
-    r_i2t: list[float] = []
-    r_t2i: list[float] = []
-    gaps: list[float] = []
-    for lam in grid:
+    ub, vb = u[rows], v[rows]  # (k, b)
+    tau = float(temperature)
+
+    def point(lam: float) -> tuple[float, float, float, float]:
         x_raw, y_raw = xh - lam * delta, yh + lam * delta
         inv_x, inv_y = _inverse_norms(x_raw), _inverse_norms(y_raw)
         centroid_gap = (x_raw * inv_x[:, None]).mean(dim=0) - (y_raw * inv_y[:, None]).mean(dim=0)
-        gaps.append(float(torch.linalg.vector_norm(centroid_gap)))
-        cos = (base + lam * u[:, None] - lam * v[None, :] - lam * lam * c)
-        cos = (cos * inv_x[:, None] * inv_y[None, :]).clamp(-1.0, 1.0)
-        losses.append(_infonce_from_logits(cos / float(temperature), target))
-        r1, r2 = _recall_from_sim(cos, target)
-        r_i2t.append(r1)
-        r_t2i.append(r2)
+        cos = base + lam * ub[:, :, None] - lam * vb[:, None, :] - lam * lam * c
+        cos = (cos * inv_x[rows][:, :, None] * inv_y[rows][:, None, :]).clamp(-1.0, 1.0)
+        r1, r2 = _batch_recall(cos)
+        loss = float(_batch_infonce(cos / tau).mean())
+        return loss, r1, r2, float(torch.linalg.vector_norm(centroid_gap))
+
+    points = [point(lam) for lam in grid]
+    losses = [p[0] for p in points]
+    gaps = [p[3] for p in points]
     best = min(losses)
     tol = 1e-12 * max(1.0, abs(best))
     candidates = [i for i, val in enumerate(losses) if val - best <= tol]
     i_opt = min(candidates, key=lambda i: (abs(grid[i]), i))
+    edge = len(set(grid)) > 1 and grid[i_opt] in (min(grid), max(grid))
     return {
         "lambda": grid,
         "loss": losses,
-        "recall_i2t": r_i2t,
-        "recall_t2i": r_t2i,
+        "recall_i2t": [p[1] for p in points],
+        "recall_t2i": [p[2] for p in points],
         "gap": gaps,
         "optimum": grid[i_opt],
+        "at_grid_edge": bool(edge),
         "optimum_gap": gaps[i_opt],
-        "loss_at_0": symmetric_infonce(a, b, temperature),
+        "loss_at_0": losses[grid.index(0.0)] if 0.0 in grid else point(0.0)[0],
         "gap_norm": float(torch.linalg.vector_norm(delta)),
+        "batch_size": int(rows.shape[1]),
+        "batches": int(rows.shape[0]),
+        "pairs_left_out": int(a.shape[0] - rows.numel()),
     }

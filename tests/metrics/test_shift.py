@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from scipy.special import log_softmax
 
-from mmdiag.metrics.shift import (DEFAULT_LAMBDAS, recall_at_1, shift_curve,
+from mmdiag.metrics.shift import (DEFAULT_LAMBDAS, LIANG_BATCH, recall_at_1, shift_batches, shift_curve,
                                   shift_embeddings, symmetric_infonce)
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -194,6 +194,98 @@ def test_shift_optimum_near_zero_without_gap(seed, tau):
     assert c0["gap_norm"] == 0.0 and c0["optimum"] == 0.0
 
 
+# ----------------------------------------------------------------------------- batches (Liang et al.'s 50)
+def test_shift_batches_closed_forms():
+    assert LIANG_BATCH == 50
+    np.testing.assert_array_equal(shift_batches(7, 0), [np.arange(7)])  # 0: all pairs, in order
+    np.testing.assert_array_equal(shift_batches(7, 7, seed=3), [np.arange(7)])
+    np.testing.assert_array_equal(shift_batches(7, 50, seed=3), [np.arange(7)])  # fewer pairs than a batch
+    rows = shift_batches(10, 3, seed=5)
+    assert rows.shape == (3, 3) and rows.dtype == np.int64
+    order = np.random.default_rng(5).permutation(10)
+    np.testing.assert_array_equal(rows.ravel(), order[:9])  # consecutive batches of the seeded shuffle
+    for bad in (1, -1):
+        with pytest.raises(ValueError, match="batch_size"):
+            shift_batches(10, bad)
+    with pytest.raises(ValueError):
+        shift_batches(0, 5)
+
+
+@SETTINGS
+@given(st.integers(1, 400), st.integers(0, 120).filter(lambda b: b != 1), st.integers(0, 2**32 - 1))
+def test_shift_batches_partition_the_scored_pairs(n, batch, seed):
+    rows = shift_batches(n, batch, seed)
+    k, b = rows.shape
+    if batch == 0 or batch >= n:
+        assert (k, b) == (1, n)
+    else:
+        assert (k, b) == (n // batch, batch)  # full batches only: n mod batch pairs left out
+    flat = rows.ravel()
+    assert len(set(flat.tolist())) == flat.size and flat.min() >= 0 and flat.max() < n
+    np.testing.assert_array_equal(shift_batches(n, batch, seed), rows)  # deterministic in the seed
+
+
+def ref_batched_curve(img, txt, tau, lams, batch, seed):
+    """Direct loop: shift all pairs, then score each batch with the full-matrix references and average."""
+    out = []
+    for lam in lams:
+        xs, ys = (t.numpy() for t in shift_embeddings(img, txt, lam))
+        per_batch = [(ref_infonce(xs[r], ys[r], tau), *ref_recall(xs[r], ys[r]))
+                     for r in shift_batches(len(img), batch, seed)]
+        out.append(np.mean(per_batch, axis=0))
+    return np.array(out)
+
+
+@SETTINGS
+@given(st.integers(0, 2**31), st.integers(2, 60), st.integers(2, 8), st.floats(-2, 2),
+       st.integers(2, 25), st.integers(0, 2**32 - 1), taus)
+def test_batched_curve_equals_a_loop_over_batches(data_seed, n, d, offset, batch, seed, tau):
+    img, txt = pair(data_seed, n, d, offset)
+    lams = [-1.0, -0.3, 0.0, 0.45, 1.0]
+    c = shift_curve(img, txt, tau, lambdas=lams, batch_size=batch, seed=seed)
+    ref = ref_batched_curve(img, txt, tau, lams, batch, seed)
+    np.testing.assert_allclose(c["loss"], ref[:, 0], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(c["recall_i2t"], ref[:, 1], atol=1e-12)
+    np.testing.assert_allclose(c["recall_t2i"], ref[:, 2], atol=1e-12)
+    assert c["loss_at_0"] == pytest.approx(ref[2, 0], rel=1e-9, abs=1e-9)
+    rows = shift_batches(n, batch, seed)
+    assert (c["batches"], c["batch_size"], c["pairs_left_out"]) == (rows.shape[0], rows.shape[1], n - rows.size)
+    # the gap after the shift is the centroid distance of all pairs, batched or not
+    np.testing.assert_allclose(c["gap"], shift_curve(img, txt, tau, lambdas=lams)["gap"], atol=1e-12)
+
+
+def test_batch_of_all_pairs_is_the_unbatched_loss():
+    img, txt = pair(2, 40, 5, offset=1.0)
+    full = shift_curve(img, txt, 0.1)
+    for batch in (0, 40, 50):
+        c = shift_curve(img, txt, 0.1, batch_size=batch, seed=9)
+        assert (c["batches"], c["batch_size"], c["pairs_left_out"]) == (1, 40, 0)
+        np.testing.assert_allclose(c["loss"], full["loss"], rtol=1e-12)
+    assert full["loss_at_0"] == pytest.approx(symmetric_infonce(img, txt, 0.1), rel=1e-12)
+
+
+def test_batched_loss_does_not_grow_with_n():
+    # the contrastive loss of one batch grows like log(batch size): scored all at once, the loss (and so the
+    # curve) depends on n; in batches of 50 it does not (Liang et al. average 100 batches of 50)
+    img, txt = pair(11, 2000, 16, offset=1.0, noise=1.0)
+    small, large = (shift_curve(img[:n], txt[:n], 0.1, lambdas=[0.0]) for n in (200, 2000))
+    assert large["loss_at_0"] - small["loss_at_0"] > 1.0  # about log(10)
+    small_b, large_b = (shift_curve(img[:n], txt[:n], 0.1, lambdas=[0.0], batch_size=50) for n in (200, 2000))
+    assert abs(large_b["loss_at_0"] - small_b["loss_at_0"]) < 0.15
+    assert large_b["batches"] == 40 and small_b["batches"] == 4
+
+
+def test_optimum_at_the_grid_edge_is_flagged():
+    img, txt = pair(0, 150, 16, offset=2.0)
+    c = shift_curve(img, txt, 0.05, lambdas=np.linspace(-1.0, 0.2, 25), batch_size=50)
+    assert c["optimum"] == pytest.approx(0.2) and c["at_grid_edge"] is True  # the loss falls on beyond 0.2
+    c = shift_curve(img, txt, 0.05, batch_size=50)  # default grid: the optimum lies inside
+    assert 0.25 < c["optimum"] < 1.0 and c["at_grid_edge"] is False
+    assert shift_curve(img, txt, 0.05, lambdas=[0.3])["at_grid_edge"] is False  # a single λ has no edge
+    flat = shift_curve(img, img, 0.05, lambdas=[-1.0, 0.0, 1.0])
+    assert flat["optimum"] == 0.0 and flat["at_grid_edge"] is False
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_shift_curve_on_gpu():
     img, txt = pair(0, 200, 16, offset=2.0)
@@ -201,3 +293,6 @@ def test_shift_curve_on_gpu():
     gpu = shift_curve(torch.from_numpy(img).cuda(), torch.from_numpy(txt).cuda(), 0.05)
     np.testing.assert_allclose(gpu["loss"], cpu["loss"], rtol=1e-4)
     assert gpu["optimum"] == cpu["optimum"]
+    cpu_b = shift_curve(img, txt, 0.05, batch_size=50, seed=1)
+    gpu_b = shift_curve(torch.from_numpy(img).cuda(), torch.from_numpy(txt).cuda(), 0.05, batch_size=50, seed=1)
+    np.testing.assert_allclose(gpu_b["loss"], cpu_b["loss"], rtol=1e-4)

@@ -35,7 +35,9 @@ def attention_plot(att: Any) -> Optional[str]:
     "directions": {"text->image": [[share per head] per layer], ...}}``; the
     share is the row-normalised attention mass a query of modality A puts on
     keys of modality B (DESIGN.md section 1.3, after VL-InterpreT,
-    arXiv:2203.17247).  Each panel has its own colour scale from 0.
+    arXiv:2203.17247).  Each panel has its own colour scale from 0.  Panels of one
+    query modality (``text->image``, ``text->text``, ``text->special``) share a row
+    (when each has at most 4): their shares add up to 1 cell by cell.
     """
     if not isinstance(att, Mapping) or not isinstance(att.get("directions"), Mapping):
         return None
@@ -44,7 +46,10 @@ def attention_plot(att: Any) -> Optional[str]:
     if not panels:
         return None
     layers = floats(att.get("layers"))
-    rows, cols = subplot_grid(len(panels), 4)
+    query = [k.split("->")[0] for k, _ in panels]  # panels grouped by query modality, one row each
+    order = list(dict.fromkeys(query))
+    panels = [p for _, p in sorted(zip(query, panels), key=lambda qp: order.index(qp[0]))]
+    rows, cols = subplot_grid(len(panels), min(4, max(query.count(q) for q in order)))
     with style():
         fig = Figure(figsize=(3.1 * cols, 2.9 * rows), layout="constrained")
         axes = fig.subplots(rows, cols, squeeze=False)
