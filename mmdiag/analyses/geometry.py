@@ -88,19 +88,19 @@ def embedding_2d(img: torch.Tensor, txt: torch.Tensor, max_points: int = 300) ->
             "explained": "L2-normalised final embeddings projected on the gap direction and the top PC of the rest"}
 
 
-def hidden_maps(acts: Activations, max_points: int = 120) -> dict[str, Any]:
+def hidden_maps(acts: Activations, max_points: int = 120, every_layer: bool = False) -> dict[str, Any]:
     """2-D PCA maps of the pooled hidden states at the first, middle and last layer, per modality.
 
     VL-InterpreT shows hidden states per layer in 2-D (t-SNE); PCA is used here
     because it is deterministic and cheap. Both modalities share the projection
     of a layer when their widths match (single-stream models), else each is
-    projected on its own.
+    projected on its own. ``every_layer``: all layers (the report's explorer), not three.
     """
     modalities = [m for m in ("image", "text") if m in acts.pooled]
     if not modalities:
         return {}
     n_layers = min(len(acts.pooled[m]) for m in modalities)
-    layers = sorted({0, n_layers // 2, n_layers - 1})
+    layers = list(range(n_layers)) if every_layer else sorted({0, n_layers // 2, n_layers - 1})
     points: dict[str, dict[str, list]] = {}
     for k in layers:
         states = {m: torch.nn.functional.normalize(acts.pooled[m][k].double(), dim=1).cpu().numpy()[:max_points]
@@ -115,6 +115,6 @@ def hidden_maps(acts: Activations, max_points: int = 120) -> dict[str, Any]:
             centre = both.mean(axis=0)
             _, _, vt = np.linalg.svd(both - centre, full_matrices=False)
             for m in group:
-                points[str(k)][m] = ((states[m] - centre) @ vt[:2].T).tolist()
+                points[str(k)][m] = np.round((states[m] - centre) @ vt[:2].T, 4).tolist()
     return {"layers": [k for k in layers if str(k) in points], "points": points,
             "method": "PCA of L2-normalised pooled states"}

@@ -39,6 +39,15 @@ def _data_block(session: Any, acts: Any) -> dict:
         data["skipped_samples"] = len(acts.skipped_samples)
         if acts.skipped_samples:
             data["skipped"] = acts.skipped_samples[:50]
+        explore = session.series.get("attention_image", {}).get("explore") if isinstance(
+            session.series.get("attention_image"), dict) else None
+        if explore and "explore_hidden" not in session.series and acts.pooled:
+            try:
+                hidden = hidden_maps(acts, every_layer=True)
+                hidden["captions"] = [str(getattr(s, "caption", "") or "") for s in (samples or [])[:120]]
+                session.series["explore_hidden"] = hidden
+            except Exception as exc:  # the explorer's map is a nicety too
+                session.series["explore_hidden"] = {"error": f"{type(exc).__name__}: {exc}"}
         if "hidden_2d" not in session.series and acts.pooled:
             try:
                 session.series["hidden_2d"] = hidden_maps(acts)

@@ -38,6 +38,7 @@ from mmdiag.errors import MMDiagError
 from mmdiag.registry import builtin_specs
 from mmdiag.report.banner import SEVERITY, banner, row_anchor
 from mmdiag.report.checkplots import check_figures
+from mmdiag.report.explorer import explorer_context
 from mmdiag.report.figures import figure
 from mmdiag.report.fmt import details_rows, fmt_params, fmt_params_count, fmt_seconds, fmt_threshold, fmt_value, is_num
 from mmdiag.schema import SCHEMA
@@ -368,12 +369,8 @@ def _context(doc: Mapping) -> dict[str, Any]:
         "has_baseline": has_baseline,
         "ncols": 7 if has_baseline else 6,
         "filter_statuses": [s["status"] for s in summary if s["count"]],
-        "explorer": _explorer(doc),
+        "explorer": explorer_context(series),
     }
-
-
-def _explorer(doc: Mapping) -> Any:
-    return None
 
 
 def _row_status(result: Mapping) -> str:

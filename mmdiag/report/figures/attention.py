@@ -130,11 +130,13 @@ def _legend(x: float, y: float) -> list[str]:
     ramp = png_uri(_heat_rgba(np.linspace(0.0, 1.0, 64).reshape(1, 64)))
     r = HEAT_FULL_RATIO
     return [f'<g class="heat-legend" transform="translate({x:.0f},{y:.0f})">',
-            f'<rect width="160" height="10" fill="#e5e7ea"/><image class="ramp" href="{ramp}" width="160" height="10" '
-            'preserveAspectRatio="none"/><rect width="160" height="10" fill="none" stroke="#d0d7de"/>',
+            f'<rect width="240" height="10" fill="#e5e7ea"/><image class="ramp" href="{ramp}" width="240" height="10" '
+            'preserveAspectRatio="none"/><rect width="240" height="10" fill="none" stroke="#d0d7de"/>',
             '<text x="0" y="22" font-size="9" fill="#57606a">1× (uniform)</text>',
-            f'<text x="80" y="22" font-size="9" text-anchor="middle" fill="#57606a">{(1 + r) / 2:g}×</text>',
-            f'<text x="160" y="22" font-size="9" text-anchor="end" fill="#57606a">≥{r:g}× the uniform share</text>',
+            f'<text x="120" y="22" font-size="9" text-anchor="middle" fill="#57606a">{(1 + r) / 2:g}×</text>',
+            f'<text x="240" y="22" font-size="9" text-anchor="end" fill="#57606a">≥{r:g}×</text>',
+            '<text x="250" y="9" font-size="9" fill="#57606a">attention relative to the uniform share '
+            '(one scale for every panel)</text>',
             '</g>']
 
 
