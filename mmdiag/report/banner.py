@@ -47,6 +47,30 @@ def _item(index: int, result: Mapping) -> dict:
             "status": str(result.get("status")), "message": str(result.get("message") or "")}
 
 
+def _grouped(indexed: list[tuple[int, Mapping]]) -> list[dict]:
+    """One line per check and params-without-layer: a per-layer check that warns at 12 layers is one line."""
+    groups: dict[tuple[str, str], list[tuple[int, Mapping]]] = {}
+    for i, r in indexed:
+        params = r.get("params") if isinstance(r.get("params"), Mapping) else {}
+        rest = {k: v for k, v in params.items() if k != "layer"}
+        groups.setdefault((str(r.get("check")), fmt_params(rest)), []).append((i, r))
+    items = []
+    for (check, params), members in groups.items():
+        if len(members) == 1:
+            items.append(_item(*members[0]))
+            continue
+        i0, r0 = members[0]
+        values = [r.get("value") for _, r in members if is_num(r.get("value"))]
+        layers = [(r.get("params") or {}).get("layer") for _, r in members]
+        where = ", ".join(fmt_params({"layer": lay}) for lay in layers[:6]) + (", …" if len(layers) > 6 else "")
+        item = _item(i0, r0)
+        item.update({"params": f"{params + ' · ' if params else ''}{len(members)} layers ({where})",
+                     "value": (f"{fmt_value(min(values))} to {fmt_value(max(values))}" if values else "—"),
+                     "interval": "", "message": ""})
+        items.append(item)
+    return items
+
+
 def _baseline(doc: Mapping, results: list[Mapping]) -> dict | None:
     base = doc.get("baseline") if isinstance(doc.get("baseline"), Mapping) else None
     compared = [r for r in results if isinstance(r.get("baseline"), Mapping)]
@@ -68,8 +92,8 @@ def _skips(results: list[Mapping]) -> list[tuple[str, int]]:
 def banner(doc: Mapping, results: list[Mapping]) -> dict[str, Any]:
     """The banner's view model: outcome, headline, sentence, deciding results, baseline and skip reasons."""
     verdict = Verdict.of(results)
-    failing = [_item(i, r) for i, r in enumerate(results) if r.get("status") in ("fail", "error")]
-    warning = [_item(i, r) for i, r in enumerate(results) if r.get("status") == "warn"]
+    failing = _grouped([(i, r) for i, r in enumerate(results) if r.get("status") in ("fail", "error")])
+    warning = _grouped([(i, r) for i, r in enumerate(results) if r.get("status") == "warn"])
     return {
         "outcome": verdict.outcome if results else "empty",
         "headline": _HEADLINES.get(verdict.outcome if results else "empty", verdict.outcome),

