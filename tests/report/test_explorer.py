@@ -117,10 +117,10 @@ def test_a_click_changes_what_the_explorer_shows(tmp_path):
     # click the word "dog" (display token 2): in block 1 it attends the last patch (token 6)
     after = _dom(chromium, page, tmp_path, "#mm-click=ex-tok-2")
     assert 'data-state="0|joint|0|-1|2"' in after
-    assert _heat(after, 6) == pytest.approx(1.0) and _heat(after, 3) < 0.2
+    assert _heat(after, 6) > 0.8 and _heat(after, 3) == 0  # 0.9 of 0.96 on patches: 3.75x the uniform share
     assert "“dog” (block 1, mean of the heads) attends" in after
     # then open block 2, head 1 from the block-by-head map: the first patch now holds the heat
     opened = _dom(chromium, page, tmp_path, "#mm-click=ex-tok-2,ex-cell-1-1")
     assert 'data-state="0|joint|1|1|2"' in opened
-    assert _heat(opened, 3) == pytest.approx(1.0) and _heat(opened, 6) < 0.2
+    assert _heat(opened, 3) > 0.8 and _heat(opened, 6) == 0
     assert "(block 2, head 1)" in opened

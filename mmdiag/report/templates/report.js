@@ -130,12 +130,15 @@
   function render() {
     var s = stream(), d = s.tokens.length;
     var sel = st.sel, r = sel === null ? null : row(st.layer, st.head, sel);
-    var max = {};
-    if (r) for (var j = 0; j < d; j++) max[s.kinds[j]] = Math.max(max[s.kinds[j]] || 0, r[j]);
+    /* heat: the key's attention relative to the uniform share among keys of its kind, as in the static
+       overlays: none at 1x (or below), full at FULL x or more */
+    var FULL = 4, sum = {}, cnt = {};
+    if (r) for (var j = 0; j < d; j++) { sum[s.kinds[j]] = (sum[s.kinds[j]] || 0) + r[j]; cnt[s.kinds[j]] = (cnt[s.kinds[j]] || 0) + 1; }
     for (var i = 0; i < d; i++) {
       var el = $("ex-tok-" + i);
       if (!el) continue;
-      var v = r && max[s.kinds[i]] > 0 ? r[i] / max[s.kinds[i]] : 0;
+      var mean = r ? sum[s.kinds[i]] / cnt[s.kinds[i]] : 0;
+      var v = r && mean > 0 ? Math.min(1, Math.max(0, (r[i] / mean - 1) / (FULL - 1))) : 0;
       el.style.background = r ? heat(v) : "";
       el.classList.toggle("sel", i === sel);
       el.dataset.heat = v.toFixed(3);
