@@ -57,7 +57,7 @@ def check_figures(results: list[Mapping], specs: Mapping[str, Any], baseline_nam
         n_layers = max(len(g.x) for g in groups.values())
         if layered and n_layers >= 2:
             xlabel = "transformer block" if getattr(spec, "blocks", False) else "layer (0 = embedding output)"
-            svg = check_layers_svg(check, f"{title} per layer", list(groups.values()), threshold, xlabel,
+            svg = check_layers_svg(check, title if "layer" in title.lower() else f"{title} per layer", list(groups.values()), threshold, xlabel,
                                    baseline_name)
             caption = (f"{check} per layer: line = value, band = 95% interval"
                        + (", dashed line = threshold" if threshold else "")
