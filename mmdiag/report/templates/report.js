@@ -158,7 +158,7 @@
     var s = stream(), sel = st.sel, selKind = sel === null ? queries(s).length && s.kinds[queries(s)[0]] : s.kinds[sel];
     var tgt = target(s, selKind), qs = sel === null ? queries(s) : [sel];
     var cw = Math.max(14, Math.min(30, Math.floor(420 / s.heads))), ch = Math.max(12, Math.min(24, Math.floor(300 / s.layers)));
-    var left = 64, top = 18, w = Math.max(left + cw * s.heads + 70, 420), h = top + ch * s.layers + 30, vals = [], vmax = 0;
+    var left = 64, top = 18, w = Math.max(left + cw * s.heads + 70, 480), h = top + ch * s.layers + 30, vals = [], vmax = 0;
     for (var l = 0; l < s.layers; l++) for (var hh = 0; hh < s.heads; hh++) {
       var t = 0; qs.forEach(function (q) { t += shareOf(row(l, hh, q), s, tgt); });
       t = qs.length ? t / qs.length : 0; vals.push(t); vmax = Math.max(vmax, t);
@@ -172,7 +172,7 @@
       for (var h2 = 0; h2 < s.heads; h2++) {
         var v = vals[l2 * s.heads + h2], rc = document.createElementNS(SVGNS, "rect");
         rc.setAttribute("x", left + h2 * cw); rc.setAttribute("y", top + l2 * ch); rc.setAttribute("width", cw - 1); rc.setAttribute("height", ch - 1);
-        var g = vmax > 0 ? v / vmax : 0;
+        var g = Math.min(1, Math.max(0, v));  /* the share itself: white 0%, dark blue 100% (comparable across heads) */
         rc.setAttribute("fill", "rgb(" + Math.round(255 - 200 * g) + "," + Math.round(255 - 120 * g) + "," + Math.round(255 - 40 * g) + ")");
         rc.setAttribute("class", "hc" + (l2 === st.layer && h2 === st.head ? " cur" : ""));
         rc.id = "ex-cell-" + l2 + "-" + h2;
@@ -182,7 +182,7 @@
       }
     }
     for (var h3 = 0; h3 < s.heads; h3 += Math.max(1, Math.ceil(s.heads / 12))) text(left + h3 * cw + cw / 2, top - 5, "h" + h3, "middle");
-    text(left, h - 8, "darkest: " + (100 * vmax).toFixed(1) + "% · click a cell to open that head");
+    text(left, h - 8, "white 0% to dark blue 100% (highest here " + (100 * vmax).toFixed(1) + "%) · click a cell to open that head");
     var who = sel === null ? "the " + (selKind || "token") + "s" : "\u201c" + s.tokens[sel] + "\u201d";
     $("ex-heat-title").textContent = "Share of " + who + "'s attention on " + (tgt === "patch" ? "image patches" : tgt + " tokens") + ", per block (rows) and head (columns)";
     var box = $("ex-heat"); box.innerHTML = ""; box.appendChild(svg);
