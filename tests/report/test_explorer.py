@@ -124,3 +124,10 @@ def test_a_click_changes_what_the_explorer_shows(tmp_path):
     assert 'data-state="0|joint|1|1|2"' in opened
     assert _heat(opened, 3) > 0.8 and _heat(opened, 6) == 0
     assert "(block 2, head 1)" in opened
+
+
+@pytest.mark.parametrize("value, message", [("99", "at most 16"), ("-1", "must be at least 0"), ("x", "not an integer")])
+def test_bad_explore_option_is_a_usage_error(pytester, value, message):
+    result = pytester.runpytest("--mm-model=random:tiny-clip", f"--mm-explore={value}", "-p", "no:cacheprovider")
+    assert result.ret == 4
+    assert message in result.stderr.str() + result.stdout.str()
