@@ -27,8 +27,9 @@ IMAGE_PLOT = PlotSpec("attention-image", ("attention_image",), "attention_image_
                       "Attention drawn over the image for a few example pairs: per caption word (columns) and layer "
                       "(rows), where the word's attention lands among the image patches (mean over heads; a row per "
                       "selected head when the run kept one). For dual encoders: the vision tower's CLS attention. "
-                      "Colour marks attention above the panel's mean (uniform attention shows none; full colour at "
-                      "twice the mean, or at the peak); Σ is the total attention weight on the image.")
+                      "Colour marks attention relative to the uniform share, one scale for every panel (uniform "
+                      "attention shows none; full colour at 4× the uniform share); Σ is the total attention weight "
+                      "on the image.")
 HIDDEN_PLOT = PlotSpec("hidden-2d", ("hidden_2d",), "hidden_plot",
                        "Hidden states per layer projected to 2-D, coloured by modality.")
 

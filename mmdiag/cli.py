@@ -13,6 +13,7 @@ from typing import Optional, Sequence
 
 USAGE = """usage: mmdiag MODEL [pytest options]      run the built-in checks on MODEL (= pytest --mm-model=MODEL)
        mmdiag report RESULTS.json [-o OUT.html]  re-render the HTML report
+       mmdiag report A.json B.json ... -o trend.html  each check across the runs (two runs: side by side)
        mmdiag --version
 
 MODEL: random:PRESET, zoo:NAME, a save_pretrained directory or a Hugging Face hub id.
@@ -24,16 +25,20 @@ def report_main(argv: Sequence[str]) -> int:
     from mmdiag.errors import MMDiagError
     from mmdiag.report.html import write_html
     from mmdiag.report.jsonio import read_json
+    from mmdiag.report.trend import write_trend
 
-    parser = argparse.ArgumentParser(prog="mmdiag report", description="render report.html from results.json")
-    parser.add_argument("results", type=Path)
+    parser = argparse.ArgumentParser(prog="mmdiag report", description="render report.html from results.json; "
+                                     "with several results files, a trend page of each check across the runs")
+    parser.add_argument("results", type=Path, nargs="+")
     parser.add_argument("-o", "--output", type=Path, default=None,
-                        help="HTML file to write (default: report.html beside the JSON)")
+                        help="HTML file to write (default: report.html beside the JSON, or trend.html beside the "
+                             "first of several)")
     args = parser.parse_args(list(argv))
-    target = args.output or args.results.with_name("report.html")
+    several = len(args.results) > 1
+    target = args.output or args.results[0].with_name("trend.html" if several else "report.html")
     try:
-        doc = read_json(args.results)
-        out = write_html(doc, target)
+        docs = [read_json(path) for path in args.results]
+        out = write_trend(docs, args.results, target) if several else write_html(docs[0], target)
     except MMDiagError as exc:
         print(f"mmdiag report: {exc}", file=sys.stderr)
         return 2

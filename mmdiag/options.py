@@ -13,6 +13,8 @@ from typing import Any, Optional
 from mmdiag.errors import SpecError
 from mmdiag.thresholds import Threshold, parse_override, parse_table
 
+#: most examples --mm-explore accepts (the report grows by about 0.5 MB per example for a 12-layer model)
+EXPLORE_MAX = 16
 #: seeds must fit numpy's legacy and torch's generators: 0 <= seed < 2**32
 SEED_LIMIT = 2 ** 32
 
@@ -62,6 +64,8 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
                                               "array per sample uid) for LXMERT/VisualBERT"),
     ("--mm-attention-head", "string", None, "also keep this head's attention-over-image maps in the report "
                                              "(default: only the mean over heads)"),
+    ("--mm-explore", "string", "2", "examples whose attention (every layer and head) and hidden states the report's "
+                                    "explorer shows (default 2; 0 = no explorer; at most 16)"),
     ("--mm-text-reference", "string", None, "text-only encoder (hub id, dir or random:PRESET) for probe.text_retention"),
     ("--mm-table", "string", "compact", "terminal table: compact (default: a per-layer check as one row per check "
                                         "and modality, min..max over the layers) or full (one row per layer)"),
@@ -145,6 +149,7 @@ class RunConfig:
     cache_dir: Optional[Path] = None
     region_features: Optional[Path] = None
     attention_head: Optional[int] = None
+    explore: int = 2
     device_map: Optional[str] = None
     probe_regimen: str = "fast"
     probe_rank: Optional[int] = None
@@ -302,6 +307,10 @@ def from_pytest(config: Any) -> RunConfig:
                             "--mm-cache-dir or --mm-no-cache)")
     if _get(config, "mm_attention_head") not in (None, ""):
         cfg.attention_head = _int(config, "mm_attention_head", 0)
+    cfg.explore = _int(config, "mm_explore", 0) if _get(config, "mm_explore") not in (None, "") else 2
+    if cfg.explore > EXPLORE_MAX:
+        raise SpecError(f"--mm-explore={cfg.explore}: at most {EXPLORE_MAX} examples (each adds every layer's and "
+                        "head's attention to the report)")
     region_features = _get(config, "mm_region_features")
     if region_features:
         cfg.region_features = Path(region_features).expanduser()

@@ -159,7 +159,8 @@ class MMSession:
             if flags["attentions"]:
                 from mmdiag.analyses.attention_maps import ExampleMaps
 
-                examples = ExampleMaps.for_adapter(adapter, head=self.config.attention_head)
+                examples = ExampleMaps.for_adapter(adapter, head=self.config.attention_head,
+                                                   explore=self.config.explore)
             options = dict(skip_bad=self.config.skip_bad_samples, progress=self.progress, examples=examples, **flags)
             if self.world.sharded:
                 from mmdiag.distributed import record_shard
@@ -199,7 +200,8 @@ class MMSession:
         key = cache.cache_key({"model": fingerprint, "data": data_fingerprint(samples), "spec": self.config.data,
                                "n": len(samples), "seed": self.config.seed, "batch": self.config.batch_size,
                                "dtype": self.config.dtype, "device": str(getattr(device, "type", device)),
-                               "skip_bad": self.config.skip_bad_samples, "mmdiag": __version__, **flags})
+                               "skip_bad": self.config.skip_bad_samples, "mmdiag": __version__,
+                               "explore": self.config.explore, **flags})
         path = directory / f"{key}.safetensors"
         with cache.locked(directory, key):
             acts = cache.load(path, device)

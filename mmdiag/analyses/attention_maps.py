@@ -131,7 +131,9 @@ class ExampleMaps:
 
     def __init__(self, k: int = 3, head: Optional[int] = None,
                  geometry: Optional[tuple[str, tuple[int, int]]] = None, max_words: int = 8,
-                 max_layers: int = 3, max_cells: int = 256, thumb_px: int = 96) -> None:
+                 max_layers: int = 3, max_cells: int = 256, thumb_px: int = 96, explore: int = 0) -> None:
+        from mmdiag.recording.explore import Explorer
+
         if head is not None and head < 0:
             raise ValueError(f"head must be >= 0, got {head}")
         self.k = int(k)
@@ -143,6 +145,8 @@ class ExampleMaps:
         self.thumb_px = int(thumb_px)
         self.examples: list[dict] = []
         self.skipped: list[str] = []
+        #: every layer's and head's attention of the first ``explore`` samples, for the report's explorer
+        self.explorer = Explorer(explore) if explore > 0 else None
 
     @classmethod
     def for_adapter(cls, adapter: Any, **kwargs: Any) -> "ExampleMaps":
@@ -174,6 +178,8 @@ class ExampleMaps:
 
     def update(self, trace: Any, samples: Sequence[Any]) -> None:
         """Add examples from one batch: ``samples`` are the batch's samples, in the trace's row order."""
+        if self.explorer is not None and not self.explorer.full:
+            self.explorer.update(trace, samples, self._base)
         if self.full:
             return
         choice = self.choose_stream(trace)
@@ -195,7 +201,10 @@ class ExampleMaps:
 
     def result(self) -> dict:
         """The JSON-able series entry (``series["attention_image"]``)."""
-        return {"examples": list(self.examples), "head": self.head, "skipped": list(self.skipped)}
+        out = {"examples": list(self.examples), "head": self.head, "skipped": list(self.skipped)}
+        if self.explorer is not None:
+            out["explore"] = self.explorer.result()
+        return out
 
     # -- per sample ------------------------------------------------------------
     def _grid(self, trace: Any, groups: torch.Tensor) -> Optional[tuple[int, int]]:

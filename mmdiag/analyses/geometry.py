@@ -56,32 +56,51 @@ def final_cone_controls(controls: dict[str, Optional[Activations]], modality: st
 
 
 def embedding_2d(img: torch.Tensor, txt: torch.Tensor, max_points: int = 300) -> dict[str, Any]:
-    """PCA of the normalised final embeddings of both modalities, with the centroids (for the gap plot)."""
+    """The final embeddings on the plane that shows the gap: x along Δ, y the top PC of the rest.
+
+    With x̂, ŷ the L2-normalised embeddings and Δ = mean(x̂) − mean(ŷ) (Liang et al. 2022,
+    arXiv:2203.02053), x = (v − c)·u with u = Δ/‖Δ‖ and c the joint centroid, and y the first
+    principal component of the residuals (v − c) − ((v − c)·u)u. The centroids are then exactly ‖Δ‖
+    apart along x, so the map can never show the modalities intermixed while the gap is large
+    (a plain PCA can put Δ in a lower component). A zero gap falls back to the top two PCs.
+    """
     a = torch.nn.functional.normalize(img.double(), dim=1).cpu().numpy()
     b = torch.nn.functional.normalize(txt.double(), dim=1).cpu().numpy()
     both = np.concatenate([a, b])
     centre = both.mean(axis=0)
-    _, _, vt = np.linalg.svd(both - centre, full_matrices=False)
-    axes = vt[:2].T
+    delta = a.mean(axis=0) - b.mean(axis=0)
+    norm = float(np.linalg.norm(delta))
+    centred = both - centre
+    if norm > 1e-12:
+        u = delta / norm
+        residual = centred - np.outer(centred @ u, u)
+        _, _, vt = np.linalg.svd(residual, full_matrices=False)
+        axes = np.stack([u, vt[0]], axis=1)
+        names = {"x": f"gap direction Δ/‖Δ‖ (‖Δ‖ = {norm:.3g})", "y": "top principal component of the residual"}
+    else:
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        axes = vt[:2].T
+        names = {"x": "principal component 1", "y": "principal component 2"}
     pa, pb = (a - centre) @ axes, (b - centre) @ axes
-    return {"image": pa[:max_points].tolist(), "text": pb[:max_points].tolist(),
+    return {"image": np.round(pa[:max_points], 4).tolist(), "text": np.round(pb[:max_points], 4).tolist(),
             "centroids": {"image": pa.mean(axis=0).tolist(), "text": pb.mean(axis=0).tolist()},
-            "explained": "PCA of L2-normalised final embeddings, both modalities together"}
+            "axes": names, "gap_norm": norm,
+            "explained": "L2-normalised final embeddings projected on the gap direction and the top PC of the rest"}
 
 
-def hidden_maps(acts: Activations, max_points: int = 120) -> dict[str, Any]:
+def hidden_maps(acts: Activations, max_points: int = 120, every_layer: bool = False) -> dict[str, Any]:
     """2-D PCA maps of the pooled hidden states at the first, middle and last layer, per modality.
 
     VL-InterpreT shows hidden states per layer in 2-D (t-SNE); PCA is used here
     because it is deterministic and cheap. Both modalities share the projection
     of a layer when their widths match (single-stream models), else each is
-    projected on its own.
+    projected on its own. ``every_layer``: all layers (the report's explorer), not three.
     """
     modalities = [m for m in ("image", "text") if m in acts.pooled]
     if not modalities:
         return {}
     n_layers = min(len(acts.pooled[m]) for m in modalities)
-    layers = sorted({0, n_layers // 2, n_layers - 1})
+    layers = list(range(n_layers)) if every_layer else sorted({0, n_layers // 2, n_layers - 1})
     points: dict[str, dict[str, list]] = {}
     for k in layers:
         states = {m: torch.nn.functional.normalize(acts.pooled[m][k].double(), dim=1).cpu().numpy()[:max_points]
@@ -96,6 +115,6 @@ def hidden_maps(acts: Activations, max_points: int = 120) -> dict[str, Any]:
             centre = both.mean(axis=0)
             _, _, vt = np.linalg.svd(both - centre, full_matrices=False)
             for m in group:
-                points[str(k)][m] = ((states[m] - centre) @ vt[:2].T).tolist()
+                points[str(k)][m] = np.round((states[m] - centre) @ vt[:2].T, 4).tolist()
     return {"layers": [k for k in layers if str(k) in points], "points": points,
             "method": "PCA of L2-normalised pooled states"}

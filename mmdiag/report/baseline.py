@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Optional
 
@@ -78,6 +78,7 @@ class Baseline:
     results: dict
     model: dict
     data: dict
+    run: dict = field(default_factory=dict)
 
     def identity(self) -> dict:
         """What must match for a comparison to mean something: family, layer counts, data spec."""
@@ -112,7 +113,8 @@ def load_baseline(path: Path) -> Baseline:
             table[result_key(r["check"], r.get("params", {}))] = r
     model = doc.get("model") if isinstance(doc.get("model"), dict) else {}
     data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
-    return Baseline(Path(path), table, model, data)
+    run = doc.get("run") if isinstance(doc.get("run"), dict) else {}
+    return Baseline(Path(path), table, model, data, run)
 
 
 def mismatch(baseline: Baseline, current: Mapping[str, object]) -> list[str]:

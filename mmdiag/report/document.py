@@ -42,6 +42,15 @@ def _data_block(session: Any, acts: Any) -> dict:
         data["skipped_samples"] = len(acts.skipped_samples)
         if acts.skipped_samples:
             data["skipped"] = acts.skipped_samples[:50]
+        explore = session.series.get("attention_image", {}).get("explore") if isinstance(
+            session.series.get("attention_image"), dict) else None
+        if explore and "explore_hidden" not in session.series and acts.pooled:
+            try:
+                hidden = hidden_maps(acts, every_layer=True)
+                hidden["captions"] = [str(getattr(s, "caption", "") or "") for s in (samples or [])[:120]]
+                session.series["explore_hidden"] = hidden
+            except Exception as exc:  # the explorer's map is a nicety too
+                session.series["explore_hidden"] = {"error": f"{type(exc).__name__}: {exc}"}
         if "hidden_2d" not in session.series and acts.pooled:
             try:
                 session.series["hidden_2d"] = hidden_maps(acts)
@@ -74,10 +83,25 @@ def checks_block(session: Any) -> dict:
     return {name: spec.to_json() for name in names if (spec := session.checks.get(name)) is not None}
 
 
+def baseline_block(session: Any) -> dict | None:
+    """The baseline this run was compared with: its file, model, data and date (the report names it)."""
+    comparison = getattr(session, "comparison", None)
+    source = getattr(comparison, "source", None)
+    if source is None:
+        return None
+    return {"path": str(source.path), "model": source.model.get("spec"), "family": source.model.get("family"),
+            "data": source.data.get("spec"), "started": source.run.get("started"),
+            "mmdiag": source.run.get("mmdiag"), "compared": getattr(comparison, "matched", None)}
+
+
 def build_document(session: Any) -> dict:
     """The results document of ``session`` (an :class:`mmdiag.session.MMSession`)."""
     acts = session._activations.get("model")
     data = _data_block(session, acts)
-    return {"schema": SCHEMA, "model": _model_block(session), "data": data, "run": _run_block(session, acts),
-            "results": [r.to_json() for r in session.results], "series": session.series,
-            "checks": checks_block(session)}
+    doc = {"schema": SCHEMA, "model": _model_block(session), "data": data, "run": _run_block(session, acts),
+           "results": [r.to_json() for r in session.results], "series": session.series,
+           "checks": checks_block(session)}
+    base = baseline_block(session)
+    if base is not None:
+        doc["baseline"] = base
+    return doc

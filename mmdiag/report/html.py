@@ -36,15 +36,17 @@ from mmdiag.atomic import atomic_write_text
 from mmdiag.checkspec import FAMILIES, FAMILY_ORDER, CheckSpec, PlotSpec
 from mmdiag.errors import MMDiagError
 from mmdiag.registry import builtin_specs
+from mmdiag.report.banner import SEVERITY, banner, row_anchor
+from mmdiag.report.checkplots import check_figures
+from mmdiag.report.explorer import explorer_context
 from mmdiag.report.figures import figure
-from mmdiag.report.verdict import Verdict
+from mmdiag.report.fmt import details_rows, fmt_params, fmt_params_count, fmt_seconds, fmt_threshold, fmt_value, is_num
 from mmdiag.schema import SCHEMA
 
 __all__ = ["render_html", "write_html", "SCHEMA", "FAMILY_ORDER", "STATUS_ORDER"]
 
 #: Statuses in summary order; any other status string is shown after them.
 STATUS_ORDER = ("pass", "warn", "fail", "error", "info", "skip")
-_DETAILS_MAX_CHARS = 2000
 
 def _get(mapping: Any, *keys: str) -> Any:
     for key in keys:
@@ -82,104 +84,15 @@ _ENV = jinja2.Environment(loader=_LOADER, autoescape=True, undefined=jinja2.Stri
                           trim_blocks=False, lstrip_blocks=False)
 _TEMPLATE_NAME = "report.html.j2"
 _CSS_NAME = "report.css"
+_JS_NAME = "report.js"
 
 
 @functools.cache
-def _page() -> tuple[jinja2.Template, Markup]:
-    """The compiled page template and the CSS it inlines verbatim (read once, on first render)."""
+def _page() -> tuple[jinja2.Template, Markup, Markup]:
+    """The compiled page template, the CSS and the script it inlines verbatim (read once, on first render)."""
     css, _path, _uptodate = _LOADER.get_source(_ENV, _CSS_NAME)
-    return _ENV.get_template(_TEMPLATE_NAME), Markup(css)
-
-
-# --------------------------------------------------------------------------
-# formatting of document values (all return plain str; escaping is jinja's)
-# --------------------------------------------------------------------------
-
-def _is_num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def fmt_value(value: Any) -> str:
-    """A result value for the table: 4 significant digits, '—' for missing."""
-    if value is None:
-        return "—"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int):
-        return f"{value:,}" if abs(value) >= 10_000 else str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "∞" if value > 0 else "−∞"
-        return f"{value:.4g}"
-    text = json.dumps(value, ensure_ascii=False, default=str) if isinstance(value, (list, dict)) else str(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def fmt_params(params: Any) -> str:
-    """``{"modality": "image", "layer": 7}`` -> ``"image · L07"``; others as k=v."""
-    if not isinstance(params, Mapping) or not params:
-        return ""
-    parts = []
-    for key in ("modality", "direction"):
-        if params.get(key) is not None:
-            parts.append(str(params[key]))
-    layer = params.get("layer")
-    if layer is not None:
-        parts.append(f"L{layer:02d}" if isinstance(layer, int) and not isinstance(layer, bool)
-                     and layer >= 0 else f"L{layer}")
-    for key in sorted(params, key=str):
-        if key not in ("modality", "direction", "layer"):
-            parts.append(f"{key}={fmt_value(params[key])}")
-    return " · ".join(parts)
-
-
-def fmt_threshold(threshold: Any) -> str:
-    """``{"op": "<=", "value": 1.1, "level": "fail"}`` -> ``"<= 1.1 (fail)"``."""
-    if not isinstance(threshold, Mapping):
-        return ""
-    op = threshold.get("op")
-    parts = [str(op) if op is not None else "", fmt_value(threshold.get("value"))
-             if "value" in threshold else ""]
-    text = " ".join(p for p in parts if p)
-    level = threshold.get("level")
-    if level is not None:
-        text = f"{text} ({level})" if text else f"({level})"
-    return text
-
-
-def _fmt_delta(delta: float) -> str:
-    return f"{delta:+.3g}"
-
-
-def _delta_css(delta: float, threshold: Any) -> str:
-    """'worse' when the delta moves towards breaching the threshold, else 'better'."""
-    if delta == 0 or not isinstance(threshold, Mapping):
-        return ""
-    op = threshold.get("op")
-    if op in ("<=", "<"):
-        return "worse" if delta > 0 else "better"
-    if op in (">=", ">"):
-        return "worse" if delta < 0 else "better"
-    return ""
-
-
-def _fmt_seconds(seconds: Any) -> str:
-    if not _is_num(seconds) or not math.isfinite(seconds):
-        return fmt_value(seconds)
-    if seconds >= 120:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
-
-
-def _fmt_params_count(n: Any) -> str:
-    if not _is_num(n) or not math.isfinite(n):
-        return fmt_value(n)
-    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g} {unit} ({int(n):,})"
-    return f"{int(n):,}" if float(n).is_integer() else f"{n:g}"
+    js, _path, _uptodate = _LOADER.get_source(_ENV, _JS_NAME)
+    return _ENV.get_template(_TEMPLATE_NAME), Markup(css), Markup(js)
 
 
 def _short(value: Any, n: int = 16) -> str:
@@ -208,6 +121,37 @@ def _count_text(counter: Counter) -> str:
 # the view model
 # --------------------------------------------------------------------------
 
+def _fmt_delta(delta: float) -> str:
+    return f"{delta:+.3g}"
+
+
+def _delta_css(delta: float, threshold: Any) -> str:
+    """'worse' when the delta moves towards breaching the threshold, else 'better'."""
+    if delta == 0 or not isinstance(threshold, Mapping):
+        return ""
+    op = threshold.get("op")
+    if op in ("<=", "<"):
+        return "worse" if delta > 0 else "better"
+    if op in (">=", ">"):
+        return "worse" if delta < 0 else "better"
+    return ""
+
+
+def _timings(timings: Mapping) -> str:
+    """``load 0.26 s · forward 4.2 s · checks: cone 0.23 s, gap 1.6 s`` (nested mappings in full)."""
+    parts = []
+    for key, value in timings.items():
+        name = re.sub(r"_s$", "", str(key))
+        if isinstance(value, Mapping):
+            inner = ", ".join(f"{re.sub(r'_s$', '', str(k))} {fmt_seconds(v)}" for k, v in value.items())
+            parts.append(f"{name}: {inner}")
+        elif is_num(value):
+            parts.append(f"{name} {fmt_seconds(value)}")
+        else:
+            parts.append(f"{name} {value}")
+    return " · ".join(parts)
+
+
 def _meta(doc: Mapping) -> list[tuple[str, str, bool]]:
     model = doc.get("model") if isinstance(doc.get("model"), Mapping) else {}
     data = doc.get("data") if isinstance(doc.get("data"), Mapping) else {}
@@ -221,11 +165,14 @@ def _meta(doc: Mapping) -> list[tuple[str, str, bool]]:
     add("model", model.get("spec"), True)
     add("family", model.get("family"))
     if model.get("n_params") is not None:
-        add("parameters", _fmt_params_count(model.get("n_params")))
+        add("parameters", fmt_params_count(model.get("n_params")))
     if model.get("fingerprint") is not None:
         add("model fingerprint", _short(model.get("fingerprint")), True)
+    layers = model.get("layers")
+    if isinstance(layers, Mapping) and layers:
+        add("layers", " · ".join(f"{k} {v}" for k, v in layers.items()))
     for key, value in model.items():
-        if key not in ("spec", "family", "n_params", "fingerprint") and _scalar(value):
+        if key not in ("spec", "family", "n_params", "fingerprint", "layers") and _scalar(value):
             add(f"model {key}", value)
     add("data", data.get("spec"), True)
     add("samples", data.get("n"))
@@ -234,54 +181,66 @@ def _meta(doc: Mapping) -> list[tuple[str, str, bool]]:
     for key, value in data.items():
         if key not in ("spec", "n", "fingerprint") and _scalar(value):
             add(f"data {key}", value)
-    versions = [f"{k} {run[k]}" for k in ("mmdiag", "torch", "transformers") if run.get(k) is not None]
+    versions = [f"{k} {run[k]}" for k in ("mmdiag", "torch", "transformers", "python") if run.get(k) is not None]
     if versions:
         add("versions", " · ".join(versions))
-    for key in ("seed", "device", "dtype", "started"):
-        add(key, run.get(key))
+    for key in ("seed", "device", "dtype", "batch_size", "started"):
+        add(key.replace("_", " "), run.get(key))
     timings = run.get("timings")
     if isinstance(timings, Mapping) and timings:
-        add("timings", " · ".join(f"{re.sub(r'_s$', '', str(k))} {_fmt_seconds(v)}"
-                                  for k, v in timings.items()))
+        add("timings", _timings(timings))
     for key, value in run.items():
-        if key not in ("mmdiag", "torch", "transformers", "seed", "device", "dtype", "started",
-                       "timings") and _scalar(value):
+        if key not in ("mmdiag", "torch", "transformers", "python", "seed", "device", "dtype", "batch_size",
+                       "started", "timings") and _scalar(value):
             add(key, value)
     return rows
 
 
-def _row(result: Mapping) -> dict[str, Any]:
+def _about(spec: Any) -> list[tuple[str, str]]:
+    """What a check measures, its healthy range and its source (from its CheckSpec)."""
+    if spec is None:
+        return []
+    rows = [("measures", spec.meaning), ("healthy", spec.healthy), ("source", spec.source)]
+    if spec.higher_is_better is not None:
+        rows.append(("direction", "higher is better" if spec.higher_is_better else "lower is better"))
+    return [(k, v) for k, v in rows if v]
+
+
+def _row(index: int, result: Mapping, specs: Mapping[str, Any]) -> dict[str, Any]:
     status = str(result.get("status") or "unknown")
     value = result.get("value")
     baseline = result.get("baseline") if isinstance(result.get("baseline"), Mapping) else None
     delta = delta_css = base_text = ""
     if baseline is not None:
         d = baseline.get("delta")
-        if not _is_num(d) and _is_num(value) and _is_num(baseline.get("value")):
+        if not is_num(d) and is_num(value) and is_num(baseline.get("value")):
             d = value - baseline["value"]
-        if _is_num(d) and math.isfinite(d):
+        if is_num(d) and math.isfinite(d):
             delta, delta_css = _fmt_delta(d), _delta_css(d, result.get("threshold"))
         elif baseline.get("value") is not None:
             delta = "—"
         if baseline.get("value") is not None:
             base_text = fmt_value(baseline.get("value"))
-    details = result.get("details")
-    details_text = ""
-    if isinstance(details, Mapping) and details:
-        details_text = json.dumps(details, indent=1, ensure_ascii=False, default=str)
-        if len(details_text) > _DETAILS_MAX_CHARS:
-            details_text = details_text[:_DETAILS_MAX_CHARS] + "\n… (truncated)"
+    details = details_rows(result.get("details"))
+    if baseline:
+        details += details_rows({k: v for k, v in baseline.items() if k != "value"}, "baseline · ")
     message = result.get("message")
     ci = result.get("ci") if isinstance(result.get("ci"), Mapping) else {}
     interval = (f"[{fmt_value(ci['low'])}, {fmt_value(ci['high'])}]"
-                if _is_num(ci.get("low")) and _is_num(ci.get("high")) else "")
+                if is_num(ci.get("low")) and is_num(ci.get("high")) else "")
+    level = ci.get("level") if is_num(ci.get("level")) else 0.95
+    check = str(result.get("check") or "?")
+    spec = specs.get(check)
     return {
-        "check": str(result.get("check") or "?"),
+        "anchor": row_anchor(index),
+        "check": check,
+        "family": _family_of(check),
+        "title": getattr(spec, "title", "") or "",
         "interval": interval,
-        "interval_title": f"{ci.get('level', 0.95):.0%} interval ({ci.get('method')})" if interval else "",
+        "interval_title": f"{level:.0%} interval ({ci.get('method')})" if interval else "",
         "params": fmt_params(result.get("params")),
         "value": fmt_value(value),
-        "value_full": repr(value) if _is_num(value) else fmt_value(value),
+        "value_full": repr(value) if is_num(value) else fmt_value(value),
         "threshold": fmt_threshold(result.get("threshold")),
         "status": status,
         "css": _status_css(status),
@@ -289,7 +248,8 @@ def _row(result: Mapping) -> dict[str, Any]:
         "delta_css": delta_css,
         "baseline": base_text,
         "message": "" if message is None else str(message),
-        "details": details_text,
+        "details": details,
+        "about": _about(spec),
     }
 
 
@@ -302,17 +262,7 @@ def _ordered_families(names: list[str]) -> list[str]:
     return [f for f in FAMILY_ORDER if f in seen] + [f for f in seen if f not in FAMILY_ORDER]
 
 
-def _context(doc: Mapping) -> dict[str, Any]:
-    raw_results = doc.get("results")
-    results = [r for r in raw_results if isinstance(r, Mapping)] if isinstance(raw_results, list) else []
-    series = doc.get("series") if isinstance(doc.get("series"), Mapping) else {}
-    model = doc.get("model") if isinstance(doc.get("model"), Mapping) else {}
-    data = doc.get("data") if isinstance(doc.get("data"), Mapping) else {}
-
-    rows_by_family: dict[str, list[dict[str, Any]]] = {}
-    for result in results:
-        rows_by_family.setdefault(_family_of(result.get("check")), []).append(_row(result))
-
+def _series_plots(doc: Mapping, series: Mapping) -> tuple[dict, dict]:
     plots_by_family: dict[str, list[dict[str, Any]]] = {}
     notes_by_family: dict[str, list[str]] = {}
     for family, plot in _plots(doc):
@@ -335,26 +285,58 @@ def _context(doc: Mapping) -> dict[str, Any]:
                 caption = f"{caption} ({where})"
         plots_by_family.setdefault(family, []).append(
             {"id": plot_id, "svg": Markup(svg), "caption": caption})
+    return plots_by_family, notes_by_family
+
+
+def _baseline_name(doc: Mapping) -> str:
+    base = doc.get("baseline") if isinstance(doc.get("baseline"), Mapping) else {}
+    model = base.get("model")
+    return f"baseline {model}" if model else "baseline"
+
+
+def _context(doc: Mapping) -> dict[str, Any]:
+    raw_results = doc.get("results")
+    results = [r for r in raw_results if isinstance(r, Mapping)] if isinstance(raw_results, list) else []
+    series = doc.get("series") if isinstance(doc.get("series"), Mapping) else {}
+    model = doc.get("model") if isinstance(doc.get("model"), Mapping) else {}
+    data = doc.get("data") if isinstance(doc.get("data"), Mapping) else {}
+    specs = {s.name: s for s in _specs(doc)}
+
+    rows_by_family: dict[str, list[dict[str, Any]]] = {}
+    for i, result in enumerate(results):
+        rows_by_family.setdefault(_family_of(result.get("check")), []).append(_row(i, result, specs))
+    for rows in rows_by_family.values():  # failures first, then inconclusive, then the run's order
+        rows.sort(key=lambda r: SEVERITY.get(r["status"], 2))
+
+    plots_by_family, notes_by_family = _series_plots(doc, series)
+    try:
+        check_plots = check_figures(results, specs, _baseline_name(doc))
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        check_plots = {}
+        notes_by_family.setdefault("other", []).append(f"The per-check plots could not be drawn: {exc}")
 
     names = _ordered_families(list(rows_by_family) + list(plots_by_family) + list(notes_by_family))
     families = []
     for name in names:
         rows = rows_by_family.get(name, [])
+        counter = Counter(r["status"] for r in rows)
         families.append({
             "name": name,
             "slug": _slug(name),
             "title": FAMILIES.get(name, name),
             "rows": rows,
-            "counts": _count_text(Counter(r["status"] for r in rows)),
-            "plots": plots_by_family.get(name, []),
+            "counts": _count_text(counter),
+            "worst": min((SEVERITY.get(s, 2) for s in counter), default=2),
+            "plots": check_plots.get(name, []) + plots_by_family.get(name, []),
             "notes": notes_by_family.get(name, []),
+            "about": [(spec.name, spec.title, _about(spec)) for spec in specs.values()
+                      if spec.family == name and any(r["check"] == spec.name for r in rows)],
         })
 
     counter = Counter(_row_status(r) for r in results)
     summary = [{"status": s, "css": _status_css(s), "count": counter[s]}
                for s in [*STATUS_ORDER, *sorted(s for s in counter if s not in STATUS_ORDER)]
                if counter[s] or s in ("pass", "warn", "fail")]
-    verdict = Verdict.of(results).sentence() if results else "The document holds no results."
 
     schema = doc.get("schema")
     schema_note = ""
@@ -372,6 +354,7 @@ def _context(doc: Mapping) -> dict[str, Any]:
     run = doc.get("run") if isinstance(doc.get("run"), Mapping) else {}
     if run.get("started") is not None:
         sub.append(f"started {run['started']}")
+    with_rows = [f for f in families if f["rows"]]
     return {
         "title": title,
         "subtitle": " · ".join(str(s) for s in sub),
@@ -379,11 +362,14 @@ def _context(doc: Mapping) -> dict[str, Any]:
         "schema_note": schema_note,
         "meta": _meta(doc),
         "summary": summary,
-        "verdict": verdict,
+        "banner": banner(doc, results),
+        "verdict": banner(doc, results)["sentence"],
         "families": families,
-        "families_with_results": [f for f in families if f["rows"]],
+        "families_with_results": with_rows,
         "has_baseline": has_baseline,
         "ncols": 7 if has_baseline else 6,
+        "filter_statuses": [s["status"] for s in summary if s["count"]],
+        "explorer": explorer_context(series),
     }
 
 
@@ -403,8 +389,8 @@ def render_html(doc: dict) -> str:
     """
     if not isinstance(doc, Mapping):
         raise MMDiagError(f"a results document must be a JSON object, got {type(doc).__name__}")
-    template, css = _page()
-    return template.render(css=css, **_context(doc))
+    template, css, js = _page()
+    return template.render(css=css, js=js, **_context(doc))
 
 
 def write_html(doc: dict, path: Union[str, os.PathLike]) -> Path:

@@ -280,7 +280,7 @@ def test_report_draws_the_section_offline_and_escaped(series):
     assert '<section id="family-attention"' in html
     section = html[html.index('id="attention-over-image"'):]
     assert section.count('data-plot="attention-image"') == 2
-    assert "<script" not in html.lower() and "&lt;script&gt;" in html
+    assert XSS not in html and "&lt;script&gt;" in html
     assert not NETWORK_REF.search(html) and "http://" not in html and "https://" not in html
     ids = re.findall(r'\bid="([^"]+)"', html)
     assert not [i for i, n in Counter(ids).items() if n > 1]
@@ -340,3 +340,18 @@ def test_default_tiny_report_size_impact(series):
     with_maps = render_html(_doc(series))
     assert len(with_maps) - len(base) < 150_000
     assert len(json.dumps(series)) < 60_000
+
+
+def test_heat_is_one_scale_for_every_panel():
+    # the same cell at 4x the uniform share is drawn at the same heat whatever else the panel holds
+    a = np.full(16, 0.5 / 15)
+    a[3] = 0.25  # 4x the mean (1/16)
+    b = np.full(16, 1 / 16)
+    b[3], b[4] = 0.25, 1 / 16 - (0.25 - 1 / 16)  # also 4x at cell 3, one cell below the mean
+    ha, hb = plots.attention.__dict__["_contrast"](a), plots.attention.__dict__["_contrast"](b)
+    assert ha[3] == pytest.approx(1.0) and hb[3] == pytest.approx(1.0)
+    half = np.array([2.5, 0.0, 0.5] + [1.0] * 13)  # mean 1; cell 0 at 2.5x: the middle of the scale
+    assert plots.attention.__dict__["_contrast"](half)[0] == pytest.approx(0.5)
+    html = plots.attention_image_svg({"examples": [{"uid": "u", "words": ["w"], "grid": [4, 4], "kind": "word->patch",
+                                                    "layers": [1], "maps": {"1": [a.tolist()]}}]})
+    assert 'class="heat-legend"' in html and "1× (uniform)" in html

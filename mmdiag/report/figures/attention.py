@@ -35,9 +35,10 @@ def attention_plot(att: Any) -> Optional[str]:
     "directions": {"text->image": [[share per head] per layer], ...}}``; the
     share is the row-normalised attention mass a query of modality A puts on
     keys of modality B (DESIGN.md section 1.3, after VL-InterpreT,
-    arXiv:2203.17247).  Each panel has its own colour scale from 0.  Panels of one
-    query modality (``text->image``, ``text->text``, ``text->special``) share a row
-    (when each has at most 4): their shares add up to 1 cell by cell.
+    arXiv:2203.17247).  All panels share one colour scale from 0 (one colour bar);
+    the directions are the document's, whatever they are.  Panels of one query
+    modality (``text->image``, ``text->text``, ``text->special``) share a row:
+    their shares add up to 1 cell by cell.
     """
     if not isinstance(att, Mapping) or not isinstance(att.get("directions"), Mapping):
         return None
@@ -55,10 +56,12 @@ def attention_plot(att: Any) -> Optional[str]:
         axes = fig.subplots(rows, cols, squeeze=False)
         for ax in axes.flat[len(panels):]:
             ax.set_visible(False)
+        vmax = max(float(np.nanmax(m)) if np.isfinite(m).any() else 0.0 for _, m in panels)
+        vmax = vmax if vmax > 0 else 1.0
+        im = None
         for ax, (name, mat) in zip(axes.flat, panels):
-            vmax = float(np.nanmax(mat))
             im = ax.imshow(np.ma.masked_invalid(mat), aspect="auto", interpolation="none",
-                           cmap="viridis", vmin=0.0, vmax=vmax if vmax > 0 else 1.0)
+                           cmap="viridis", vmin=0.0, vmax=vmax)
             ax.grid(False)
             ax.set_title(label(f"{name} (mean {np.nanmean(mat):.2f})"))
             ax.set_xlabel("head")
@@ -70,7 +73,7 @@ def attention_plot(att: Any) -> Optional[str]:
             if layers is not None and layers.size == n_layers and np.isfinite(layers).all():
                 ax.set_yticklabels([f"{layers[i]:g}" for i in yt])
             ax.set_xticks(np.arange(0, n_heads, max(1, math.ceil(n_heads / 7))))
-            fig.colorbar(im, ax=ax, shrink=0.85, label="share")
+        fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.85, label="attention share (one scale for all panels)")
         return to_svg(fig, "attention-share")
 
 
@@ -80,7 +83,7 @@ ATTN_MAX_WORDS = 12
 ATTN_MAX_LAYERS = 4
 #: Most cells of one map (a larger grid is not drawn).
 ATTN_MAX_CELLS = 4096
-_ATTN_PANEL = 64  # panel height in px
+_ATTN_PANEL = 112  # panel height in px
 _ATTN_GAP = 6
 _ATTN_LABEL_W = 58
 _DATA_IMAGE_RE = re.compile(r"data:image/(?:png|jpeg|gif|webp);base64,[A-Za-z0-9+/]+={0,2}")
@@ -107,21 +110,39 @@ def _heat_rgba(v: np.ndarray) -> np.ndarray:
     return rgba
 
 
-def _contrast(vec: np.ndarray) -> np.ndarray:
-    """Heat in [0, 1]: the excess over the map's mean, over max(peak excess, mean).
+#: The heat scale, shared by every panel: a cell at this many times the uniform share is drawn at full heat.
+HEAT_FULL_RATIO = 4.0
 
-    ``v = clip((x - mean) / max(max(x) - mean, mean), 0, 1)``: uniform attention
-    shows no heat, a one-hot map shows heat on its one cell only, and a cell
-    needs at least twice the mean to reach full heat.
+
+def _contrast(vec: np.ndarray) -> np.ndarray:
+    """Heat in [0, 1] on one scale for every panel: the cell's attention relative to uniform.
+
+    ``v = clip((x / mean − 1) / (R − 1), 0, 1)`` with ``R`` = :data:`HEAT_FULL_RATIO`: uniform attention
+    (every cell at the mean) shows no heat, a cell at R times the uniform share or more shows full heat,
+    so two panels' colours compare directly (the legend under each example shows the scale).
     """
     finite = np.isfinite(vec)
     if not finite.any():
         return np.full(vec.shape, np.nan)
     mean = float(np.mean(vec[finite]))
-    scale = max(float(np.max(vec[finite])) - mean, mean)
-    if not scale > 0:
+    if not mean > 0:
         return np.where(finite, 0.0, np.nan)
-    return np.where(finite, np.clip((vec - mean) / scale, 0.0, 1.0), np.nan)
+    return np.where(finite, np.clip((vec / mean - 1.0) / (HEAT_FULL_RATIO - 1.0), 0.0, 1.0), np.nan)
+
+
+def _legend(x: float, y: float) -> list[str]:
+    """The shared heat scale as a small bar: 1× (uniform) to ≥R× the uniform share."""
+    ramp = png_uri(_heat_rgba(np.linspace(0.0, 1.0, 64).reshape(1, 64)))
+    r = HEAT_FULL_RATIO
+    return [f'<g class="heat-legend" transform="translate({x:.0f},{y:.0f})">',
+            f'<rect width="240" height="10" fill="#e5e7ea"/><image class="ramp" href="{ramp}" width="240" height="10" '
+            'preserveAspectRatio="none"/><rect width="240" height="10" fill="none" stroke="#d0d7de"/>',
+            '<text x="0" y="22" font-size="9" fill="#57606a">1× (uniform)</text>',
+            f'<text x="120" y="22" font-size="9" text-anchor="middle" fill="#57606a">{(1 + r) / 2:g}×</text>',
+            f'<text x="240" y="22" font-size="9" text-anchor="end" fill="#57606a">≥{r:g}×</text>',
+            '<text x="250" y="9" font-size="9" fill="#57606a">attention relative to the uniform share '
+            '(one scale for every panel)</text>',
+            '</g>']
 
 
 def _fit(text: str, n: int) -> str:
@@ -243,10 +264,10 @@ def _attention_example(ex: Any, index: int, head: Optional[int]) -> Optional[str
     title = _fit(f"{uid}: {caption}" if caption else uid, 160)
     stream = str(ex.get("stream") or "")
     where = f" ({stream} stream)" if stream else ""
-    note = (f"{_KIND_TEXT.get(kind, kind or 'attention map')}{where}. Heat: attention above the panel's mean "
-            f"(full at 2× the mean or the peak); Σ: total weight on the image.")
+    note = (f"{_KIND_TEXT.get(kind, kind or 'attention map')}{where}. Heat: attention relative to uniform, "
+            f"one scale for all panels (legend below); Σ: total weight on the image.")
     width = max(width, 6.2 * len(note) + 10, 6.6 * len(title) + 10)
-    height = y0 + row_h * len(table) + 4
+    height = y0 + row_h * len(table) + 34
     out = [f'<svg class="plot attention-image" data-plot="attention-image" data-example="{index}" '
            f'width="{width:.0f}" height="{height:.0f}" viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
            f'aria-label="{escape(title)}">']
@@ -271,6 +292,7 @@ def _attention_example(ex: Any, index: int, head: Optional[int]) -> Optional[str
         for j, v in enumerate(vectors):
             out.extend(_attention_panel(v, grid, boxes, x0 + j * col_w, y, w, h,
                                         ref if thumb is not None else None))
+    out.extend(_legend(x0, y0 + row_h * len(table) + 2))
     out.append("</g></svg>")
     return "\n".join(out)
 
@@ -285,8 +307,8 @@ def attention_image_svg(entry: Any) -> Optional[str]:
     [rows*cols]}, "maps_head"?, "boxes"?}], "head"}``.  Per word (columns) and
     layer (rows; plus the selected head's rows when present) the thumbnail is
     drawn desaturated with the map on top: an RGBA PNG of ``rows x cols`` pixels
-    (red to yellow, alpha 0.8 × :func:`_contrast`, the excess over the panel's
-    mean) stretched over it with
+    (red to yellow, alpha 0.8 × :func:`_contrast`, the ratio to uniform attention
+    on one scale for all panels) stretched over it with
     pixelated scaling, or, for region maps with boxes, one translucent rectangle
     per region.  Under each panel: the map's sum (the weight on the image).
     For CLS maps the columns are the layers.  Returns an HTML fragment (a

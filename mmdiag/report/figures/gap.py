@@ -18,7 +18,7 @@ from mmdiag.report.figures.coerce import floats, has_data, num, point, points, s
 from mmdiag.report.figures.style import color, label, style
 from mmdiag.report.figures.svg import to_svg
 
-__all__ = ["MAX_POINTS", "embedding_plot", "shift_plot"]
+__all__ = ["MAX_POINTS", "at_grid_edge", "embedding_plot", "shift_plot"]
 
 #: Most points drawn per modality in a scatter plot (evenly subsampled beyond).
 MAX_POINTS = 300
@@ -46,7 +46,7 @@ def embedding_plot(emb: Any) -> Optional[str]:
         c = point(given.get(name))
         centroids[name] = c if c is not None else pts.mean(axis=0)
     with style():
-        fig = Figure(figsize=(4.6, 3.7), layout="constrained")
+        fig = Figure(figsize=(5.6, 4.4), layout="constrained")
         ax = fig.add_subplot()
         for i, (name, pts) in enumerate(clouds):
             sub = subsample(pts, MAX_POINTS)
@@ -64,16 +64,47 @@ def embedding_plot(emb: Any) -> Optional[str]:
             mid = (ti + im) / 2
             ax.annotate("gap Δ", xy=(mid[0], mid[1]), xytext=(6, 6),
                         textcoords="offset points", fontsize=9, fontweight="bold")
-        method = emb.get("method")
+        method = emb.get("method") or emb.get("explained")
         title = "final embeddings"
         if isinstance(method, str) and method:
-            title += f" ({label(method)})"
-        ax.set_title(title)
-        ax.set_xticks([])
-        ax.set_yticks([])
+            title += f"\n({label(method)})"
+        ax.set_title(title, fontsize=8.5)
+        names = emb.get("axes") if isinstance(emb.get("axes"), Mapping) else {}
+        if names.get("x") or names.get("y"):
+            ax.set_xlabel(label(names.get("x", "")))
+            ax.set_ylabel(label(names.get("y", "")))
+        else:  # an older document: unnamed PCA axes, whose scale means nothing
+            ax.set_xlabel("projection axis 1")
+            ax.set_ylabel("projection axis 2")
+            ax.set_xticks([])
+            ax.set_yticks([])
         ax.set_aspect("equal", adjustable="datalim")
-        ax.legend(loc="best", markerscale=1.5)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), markerscale=1.5)
         return to_svg(fig, "embedding-2d")
+
+
+def at_grid_edge(shift: Mapping, lam: np.ndarray, loss: Optional[np.ndarray], opt: float) -> bool:
+    """Whether the loss minimum sits at the first or last λ of the grid (so it is no real optimum).
+
+    ``shift["at_grid_edge"]`` when the run recorded it; else from the curve: the optimum (or the
+    argmin of the loss) equals the smallest or the largest finite λ.
+    """
+    given = shift.get("at_grid_edge")
+    if isinstance(given, bool):
+        return given
+    finite = lam[np.isfinite(lam)]
+    if finite.size < 3:
+        return False
+    if not math.isfinite(opt) and has_data(loss):
+        n = min(lam.size, loss.size)
+        ok = np.isfinite(lam[:n]) & np.isfinite(loss[:n])
+        if not ok.any():
+            return False
+        opt = float(lam[:n][ok][np.argmin(loss[:n][ok])])
+    if not math.isfinite(opt):
+        return False
+    step = float(np.min(np.diff(np.unique(finite)))) if np.unique(finite).size > 1 else 0.0
+    return bool(min(abs(opt - finite.min()), abs(opt - finite.max())) <= step / 2)
 
 
 def shift_plot(shift: Any) -> Optional[str]:
@@ -102,8 +133,9 @@ def shift_plot(shift: Any) -> Optional[str]:
     if not panels:
         return None
     opt = num(shift.get("optimum"))
+    edge = at_grid_edge(shift, lam, loss, opt)
     with style():
-        fig = Figure(figsize=(4.0 * len(panels), 3.0), layout="constrained")
+        fig = Figure(figsize=(4.2 * len(panels), 3.6), layout="constrained")
         axes = fig.subplots(1, len(panels), squeeze=False)[0]
         for ax, (ylabel, lines) in zip(axes, panels):
             for i, (text, y) in enumerate(lines):
@@ -113,17 +145,20 @@ def shift_plot(shift: Any) -> Optional[str]:
                 ax.plot(lam[:n][order], y[:n][order], "o-", color=line_color, label=text,
                         markersize=2.5)
             ax.axvline(0.0, color="#888888", ls=":", lw=1.2, label="λ = 0 (model)")
-            if math.isfinite(opt):
+            if math.isfinite(opt) and edge:
+                ax.axvline(opt, color="#b58100", ls="--", lw=1.4,
+                           label=f"λ = {opt:.3g} is the grid's edge:\nthe optimum lies beyond it")
+            elif math.isfinite(opt):
                 ax.axvline(opt, color="#d62728", ls="--", lw=1.2, label=f"optimum λ = {opt:.3g}")
             ax.set_xlabel("shift λ")
             ax.set_ylabel(ylabel)
-            ax.legend(loc="best")
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
         if math.isfinite(opt) and has_data(loss):
             n = min(lam.size, loss.size)
             ok = np.isfinite(lam[:n]) & np.isfinite(loss[:n])
             if ok.any():
                 at = float(np.interp(opt, np.sort(lam[:n][ok]),
                                      loss[:n][ok][np.argsort(lam[:n][ok], kind="stable")]))
-                axes[0].plot([opt], [at], marker="*", markersize=11, color="#d62728",
-                             linestyle="none")
+                axes[0].plot([opt], [at], marker="*", markersize=11, color="#b58100" if edge else "#d62728",
+                             mfc="none" if edge else None, linestyle="none")
         return to_svg(fig, "gap-shift")

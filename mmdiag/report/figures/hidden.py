@@ -82,6 +82,8 @@ def hidden_plot(hidden: Any) -> Optional[str]:
             ax.set_title(label(f"layer {layer}"))
             ax.set_xticks([])
             ax.set_yticks([])
+            ax.set_xlabel("PC 1", fontsize=8)
+            ax.set_ylabel("PC 2", fontsize=8)
         fig.legend(list(seen.values()), [label(n) for n in seen], loc="outside lower center",
                    ncols=max(1, len(seen)), markerscale=2.0)
         method = hidden.get("method")

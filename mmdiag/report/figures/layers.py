@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from mmdiag.report.figures.coerce import xy
 from mmdiag.report.figures.style import label, style
@@ -31,6 +32,7 @@ def layer_figure(panels: Sequence[Panel], title: str, ylabel: str, figure_id: st
                 lo = min(lo, float(np.nanmin(y)))
             ax.set_title(label(title.format(name=name)))
             ax.set_xlabel("layer")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.legend(loc="best", **legend)
         axes[0].set_ylabel(ylabel)
         axes[0].set_ylim(lo - 0.02 if lo < 0 else 0.0, 1.02)
