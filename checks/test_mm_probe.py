@@ -11,7 +11,8 @@ import math
 import pytest
 
 from mmdiag import CheckSpec, PlotSpec
-from mmdiag.analyses.probes import MIN_SENTENCES, best, image_probe_set, probe_scores, text_probe_set
+from mmdiag.analyses.probes import (MIN_SENTENCES, best, image_probe_set, probe_scores, reliability_note,
+                                    text_probe_set)
 from mmdiag.data.flickr30k import SPACY_MISSING, is_flickr30k_root
 from mmdiag.uncertainty.grouped import bootstrap_grouped_difference
 from mmdiag.uncertainty.interval import json_number
@@ -125,32 +126,40 @@ def _split(scores):
             "regimen": scores.regimen}
 
 
+def _note(scores, modality):
+    """The few-training-sentences warning as details entry and message (a note, not a failure)."""
+    note = reliability_note(scores.n_train, modality)
+    return ({"note": note} if note else {}), note or ""
+
+
 @pytest.mark.mm(DEPTH)
 def test_probe_depth(mm, modality, layer):
     scores = _scores(mm, modality)
+    note, message = _note(scores, modality)
 
     def details(k):
-        found = {**_split(scores), "nspr_fallback_all_lengths": scores.nspr_fallback}
+        found = {**_split(scores), **note, "nspr_fallback_all_lengths": scores.nspr_fallback}
         if scores.root_acc is not None:
             found["root_accuracy"] = scores.root_acc[k]
             if scores.root_acc_ci is not None:
                 found["root_accuracy_ci"] = _ci_details(scores.root_acc_ci[k])
         return found
     mm.report_layers(mm.layers(modality, layer), lambda k: scores.nspr[k], details,
-                     interval=lambda k: _ci(scores.nspr_ci, k))
+                     interval=lambda k: _ci(scores.nspr_ci, k), note=message)
 
 
 @pytest.mark.mm(DISTANCE)
 def test_probe_distance(mm, modality, layer):
     scores = _scores(mm, modality)
+    note, message = _note(scores, modality)
 
     def details(k):
-        found = {**_split(scores), "uuas": scores.uuas[k], "dspr_fallback_all_lengths": scores.dspr_fallback}
+        found = {**_split(scores), **note, "uuas": scores.uuas[k], "dspr_fallback_all_lengths": scores.dspr_fallback}
         if scores.uuas_ci is not None:
             found["uuas_ci"] = _ci_details(scores.uuas_ci[k])
         return found
     mm.report_layers(mm.layers(modality, layer), lambda k: scores.dspr[k], details,
-                     interval=lambda k: _ci(scores.dspr_ci, k))
+                     interval=lambda k: _ci(scores.dspr_ci, k), note=message)
 
 
 @pytest.mark.mm(SELECTIVITY)
@@ -161,7 +170,8 @@ def test_probe_selectivity(mm, modality):
     cfg = mm.config
     # the control task's probe, fitted at the best layer
     control_dspr = scores.control_dspr if scores.control_dspr is not None else float("nan")
-    details = {"best_layer": layer, "best_dspr": value, "control_task_dspr": control_dspr}
+    note, message = _note(scores, modality)
+    details = {"best_layer": layer, "best_dspr": value, "control_task_dspr": control_dspr, **_split(scores), **note}
     ctrl = mm.control("random-init")
     if ctrl is not None:
         cset = text_probe_set(ctrl, mm.samples) if modality == "text" else image_probe_set(ctrl, mm.samples)
@@ -172,7 +182,7 @@ def test_probe_selectivity(mm, modality):
     interval = None
     if layer >= 0 and scores.dspr_items is not None and scores.control_items is not None:
         interval = _difference_ci(mm, scores, scores.dspr_items.values[layer], scores.control_items.values)
-    mm.report(value - control_dspr, details=details, interval=interval)
+    mm.report(value - control_dspr, details=details, interval=interval, note=message)
 
 
 @pytest.mark.mm(TEXT_RETENTION)

@@ -237,7 +237,8 @@ class MMSession:
             from mmdiag.data.conllu import read_conllu
             from mmdiag.data.types import Sample
 
-            trees = read_conllu(self.config.treebank)[: max(self.config.samples, 1)]
+            # every sentence unless --mm-treebank-sentences caps them (--mm-samples sizes the image-text data only)
+            trees = read_conllu(self.config.treebank, limit=self.config.treebank_sentences)
             samples = [Sample(uid=f"treebank-{i}", image=None, caption=" ".join(t.words), words=tuple(t.words),
                               tree=t) for i, t in enumerate(trees)]
             self._cache["treebank_samples"] = samples

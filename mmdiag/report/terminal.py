@@ -59,12 +59,27 @@ def build_table(results: Iterable[Result], title: str, with_deltas: bool = False
     return table
 
 
+def table_notes(results: Iterable[Result]) -> dict[str, list[str]]:
+    """The distinct ``details["note"]`` remarks of the results (e.g. probes fitted on few sentences), each with
+    the checks and params that carry it: printed under the table, which has no message column."""
+    notes: dict[str, list[str]] = {}
+    for r in results:
+        note = (r.details or {}).get("note") if isinstance(r.details, dict) else None
+        if note:
+            where = f"{r.check}[{r.params['modality']}]" if "modality" in (r.params or {}) else r.check
+            if where not in notes.setdefault(str(note), []):
+                notes[str(note)].append(where)
+    return notes
+
+
 def render(results: list[Result], title: str, width: int, color: bool, with_deltas: bool = False) -> str:
     """Render the table to a string for pytest's terminal writer (ANSI only when ``color``)."""
     buffer = io.StringIO()
     console = Console(file=buffer, width=max(width, 60), force_terminal=color, no_color=not color,
                       color_system="standard" if color else None, highlight=False, emoji=False)
     console.print(build_table(results, title, with_deltas))
+    for note, checks in table_notes(results).items():
+        console.print(Text(f"note ({', '.join(checks)}): {note}"), soft_wrap=True)  # one greppable line
     verdict = Verdict.of(results)
     console.print(Text(verdict.sentence() + "  (" + ", ".join(f"{n} {status}" for status, n in verdict.ordered())
                        + ")"))
