@@ -242,7 +242,8 @@ class MMSession:
             samples = [Sample(uid=f"treebank-{i}", image=None, caption=" ".join(t.words), words=tuple(t.words),
                               tree=t) for i, t in enumerate(trees)]
             self._cache["treebank_samples"] = samples
-            self._activations[key] = record(adapter, samples, self.config.batch_size, words=True)
+            # word states only (on disk, read per minibatch by the probes): memory stays flat in the sentences
+            self._activations[key] = record(adapter, samples, self.config.batch_size, words=True, pooled=False)
         return self._activations[key], self._cache["treebank_samples"]
 
     def without_image(self, adapter: Any) -> Activations:

@@ -23,6 +23,7 @@ from mmdiag.probing.control import control_distances
 from mmdiag.probing.data import ProbeData
 from mmdiag.probing.fit import ProbeTask, fit_probes
 from mmdiag.probing.splits import split_indices
+from mmdiag.probing.states import StateView
 from mmdiag.record import Activations
 from mmdiag.uncertainty.grouped import (ItemScores, bootstrap_grouped_layers, bootstrap_ratio, dspr_items,
                                         root_accuracy_items, uuas_items_by_layer)
@@ -125,8 +126,7 @@ def text_probe_set(acts: Activations, samples: Sequence[Any]) -> Optional[ProbeS
         index.extend(range(int(offsets[i]), int(offsets[i]) + n))
     if not keep:
         return None
-    idx = torch.as_tensor(index, device=acts.word_states[0].device)
-    states = torch.stack([layer.index_select(0, idx) for layer in acts.word_states])
+    states = _states(acts.word_states, acts.word_files, index)
     return ProbeSet(ProbeData.from_trees(states, trees), [t.words for t in trees], keep)
 
 
@@ -148,10 +148,18 @@ def image_probe_set(acts: Activations, samples: Sequence[Any]) -> Optional[Probe
         index.extend(range(int(offsets[i]), int(offsets[i]) + n))
     if not keep:
         return None
-    idx = torch.as_tensor(index, device=acts.region_states[0].device)
-    states = torch.stack([layer.index_select(0, idx) for layer in acts.region_states])
+    states = _states(acts.region_states, acts.region_files, index)
     data = ProbeData(states=states, lengths=tuple(len(h) for h in heads), heads=tuple(heads))
     return ProbeSet(data, words, keep)
+
+
+def _states(layers: list[torch.Tensor], files: Any, index: list[int]) -> Any:
+    """The rows ``index`` of every layer: a :class:`StateView` of the files the states were recorded to (nothing
+    read), or, for states held in memory (from the activation cache), one stacked ``(L, W, D)`` tensor."""
+    if files is not None:
+        return StateView(files, np.asarray(index, dtype=np.int64))
+    idx = torch.as_tensor(index, device=layers[0].device)
+    return torch.stack([layer.index_select(0, idx) for layer in layers])
 
 
 def _with_targets(data: ProbeData, depths: Optional[list] = None, distances: Optional[list] = None) -> ProbeData:

@@ -37,6 +37,7 @@ from mmdiag.probing.fitted import ProbeFit
 from mmdiag.probing.loss import KINDS, predictions, sentence_loss
 from mmdiag.probing.regimens import get_regimen
 from mmdiag.probing.schedule import LayerSchedule
+from mmdiag.probing.states import same_states
 
 __all__ = ["ProbeTask", "fit_probes", "fit_depth_probes", "fit_distance_probes"]
 
@@ -52,8 +53,7 @@ class ProbeTask:
 
 
 def _same_words(a: ProbeData, b: ProbeData) -> bool:
-    return a.lengths == b.lengths and (a.states is b.states or (
-        a.states.shape == b.states.shape and torch.equal(a.states, b.states)))
+    return a.lengths == b.lengths and same_states(a.states, b.states)
 
 
 def _init_scale(B: torch.Tensor, words: Words, targets: Targets, n_train: int) -> torch.Tensor:
