@@ -94,7 +94,8 @@ def _scores(mm, modality):
         # the control task's probe (for probe.selectivity) is fitted in the same program as the real ones;
         # --mm-bootstrap resamples of the test sentences, seeded by --mm-seed, give every score its interval
         scores = probe_scores(pset, cfg.seed, cfg.probe_regimen, cfg.probe_rank,
-                              control=mm.selected("probe.selectivity"), boot=cfg.bootstrap)
+                              control=mm.selected("probe.selectivity"), boot=cfg.bootstrap,
+                              progress=mm.progress(), label=f"{modality} probes")
         mm.publish(("probe", modality),
                    {k: getattr(scores, k) for k in ("layers", "nspr", "dspr", "uuas", "root_acc")
                     if getattr(scores, k) is not None})
@@ -176,7 +177,8 @@ def test_probe_selectivity(mm, modality):
     if ctrl is not None:
         cset = text_probe_set(ctrl, mm.samples) if modality == "text" else image_probe_set(ctrl, mm.samples)
         if cset is not None and cset.data.n_sentences >= MIN_SENTENCES:
-            random_scores = probe_scores(cset, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",))
+            random_scores = probe_scores(cset, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",),
+                                         progress=mm.progress(), label=f"{modality} probes of the random-init model")
             details["random_init_best_dspr"] = best(random_scores.dspr)[1]
             details["selectivity_vs_random_init"] = value - details["random_init_best_dspr"]
     interval = None
@@ -197,7 +199,8 @@ def test_probe_text_retention(mm):
     ref_set = text_probe_set(mm.record(reference, samples, words=True), samples)
     if ref_set is None or ref_set.data.n_sentences != pset.data.n_sentences:
         mm.skip("the reference encoder's tokenizer lost words of some sentences; no like-for-like comparison")
-    ref = probe_scores(ref_set, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",))
+    ref = probe_scores(ref_set, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",),
+                       progress=mm.progress(), label="text probes of the reference encoder")
     (_, model_dspr), (_, ref_dspr) = best(scores.dspr), best(ref.dspr)
     (_, model_uuas), (_, ref_uuas) = best(scores.uuas), best(ref.uuas)
     value = model_dspr / ref_dspr if ref_dspr and not math.isnan(ref_dspr) else float("nan")
@@ -232,7 +235,8 @@ def test_probe_image_effect(mm):
     if pset is None or pset.data.n_sentences < MIN_SENTENCES:
         mm.skip(f"probe.image_effect needs at least {MIN_SENTENCES} {WHAT['text']}")
     without = mm.memo("probe:text-without-image", lambda: probe_scores(
-        pset, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",)))
+        pset, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",), progress=mm.progress(),
+        label="text probes without the image"))
     (layer, with_image), (layer_wo, without_image) = best(scores.dspr), best(without.dspr)
     mm.report(with_image - without_image,
               details={"with_image_dspr": scores.dspr, "without_image_dspr": without.dspr,

@@ -230,6 +230,11 @@ class CheckContext:
         comparison = self._session.comparison
         return comparison is not None and comparison.covers(self.check, params)
 
+    def progress(self) -> Any:
+        """The run's progress line for long work inside a check (probe fitting): call ``start(total, label,
+        unit)``, then call it with the units just done; None when the run shows no progress."""
+        return self._session.progress
+
     def report(self, value: Optional[float], details: Optional[dict] = None, message: str = "",
                interval: Optional[Interval] = None, note: str = "") -> Result:
         """Record this check's ``value`` (with its :meth:`bootstrap` ``interval``, if any); fail the test or

@@ -65,14 +65,46 @@ def test_whole_treebank_by_default_not_capped_by_samples(pytester, tmp_path):
     assert r["details"]["n_train"] + r["details"]["n_dev"] + r["details"]["n_test"] == 40
     assert "unreliable" in r["details"]["note"] and "unreliable" in r["message"]
     assert r["status"] != "fail"
-    assert "note (probe.depth[text]): probes trained on 24 sentences" in result.stdout.str()
+    out = result.stdout.str()
+    assert "note (probe.depth[text]): probes trained on 24 sentences" in out
+    assert "mmdiag: treebank: forward pass 40/40 sentences" in out  # progress of the treebank pass and the fit
+    assert "mmdiag: text probes (8 epochs at most) 192/192 sentences" in out  # 8 epochs x 24 training sentences
 
 
-def test_treebank_sentences_caps_it(pytester, tmp_path):
-    result, doc = _run(pytester, tmp_path, "--mm-treebank-sentences=25")
+def test_treebank_sentences_caps_it_and_controls_show_progress(pytester, tmp_path):
+    result, doc = _run(pytester, tmp_path, "--mm-treebank-sentences=25", "--mm-controls=random-init", "-k",
+                       "probe_depth and text-L01 or probe_selectivity and text")
     assert result.ret == 0, result.stdout.str()
     d = _probe_depth(doc)["details"]
     assert d["n_train"] + d["n_dev"] + d["n_test"] == 25
+    sel = next(r for r in doc["results"] if r["check"] == "probe.selectivity")
+    assert "unreliable" in sel["details"]["note"] and sel["details"]["n_train"] == 15
+    out = result.stdout.str()
+    assert "mmdiag: control random-init: forward pass 8/8 samples" in out
+    assert "mmdiag: text probes: control task at layer" in out
+
+
+class Recording:
+    def __init__(self):
+        self.started, self.done = [], 0
+
+    def start(self, total, label, unit):
+        self.started.append((total, label, unit))
+
+    def __call__(self, n):
+        self.done += n
+
+
+def test_fit_progress_counts_training_sentences_up_to_its_total():
+    from mmdiag.probing.fit import ProbeTask, fit_probes
+    from tests.probing.test_probe_fit import planted
+
+    data = planted(0, n_sent=30)
+    progress = Recording()
+    fit_probes([ProbeTask("depth", data.subset(range(20)), data.subset(range(20, 30)))], progress=progress,
+               label="text probes")
+    assert progress.started == [(8 * 20, "text probes (8 epochs at most)", "sentences")]
+    assert progress.done == 8 * 20  # an early stop jumps to the end
 
 
 @pytest.mark.parametrize("args, expected", [

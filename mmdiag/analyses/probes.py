@@ -171,7 +171,7 @@ def _with_targets(data: ProbeData, depths: Optional[list] = None, distances: Opt
 
 def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optional[int] = None,
                  kinds: Sequence[str] = ("depth", "distance"), control: bool = False,
-                 boot: int = 0) -> ProbeScores:
+                 boot: int = 0, progress: Optional[Any] = None, label: str = "probe fitting") -> ProbeScores:
     """Fit and score depth and distance probes for every layer, all in one batched program.
 
     Returns the :class:`ProbeScores`: per-layer lists ``nspr``, ``root_acc`` (depth)
@@ -186,6 +186,7 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
     ``boot > 0``: also the ``*_ci`` intervals (``boot`` resamples of the test sentences, seeded by
     ``seed``) and the per-sentence ``*_items`` behind them; nothing is refitted. The statistic of
     ``nspr_ci[l]`` / ``dspr_ci[l]`` on the test sentences themselves is ``nspr[l]`` / ``dspr[l]``.
+    ``progress``/``label``: shown while fitting (see :func:`~mmdiag.probing.fit.fit_probes`).
     """
     data = pset.data
     train_idx, dev_idx, test_idx = split_indices(data.n_sentences, seed)
@@ -193,7 +194,8 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
     if control and "distance" not in kinds:
         raise ValueError("probe_scores: the control task is read at the best distance layer; include 'distance'")
     tasks = {kind: ProbeTask(kind, train, dev) for kind in kinds}
-    fits = dict(zip(tasks, fit_probes(list(tasks.values()), rank=rank, regimen=regimen, seed=seed)))
+    fits = dict(zip(tasks, fit_probes(list(tasks.values()), rank=rank, regimen=regimen, seed=seed,
+                                      progress=progress, label=label)))
     out = ProbeScores(layers=list(range(data.states.shape[0])), n_train=len(train_idx), n_dev=len(dev_idx),
                       n_test=len(test_idx), regimen=regimen,
                       fit_s=next(iter(fits.values())).seconds if fits else 0.0)
@@ -237,7 +239,8 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
         words = lambda idx: [pset.words[i] for i in idx]  # noqa: E731
         parts = [_with_targets(_layer(part, layer), distances=control_distances(words(idx), seed))
                  for part, idx in ((train, train_idx), (dev, dev_idx), (test, test_idx))]
-        fit = fit_probes([ProbeTask("distance", parts[0], parts[1])], rank=rank, regimen=regimen, seed=seed)[0]
+        fit = fit_probes([ProbeTask("distance", parts[0], parts[1])], rank=rank, regimen=regimen, seed=seed,
+                         progress=progress, label=f"{label}: control task at layer {layer}")[0]
         out.fit_s += fit.seconds
         out.control_layer = layer
         pred, gold = fit.predict_distances(parts[2])[0], parts[2].gold_distances()

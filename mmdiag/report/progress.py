@@ -1,4 +1,5 @@
-"""Progress of the forward pass, written past pytest's output capture.
+"""Progress of the forward passes (the model's, the treebank's, the controls') and of probe fitting, written past
+pytest's output capture.
 
 On a terminal the line is rewritten in place; in a non-TTY CI log a line is
 printed at each quarter, so logs stay short and readable.
@@ -21,8 +22,8 @@ class Progress:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         return None if reporter is None else reporter._tw
 
-    def start(self, total: int, label: str = "forward pass") -> None:
-        self.total, self.done, self._next_quarter, self.label = total, 0, 1, label
+    def start(self, total: int, label: str = "forward pass", unit: str = "samples") -> None:
+        self.total, self.done, self._next_quarter, self.label, self.unit = total, 0, 1, label, unit
 
     def __call__(self, n: int) -> None:
         try:
@@ -42,7 +43,7 @@ class Progress:
         if writer is None or not self.total or self.config.get_verbosity() < 0:
             return
         self.done += n
-        text = f"mmdiag: {getattr(self, 'label', 'forward pass')} {self.done}/{self.total} samples"
+        text = f"mmdiag: {getattr(self, 'label', 'forward pass')} {self.done}/{self.total} {getattr(self, 'unit', 'samples')}"
         stream = getattr(writer, "_file", None)
         if stream is not None and getattr(stream, "isatty", lambda: False)():
             writer.write("\r" + text + ("\n" if self.done >= self.total else ""), flush=True)
