@@ -2,15 +2,22 @@
 arXiv:2005.10242), effective rank (RankMe, Garrido et al. 2023, arXiv:2210.02885),
 linear CKA (Kornblith et al. 2019, arXiv:1905.00414), mutual k-NN alignment
 (Huh et al. 2024, arXiv:2405.07987) and isotropy (Mu & Viswanath 2018, arXiv:1702.01417)."""
+import math
+
 import pytest
 
 from mmdiag import CheckSpec
-from mmdiag.metrics.geometry import alignment, linear_cka, mutual_knn, rankme, uniformity
+from mmdiag.metrics.geometry import (MKNN_BLOCK_ROWS, alignment, linear_cka, mutual_knn, mutual_knn_blocks, rankme,
+                                     uniformity)
 from mmdiag.metrics.isotropy import isotropy
 from mmdiag.uncertainty import (batched_alignment, batched_isotropy, batched_linear_cka, batched_rankme,
                                 batched_uniformity, per_resample)
+from mmdiag.uncertainty.interval import Interval
 
 MKNN_K = 10
+#: the CKA bootstrap works on two n×n Gram matrices (O(n²) memory, O(B·n²) time): above this many pairs it
+#: resamples a seeded subsample of this size, and its standard error is scaled to the full n by √(m/n)
+CKA_BOOT_ROWS = 2048
 
 ALIGNMENT = CheckSpec(
     "geometry.alignment", title="Alignment of matched pairs", higher_is_better=False, pairs=True,
@@ -67,16 +74,43 @@ def test_rankme(mm, modality, layer):
 @pytest.mark.mm(CKA)
 def test_cka(mm):
     img, txt = mm.require_embeddings("image", "text")
-    mm.report(linear_cka(img, txt), interval=mm.bootstrap(batched_linear_cka(img, txt), biased=True))
+    value, n = linear_cka(img, txt), int(img.shape[0])  # O(n·d²) in feature space when n >= d: linear in n
+    if n <= CKA_BOOT_ROWS:
+        mm.report(value, interval=mm.bootstrap(batched_linear_cka(img, txt), biased=True))
+        return
+    import numpy as np
+    import torch
+
+    pick = torch.as_tensor(np.sort(np.random.default_rng(mm.config.seed).choice(n, CKA_BOOT_ROWS, replace=False)),
+                           device=img.device)
+    sub = mm.bootstrap(batched_linear_cka(img[pick], txt[pick]), biased=True)
+    interval = None if sub is None else Interval(math.nan, math.nan, sub.se * math.sqrt(CKA_BOOT_ROWS / n),
+                                                 sub.level, "bootstrap-normal-subsample",
+                                                 sub.resamples).centred(value)
+    mm.report(value, interval=interval, details={"bootstrap_subsample": {
+        "rows": CKA_BOOT_ROWS, "of": n, "method": "uniform without replacement (seed --mm-seed); bootstrap se of "
+        "the subsample scaled by sqrt(rows / n), interval value ± z·se"}})
 
 
 @pytest.mark.mm(MKNN)
 def test_mknn(mm):
     img, txt = mm.require_embeddings("image", "text")
     mm.require_n(MKNN_K + 1)
-    mm.report(mutual_knn(img, txt, k=MKNN_K), details={"k": MKNN_K, "chance": MKNN_K / (mm.acts.n - 1)},
-              interval=mm.bootstrap(per_resample(lambda a, b: mutual_knn(a, b, k=MKNN_K), img, txt),
-                                    expensive=True, biased=True))
+    n = int(img.shape[0])
+    if n <= MKNN_BLOCK_ROWS:
+        mm.report(mutual_knn(img, txt, k=MKNN_K), details={"k": MKNN_K, "chance": MKNN_K / (n - 1)},
+                  interval=mm.bootstrap(per_resample(lambda a, b: mutual_knn(a, b, k=MKNN_K), img, txt),
+                                        expensive=True, biased=True))
+        return
+    # O(n²·d) on all rows: above MKNN_BLOCK_ROWS pairs, neighbours within disjoint random blocks (linear in n)
+    found = mutual_knn_blocks(img, txt, k=MKNN_K, block_rows=MKNN_BLOCK_ROWS, seed=mm.config.seed)
+    interval = (None if found["se"] is None else
+                Interval(found["low"], found["high"], found["se"], 0.95, "t-over-blocks"))
+    mm.report(found["value"], interval=interval,
+              details={"k": MKNN_K, "chance": MKNN_K / (found["block_rows"] - 1), "blocks": {
+                  "count": found["blocks"], "rows_at_least": found["block_rows"], "of": n,
+                  "method": "rows shuffled (seed --mm-seed) into disjoint blocks; neighbours within a block; value "
+                            "= mean over blocks, interval = t interval over the block values"}})
 
 
 @pytest.mark.mm(ISOTROPY)

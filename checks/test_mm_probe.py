@@ -11,7 +11,8 @@ import math
 import pytest
 
 from mmdiag import CheckSpec, PlotSpec
-from mmdiag.analyses.probes import MIN_SENTENCES, best, image_probe_set, probe_scores, text_probe_set
+from mmdiag.analyses.probes import (MIN_SENTENCES, best, image_probe_set, probe_scores, reliability_note,
+                                    text_probe_set)
 from mmdiag.data.flickr30k import SPACY_MISSING, is_flickr30k_root
 from mmdiag.uncertainty.grouped import bootstrap_grouped_difference
 from mmdiag.uncertainty.interval import json_number
@@ -106,7 +107,8 @@ def _scores(mm, modality):
         # the control task's probe (for probe.selectivity) is fitted in the same program as the real ones;
         # --mm-bootstrap resamples of the test sentences, seeded by --mm-seed, give every score its interval
         scores = probe_scores(pset, cfg.seed, cfg.probe_regimen, cfg.probe_rank,
-                              control=mm.selected("probe.selectivity"), boot=cfg.bootstrap)
+                              control=mm.selected("probe.selectivity"), boot=cfg.bootstrap,
+                              progress=mm.progress(), label=f"{modality} probes")
         scores.conventions.update(_conventions(mm, modality))
         mm.publish(("probe", modality),
                    {k: getattr(scores, k) for k in ("layers", "nspr", "dspr", "uuas", "root_acc")
@@ -139,32 +141,40 @@ def _split(scores):
             "regimen": scores.regimen, **scores.conventions}
 
 
+def _note(scores, modality):
+    """The few-training-sentences warning as details entry and message (a note, not a failure)."""
+    note = reliability_note(scores.n_train, modality)
+    return ({"note": note} if note else {}), note or ""
+
+
 @pytest.mark.mm(DEPTH)
 def test_probe_depth(mm, modality, layer):
     scores = _scores(mm, modality)
+    note, message = _note(scores, modality)
 
     def details(k):
-        found = {**_split(scores), "nspr_fallback_all_lengths": scores.nspr_fallback}
+        found = {**_split(scores), **note, "nspr_fallback_all_lengths": scores.nspr_fallback}
         if scores.root_acc is not None:
             found["root_accuracy"] = scores.root_acc[k]
             if scores.root_acc_ci is not None:
                 found["root_accuracy_ci"] = _ci_details(scores.root_acc_ci[k])
         return found
     mm.report_layers(mm.layers(modality, layer), lambda k: scores.nspr[k], details,
-                     interval=lambda k: _ci(scores.nspr_ci, k))
+                     interval=lambda k: _ci(scores.nspr_ci, k), note=message)
 
 
 @pytest.mark.mm(DISTANCE)
 def test_probe_distance(mm, modality, layer):
     scores = _scores(mm, modality)
+    note, message = _note(scores, modality)
 
     def details(k):
-        found = {**_split(scores), "uuas": scores.uuas[k], "dspr_fallback_all_lengths": scores.dspr_fallback}
+        found = {**_split(scores), **note, "uuas": scores.uuas[k], "dspr_fallback_all_lengths": scores.dspr_fallback}
         if scores.uuas_ci is not None:
             found["uuas_ci"] = _ci_details(scores.uuas_ci[k])
         return found
     mm.report_layers(mm.layers(modality, layer), lambda k: scores.dspr[k], details,
-                     interval=lambda k: _ci(scores.dspr_ci, k))
+                     interval=lambda k: _ci(scores.dspr_ci, k), note=message)
 
 
 @pytest.mark.mm(SELECTIVITY)
@@ -175,18 +185,20 @@ def test_probe_selectivity(mm, modality):
     cfg = mm.config
     # the control task's probe, fitted at the best layer
     control_dspr = scores.control_dspr if scores.control_dspr is not None else float("nan")
-    details = {"best_layer": layer, "best_dspr": value, "control_task_dspr": control_dspr, **scores.conventions}
+    note, message = _note(scores, modality)
+    details = {"best_layer": layer, "best_dspr": value, "control_task_dspr": control_dspr, **_split(scores), **note}
     ctrl = mm.control("random-init")
     if ctrl is not None:
         cset = _text_set(mm, ctrl, mm.samples) if modality == "text" else image_probe_set(ctrl, mm.samples)
         if cset is not None and cset.data.n_sentences >= MIN_SENTENCES:
-            random_scores = probe_scores(cset, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",))
+            random_scores = probe_scores(cset, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",),
+                                         progress=mm.progress(), label=f"{modality} probes of the random-init model")
             details["random_init_best_dspr"] = best(random_scores.dspr)[1]
             details["selectivity_vs_random_init"] = value - details["random_init_best_dspr"]
     interval = None
     if layer >= 0 and scores.dspr_items is not None and scores.control_items is not None:
         interval = _difference_ci(mm, scores, scores.dspr_items.values[layer], scores.control_items.values)
-    mm.report(value - control_dspr, details=details, interval=interval)
+    mm.report(value - control_dspr, details=details, interval=interval, note=message)
 
 
 @pytest.mark.mm(TEXT_RETENTION)
@@ -201,7 +213,8 @@ def test_probe_text_retention(mm):
     ref_set = _text_set(mm, mm.record(reference, samples, words=True), samples)
     if ref_set is None or ref_set.data.n_sentences != pset.data.n_sentences:
         mm.skip("the reference encoder's tokenizer lost words of some sentences; no like-for-like comparison")
-    ref = probe_scores(ref_set, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",))
+    ref = probe_scores(ref_set, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",),
+                       progress=mm.progress(), label="text probes of the reference encoder")
     (_, model_dspr), (_, ref_dspr) = best(scores.dspr), best(ref.dspr)
     (_, model_uuas), (_, ref_uuas) = best(scores.uuas), best(ref.uuas)
     value = model_dspr / ref_dspr if ref_dspr and not math.isnan(ref_dspr) else float("nan")
@@ -237,7 +250,8 @@ def test_probe_image_effect(mm):
     if pset is None or pset.data.n_sentences < MIN_SENTENCES:
         mm.skip(f"probe.image_effect needs at least {MIN_SENTENCES} {WHAT['text']}")
     without = mm.memo("probe:text-without-image", lambda: probe_scores(
-        pset, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",)))
+        pset, cfg.seed, cfg.probe_regimen, cfg.probe_rank, kinds=("distance",), progress=mm.progress(),
+        label="text probes without the image"))
     (layer, with_image), (layer_wo, without_image) = best(scores.dspr), best(without.dspr)
     mm.report(with_image - without_image,
               details={"with_image_dspr": scores.dspr, "without_image_dspr": without.dspr,

@@ -260,28 +260,39 @@ class CheckContext:
         comparison = self._session.comparison
         return comparison is not None and comparison.covers(self.check, params)
 
+    def progress(self) -> Any:
+        """The run's progress line for long work inside a check (probe fitting): call ``start(total, label,
+        unit)``, then call it with the units just done; None when the run shows no progress."""
+        return self._session.progress
+
     def report(self, value: Optional[float], details: Optional[dict] = None, message: str = "",
-               interval: Optional[Interval] = None) -> Result:
+               interval: Optional[Interval] = None, note: str = "") -> Result:
         """Record this check's ``value`` (with its :meth:`bootstrap` ``interval``, if any); fail the test or
-        warn when its threshold is breached (with ``--mm-gate=ci``: when the whole interval is past it)."""
+        warn when its threshold is breached (with ``--mm-gate=ci``: when the whole interval is past it).
+        ``note``: a remark appended to the message (the breach's or ``message``)."""
         result = self._result(value, details, message, dict(self.params), interval)
+        result.message = _with_note(result.message, note)
         self._conclude()
         return result
 
     def report_layers(self, layers: Iterable[int], value: Callable[[int], Optional[float]],
                       details: Optional[Callable[[int], dict]] = None,
-                      interval: Optional[Callable[[int], Optional[Interval]]] = None) -> list[Result]:
+                      interval: Optional[Callable[[int], Optional[Interval]]] = None,
+                      note: str = "") -> list[Result]:
         """Record one value per layer (``params`` gain ``layer``), then fail if any of them failed.
 
         ``value(k)``, ``details(k)`` and ``interval(k)`` are called per layer ``k``; a skip raised in
-        them keeps the layers reported before it.
+        them keeps the layers reported before it. ``note``: a remark every layer's message carries
+        (after a breach's own message), e.g. that the scores rest on few sentences.
         """
         results = []
         for k in layers:
             params = self.layer_params(k)
             found = value(k)
-            results.append(self._result(found, details(k) if details else None, "", params,
-                                        interval(k) if interval and _finite(found) else None))
+            result = self._result(found, details(k) if details else None, "", params,
+                                  interval(k) if interval and _finite(found) else None)
+            result.message = _with_note(result.message, note)
+            results.append(result)
         self._conclude()
         return results
 
@@ -343,3 +354,8 @@ class CheckContext:
 
 
 __all__ = ["CheckContext", "MMDiagWarning", "ReadOnlyConfig"]
+
+
+def _with_note(message: str, note: str) -> str:
+    """``message`` and ``note`` joined by "; " (either may be empty)."""
+    return "; ".join(m for m in (message, note) if m)

@@ -27,6 +27,8 @@ OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--mm-data-columns", "string", None, "image and caption columns of a table: image=COL,caption=COL (default: "
                                           "found by type and name)"),
     ("--mm-treebank", "string", None, "CoNLL-U treebank for the text structural probes"),
+    ("--mm-treebank-sentences", "string", None, "use only the first N sentences of --mm-treebank (default: all; "
+                                                "--mm-samples does not cap the treebank)"),
     ("--mm-samples", "string", "128", "number of samples (default 128)"),
     ("--mm-batch-size", "string", "32", "batch size of the forward pass (default 32), or auto: start at 256 on "
                                         "CUDA (32 on CPU) and halve on out-of-memory"),
@@ -122,6 +124,8 @@ class RunConfig:
     model: Optional[str] = None
     data: str = "synthetic"
     treebank: Optional[Path] = None
+    #: --mm-treebank-sentences: the first N treebank sentences only (None: all of them)
+    treebank_sentences: Optional[int] = None
     samples: int = 128
     batch_size: int = 32
     seed: int = 0
@@ -241,6 +245,11 @@ def from_pytest(config: Any) -> RunConfig:
     if treebank:
         cfg.treebank = Path(treebank).expanduser()
         _input_file("--mm-treebank", treebank, cfg.treebank, "expected a CoNLL-U .conllu file")
+    if _get(config, "mm_treebank_sentences") not in (None, ""):
+        cfg.treebank_sentences = _int(config, "mm_treebank_sentences", 1)
+        if cfg.treebank is None:
+            raise SpecError("--mm-treebank-sentences caps the --mm-treebank sentences; give --mm-treebank=FILE.conllu "
+                            "too (or drop --mm-treebank-sentences)")
     cfg.samples = _int(config, "mm_samples", 2)
     from mmdiag.data.load import generated_samples_problem
 

@@ -4,6 +4,8 @@ One forward pass feeds every check. Per batch, the recorder keeps only pooled
 vectors (the model's pooled token and the mean of content tokens per layer),
 final embeddings, and (when probes need them) word-level states, each a mean
 of the word's sub-word token states. Full token states never outlive a batch.
+Word and region states go to disk as they come (:mod:`mmdiag.recording.store`):
+a whole treebank's states never sit in memory.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from mmdiag.models.regions import preprocess_geometry, region_masks, stack_regio
 from mmdiag.recording.attention import ShareAccumulator
 from mmdiag.recording.grounding import GroundingAccumulator, update_from_trace
 from mmdiag.recording.stats import AttentionStats, GroundingStats
+from mmdiag.recording.store import LayerFiles
 
 
 @dataclass
@@ -30,7 +33,9 @@ class Activations:
     ``pooled[m][k]`` and ``mean_tokens[m][k]`` are ``(N, D)`` for hidden-state
     entry ``k`` of modality ``m``; ``embeds[m]`` is ``(N, P)``. ``word_states[k]``
     is ``(W, D)``: the words of all samples concatenated, ``word_counts[i]``
-    words for sample ``i``. ``nonfinite[(m, k)]`` counts non-finite values seen.
+    words for sample ``i``; a CPU tensor backed by the layer's file in ``word_files``
+    (a :class:`~mmdiag.recording.store.LayerFiles`, which the probes read from, a minibatch
+    at a time). ``nonfinite[(m, k)]`` counts non-finite values seen.
     """
 
     n: int
@@ -43,6 +48,9 @@ class Activations:
     #: per layer ``(R, D)``: per sample [image root, phrase regions...] (scene-tree nodes), concatenated
     region_states: Optional[list[torch.Tensor]] = None
     region_counts: list[int] = field(default_factory=list)
+    #: the files behind ``word_states`` / ``region_states`` (None for states held in memory, e.g. from the cache)
+    word_files: Optional[LayerFiles] = None
+    region_files: Optional[LayerFiles] = None
     logit_scale: Optional[float] = None
     nonfinite: dict[tuple[str, int], int] = field(default_factory=dict)
     forward_s: float = 0.0
@@ -89,20 +97,21 @@ def word_means(hidden: torch.Tensor, word_ids: torch.Tensor, n_words: Sequence[i
 class Recorder:
     """Accumulates traces batch by batch; :meth:`finish` returns the :class:`Activations`."""
 
-    def __init__(self, layer_counts: dict[str, int], words: bool = False) -> None:
+    def __init__(self, layer_counts: dict[str, int], words: bool = False, pooled: bool = True) -> None:
         self.layer_counts = dict(layer_counts)
         self.words = words
+        self.keep_pooled = pooled
         self._pooled: dict[str, list[list[torch.Tensor]]] = {}
         self._mean: dict[str, list[list[torch.Tensor]]] = {}
         self._embeds: dict[str, list[torch.Tensor]] = {}
-        self._words: list[list[torch.Tensor]] = []
+        self._words: Optional[LayerFiles] = None
         self._word_counts: list[int] = []
         self._nonfinite: dict[tuple[str, int], torch.Tensor] = {}
         self.n = 0
         self.logit_scale: Optional[float] = None
         self._attention: dict[str, ShareAccumulator] = {}
         self._causal: dict[str, bool] = {}
-        self._regions: list[list[torch.Tensor]] = []
+        self._regions: Optional[LayerFiles] = None
         self._grounding: dict[str, GroundingAccumulator] = {}
         self._region_counts: list[int] = []
 
@@ -110,6 +119,9 @@ class Recorder:
         """Reduce one batch's trace into pooled vectors."""
         batch_size = None
         for modality, states in trace.hidden.items():
+            batch_size = states[0].shape[0] if states else batch_size
+            if not self.keep_pooled:
+                continue
             pooled = self._pooled.setdefault(modality, [[] for _ in states])
             means = self._mean.setdefault(modality, [[] for _ in states])
             index = trace.pool_index.get(modality)
@@ -123,15 +135,15 @@ class Recorder:
                 bad = (~torch.isfinite(pool)).sum() + (~torch.isfinite(mean)).sum()
                 key = (modality, k)
                 self._nonfinite[key] = self._nonfinite.get(key, 0) + bad
-        for modality, emb in trace.embeds.items():
+        for modality, emb in (trace.embeds.items() if self.keep_pooled else ()):
             self._embeds.setdefault(modality, []).append(emb.float())
         if self.words and trace.word_ids is not None and "text" in trace.hidden:
             n_words = (trace.word_ids.max(dim=1).values + 1).clamp_min(0).tolist()
             self._word_counts.extend(int(c) for c in n_words)
-            if not self._words:
-                self._words = [[] for _ in trace.hidden["text"]]
-            for k, h in enumerate(trace.hidden["text"]):
-                self._words[k].append(word_means(h, trace.word_ids, n_words))
+            states = trace.hidden["text"]
+            if self._words is None:
+                self._words = LayerFiles(len(states), states[0].device)
+            self._words.append([word_means(h, trace.word_ids, n_words) for h in states])
         for name, stream in trace.attention.items():
             self._add_attention(name, stream.maps, stream.groups, stream.causal)
         if any(stream.grounding is not None for stream in trace.attention.values()):
@@ -143,17 +155,19 @@ class Recorder:
     def add_regions(self, trace: Trace, masks: list) -> None:
         """Reduce one batch's image tokens to scene-tree node states (see :mod:`mmdiag.models.regions`)."""
         states = trace.hidden["image"]
-        if not self._regions:
-            self._regions = [[] for _ in states]
+        if self._regions is None:
+            self._regions = LayerFiles(len(states), states[0].device)
         stacked = stack_region_masks(masks, states[0].device)
         if stacked is None:
             self._region_counts.extend([0] * len(masks))
             return
         index = trace.pool_index.get("image")
-        for k, h in enumerate(states):
+        per_layer = []
+        for h in states:
             pooled = (masked_mean(h, trace.content["image"]) if index is None
                       else h[torch.arange(h.shape[0], device=h.device), index])
-            self._regions[k].append(stacked_region_states(h, pooled, stacked, trace.patch_offset))
+            per_layer.append(stacked_region_states(h, pooled, stacked, trace.patch_offset))
+        self._regions.append(per_layer)
         self._region_counts.extend(stacked.counts)
 
     def _add_attention(self, stream: str, maps: Sequence[torch.Tensor], groups: torch.Tensor, causal: bool) -> None:
@@ -178,11 +192,8 @@ class Recorder:
                     target[k].extend(parts)
         for modality, parts in other._embeds.items():
             self._embeds.setdefault(modality, []).extend(parts)
-        for mine_layers, theirs_layers in ((self._words, other._words), (self._regions, other._regions)):
-            if theirs_layers and not mine_layers:
-                mine_layers.extend([] for _ in theirs_layers)
-            for k, parts in enumerate(theirs_layers):
-                mine_layers[k].extend(parts)
+        self._words = _appended(_on_disk(self._words), other._words)
+        self._regions = _appended(_on_disk(self._regions), other._regions)
         self._word_counts.extend(other._word_counts)
         self._region_counts.extend(other._region_counts)
         for key, bad in other._nonfinite.items():
@@ -208,8 +219,9 @@ class Recorder:
             for modality, layers in store.items():
                 store[modality] = [move(parts) for parts in layers]
         self._embeds = {m: move(parts) for m, parts in self._embeds.items()}
-        self._words = [move(parts) for parts in self._words]
-        self._regions = [move(parts) for parts in self._regions]
+        # word/region states leave their (process-local) files for the trip to rank 0: one tensor per layer
+        self._words = None if self._words is None else move(_layers_of(self._words))
+        self._regions = None if self._regions is None else move(_layers_of(self._regions))
         self._nonfinite = {k: int(v) for k, v in self._nonfinite.items()}
         for acc in (*self._attention.values(), *self._grounding.values()):
             for name, value in list(vars(acc).items()):
@@ -218,22 +230,54 @@ class Recorder:
         return self
 
     def finish(self) -> Activations:
+        words = _on_disk(self._words).close() if self._words is not None else None
+        regions = _on_disk(self._regions).close() if self._regions is not None else None
         return Activations(
             n=self.n,
             layer_counts=self.layer_counts,
             pooled={m: [torch.cat(parts) for parts in layers] for m, layers in self._pooled.items()},
             mean_tokens={m: [torch.cat(parts) for parts in layers] for m, layers in self._mean.items()},
             embeds={m: torch.cat(parts) for m, parts in self._embeds.items()},
-            word_states=[torch.cat(parts) for parts in self._words] if self._words else None,
+            word_states=words.tensors() if words is not None else None,
+            word_files=words, region_files=regions,
             word_counts=self._word_counts,
             logit_scale=self.logit_scale,
             nonfinite={k: int(v) for k, v in self._nonfinite.items()},
             attention={stream: acc.result() for stream, acc in self._attention.items()},
             grounding={stream: acc.result() for stream, acc in self._grounding.items()},
-            region_states=[torch.cat(parts) for parts in self._regions] if self._regions else None,
+            region_states=regions.tensors() if regions is not None else None,
             region_counts=self._region_counts,
             causal=dict(self._causal),
         )
+
+
+def _layers_of(states: Any) -> list[torch.Tensor]:
+    """Per-layer ``(W, D)`` tensors of ``states`` (a :class:`LayerFiles` or such a list already), in memory."""
+    if isinstance(states, LayerFiles):
+        return [t.clone() for t in states.tensors()]
+    return list(states)
+
+
+def _on_disk(states: Any) -> Any:
+    """``states`` as a :class:`LayerFiles` (a list of per-layer tensors, as merged shards arrive, is written out)."""
+    if states is None or isinstance(states, LayerFiles):
+        return states
+    files = LayerFiles(len(states), states[0].device if states else None)
+    if states and states[0].shape[0]:
+        files.append(states)
+    return files
+
+
+def _appended(mine: Optional[LayerFiles], theirs: Any) -> Optional[LayerFiles]:
+    """``mine`` with the rows of ``theirs`` appended (either may be None)."""
+    if theirs is None:
+        return mine
+    layers = _layers_of(theirs)
+    if mine is None:
+        return _on_disk(layers)
+    if layers and layers[0].shape[0]:
+        mine.append(layers)
+    return mine
 
 
 #: first batch size tried by --mm-batch-size=auto
@@ -278,15 +322,16 @@ def batches(samples: Sequence[Sample], size: int) -> Iterable[Sequence[Sample]]:
 def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool = False,
            attentions: bool = False, regions: bool = False, progress: Optional[Any] = None,
            skip_bad: bool = False, hide: tuple[str, ...] = (), examples: Optional[Any] = None,
-           combine: Optional[Any] = None) -> Activations:
+           pooled: bool = True, combine: Optional[Any] = None) -> Activations:
     """Run ``adapter`` over ``samples`` once, reducing every batch as it comes.
 
     ``batch_size <= 0`` means auto: start large and halve on out-of-memory.
     ``attentions`` asks the adapter for attention maps (its ``output_attentions``),
     reduced per batch to modality shares and entropies. ``hide`` masks the
     given modalities out of a single-stream model's attention (adapters whose
-    prepared batch is a dict honour a ``"hide"`` entry). ``combine(recorder,
-    kept, skipped, batch_size)`` (torchrun, :func:`mmdiag.distributed.record_shard`)
+    prepared batch is a dict honour a ``"hide"`` entry). ``pooled=False`` keeps no pooled vectors,
+    means or embeddings (a treebank pass needs only word states: its memory stays flat in the sentences).
+    ``combine(recorder, kept, skipped, batch_size)`` (torchrun, :func:`mmdiag.distributed.record_shard`)
     returns the recorder and bookkeeping to finish: rank 0's is every shard's.
     """
     if attentions or optional(adapter, "output_attentions"):  # switch it on, or back off
@@ -294,7 +339,7 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
             adapter.output_attentions = attentions
         except AttributeError:
             pass
-    recorder = Recorder(adapter.layer_counts(), words=words)
+    recorder = Recorder(adapter.layer_counts(), words=words, pooled=pooled)
     truncated_before = int(optional(adapter, "truncated_captions"))
     start = time.perf_counter()
     skipped: list[str] = []

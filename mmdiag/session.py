@@ -243,8 +243,10 @@ class MMSession:
                 return None
             start = time.perf_counter()
             structure = name == "random-init"
+            if self.progress is not None and hasattr(self.progress, "start"):
+                self.progress.start(len(samples), f"control {name}: forward pass")
             self._activations[key] = record(
-                control_adapter, samples, self.config.batch_size,
+                control_adapter, samples, self.config.batch_size, progress=self.progress,
                 words=structure and self.checks.needs("words") and any(s.tree is not None for s in samples),
                 regions=structure and self.checks.needs("regions") and any(s.phrases for s in samples),
                 attentions=structure and self.checks.needs("attentions"))
@@ -260,11 +262,16 @@ class MMSession:
             from mmdiag.data.conllu import read_conllu
             from mmdiag.data.types import Sample
 
-            trees = read_conllu(self.config.treebank)[: max(self.config.samples, 1)]
+            # every sentence unless --mm-treebank-sentences caps them (--mm-samples sizes the image-text data only)
+            trees = read_conllu(self.config.treebank, limit=self.config.treebank_sentences)
             samples = [Sample(uid=f"treebank-{i}", image=None, caption=" ".join(t.words), words=tuple(t.words),
                               tree=t) for i, t in enumerate(trees)]
             self._cache["treebank_samples"] = samples
-            self._activations[key] = record(adapter, samples, self.config.batch_size, words=True)
+            # word states only (on disk, read per minibatch by the probes): memory stays flat in the sentences
+            if self.progress is not None and hasattr(self.progress, "start"):
+                self.progress.start(len(samples), "treebank: forward pass", "sentences")
+            self._activations[key] = record(adapter, samples, self.config.batch_size, words=True, pooled=False,
+                                            progress=self.progress)
         return self._activations[key], self._cache["treebank_samples"]
 
     def without_image(self, adapter: Any) -> Activations:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 from mmdiag.data.files import read_regular_bytes
 from mmdiag.data.types import DepTree
@@ -27,8 +27,8 @@ _RANGE = re.compile(r"([0-9]+)-([0-9]+)\Z")
 _EMPTY = re.compile(r"[0-9]+\.[0-9]+\Z")
 
 
-def read_conllu(path: Union[str, Path]) -> list[DepTree]:
-    """Read every sentence of the CoNLL-U file ``path`` (UTF-8, BOM allowed).
+def read_conllu(path: Union[str, Path], limit: Optional[int] = None) -> list[DepTree]:
+    """Read every sentence of the CoNLL-U file ``path`` (UTF-8, BOM allowed), or its first ``limit``.
 
     Raises :class:`DataError` when the file cannot be read or decoded, holds no
     sentence, or a sentence is malformed (see :func:`parse_conllu`).
@@ -41,11 +41,12 @@ def read_conllu(path: Union[str, Path]) -> list[DepTree]:
         line = data[:exc.start].count(b"\n") + 1
         raise DataError("not valid UTF-8 text; a CoNLL-U treebank must be UTF-8 encoded",
                         path=p, line=line) from None
-    return parse_conllu(text, path=str(p))
+    return parse_conllu(text, path=str(p), limit=limit)
 
 
-def parse_conllu(text: str, path: str = "<string>") -> list[DepTree]:
-    """Parse CoNLL-U ``text`` into one :class:`DepTree` per sentence.
+def parse_conllu(text: str, path: str = "<string>", limit: Optional[int] = None) -> list[DepTree]:
+    """Parse CoNLL-U ``text`` into one :class:`DepTree` per sentence (the first ``limit`` only, when given:
+    the lines after the last one kept are neither parsed nor validated).
 
     ``path`` only names the source in error messages.  Lines may end in
     ``\\n`` or ``\\r\\n``; a line of only whitespace separates sentences;
@@ -75,6 +76,8 @@ def parse_conllu(text: str, path: str = "<string>") -> list[DepTree]:
         line = raw[:-1] if raw.endswith("\r") else raw
         if not line.strip():
             close()
+            if limit is not None and len(trees) >= limit:
+                break
             continue
         if line.startswith("#"):
             continue
@@ -103,7 +106,8 @@ def parse_conllu(text: str, path: str = "<string>") -> list[DepTree]:
         else:
             raise DataError(f"ID {tok_id!r} is not a word ID (1, 2, ...), a multi-word "
                             f"range (3-4) or an empty node (5.1)", path=path, line=lineno)
-    close()
+    if limit is None or len(trees) < limit:
+        close()
     if not trees:
         raise DataError("no sentences", path=path)
     return trees

@@ -16,6 +16,7 @@ Inputs are ``(n, d)`` numpy arrays or torch tensors (rows = samples); see
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "relative_modality_gap",
     "modality_separability",
     "retrieval_recall",
+    "separability_subsample",
 ]
 
 
@@ -154,3 +156,36 @@ def retrieval_recall(img: Any, txt: Any, text_to_image: Any = None) -> tuple[flo
     t2i = float((sim.argmax(dim=0) == index).double().mean())
     i2t = float((index[sim.argmax(dim=1)] == torch.arange(a.shape[0], device=a.device)).double().mean())
     return i2t, t2i
+
+
+#: rows per modality :func:`separability_subsample` fits on (a logistic regression's cost grows with n·d per
+#: iteration and its iterations with n; 4,096 rows a side leave the accuracy's 95% interval under ±0.011)
+SEPARABILITY_ROWS = 4096
+
+
+def separability_subsample(img: Any, txt: Any, max_rows: int = SEPARABILITY_ROWS, folds: int = 5,
+                           seed: int = 0) -> dict[str, Any]:
+    """:func:`modality_separability` on at most ``max_rows`` rows per modality, with a Wilson interval.
+
+    A modality with more rows is subsampled uniformly without replacement
+    (``numpy.random.default_rng(seed)``). Returns ``{"value", "rows_image", "rows_text", "of_image",
+    "of_text", "low", "high"}``: [low, high] is the 95% Wilson score interval of the accuracy over the
+    ``rows_image + rows_text`` held-out predictions (each row is predicted once by the cross-validation;
+    the folds' fits are treated as one classifier, so it is approximate).
+    """
+    a, b = to_pair(img, txt)
+    rng = np.random.default_rng(seed)
+
+    def pick(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] <= max_rows:
+            return x
+        return x[torch.as_tensor(np.sort(rng.choice(x.shape[0], max_rows, replace=False)), device=x.device)]
+
+    sa, sb = pick(a), pick(b)
+    value = modality_separability(sa, sb, folds=folds, seed=seed)
+    m = sa.shape[0] + sb.shape[0]
+    z = 1.959963984540054
+    centre = (value + z * z / (2 * m)) / (1 + z * z / m)
+    half = z * math.sqrt(value * (1 - value) / m + z * z / (4 * m * m)) / (1 + z * z / m)
+    return {"value": value, "rows_image": int(sa.shape[0]), "rows_text": int(sb.shape[0]),
+            "of_image": int(a.shape[0]), "of_text": int(b.shape[0]), "low": centre - half, "high": centre + half}

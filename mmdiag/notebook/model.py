@@ -48,27 +48,30 @@ def _device_name(model: Any) -> str:
 def hf_adapter(model: Any, processor: Any, tokenizer: Any = None, device: Optional[str] = None,
                dtype: Optional[str] = None) -> Any:
     """The built-in adapter around an HF ``PreTrainedModel`` and its processor (or tokenizer + image processor)."""
+    from mmdiag.models import families as registry
     from mmdiag.models.base import ModelInfo, count_params
-    from mmdiag.models.load import (FAMILIES, REGION_FAMILIES, family_of, make_adapter, resolve_device,
-                                    resolve_dtype)
+    from mmdiag.models.load import make_adapter, resolve_device, resolve_dtype
     from mmdiag.models.weights import fingerprint
 
     config = getattr(model, "config", None)
     model_type = getattr(config, "model_type", None)
-    family = family_of(model_type) if model_type else None
-    if family is None:
-        families = ", ".join(f"{k} ({'/'.join(v)})" for k, v in FAMILIES.items())
+    declared = registry.lookup(model_type) if model_type else None
+    if declared is None:
         raise SpecError(f"mmdiag.diagnose(): {type(model).__name__} (model_type {model_type!r}) has no built-in "
-                        f"adapter (families: {families}); wrap it in an adapter object (docs/adapters.md) and pass "
-                        "that instead")
+                        f"adapter (families: {registry.supported()}); wrap it in an adapter object "
+                        "(docs/adapters.md) and pass that instead")
+    family = declared.name
     tokenizer = tokenizer if tokenizer is not None else getattr(processor, "tokenizer", None)
-    image_processor = getattr(processor, "image_processor", None)
-    if family == "text":
+    if declared.needs == "tokenizer":  # text encoders, region-feature models: no pixels
         tokenizer = tokenizer if tokenizer is not None else processor
-    elif image_processor is None and processor is not None and tokenizer is not None:
-        image_processor = processor  # an image processor given beside tokenizer=
-    pixels = family not in ("text", *REGION_FAMILIES)  # region models read precomputed features instead
-    if tokenizer is None or (pixels and image_processor is None):
+        image_processor = None
+    elif declared.needs == "processor":  # decoder VLMs build their prompts with the full processor
+        image_processor = processor
+    else:
+        image_processor = getattr(processor, "image_processor", None)
+        if image_processor is None and processor is not None and tokenizer is not None:
+            image_processor = processor  # an image processor given beside tokenizer=
+    if tokenizer is None or (declared.needs != "tokenizer" and image_processor is None):
         raise SpecError(f"mmdiag.diagnose(): a {family} model needs its processor: diagnose(model, "
                         "processor=AutoProcessor.from_pretrained(...)) or tokenizer= and processor=IMAGE_PROCESSOR")
     if getattr(config, "_attn_implementation", "eager") != "eager" and hasattr(model, "set_attn_implementation"):

@@ -3,7 +3,7 @@
 Sentences have different lengths; the probes of every layer are trained and
 evaluated on minibatches of sentences padded to the longest one, (L, b, T, ·)
 with a (b, T) word mask.  :class:`Words` holds a :class:`~mmdiag.probing.data.ProbeData`'s
-states on the device and cuts a :class:`Batch` out of them (gathering only the
+states on the device (or a view of them on disk, :mod:`mmdiag.probing.states`) and cuts a :class:`Batch` out of them (gathering only the
 batch's real words, so no work is spent on padding); :class:`Targets` cuts the
 matching gold depths (b, T) or distances (b, T, T) and their 0/1 weights.
 """
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from mmdiag.probing.data import ProbeData
+from mmdiag.probing.states import StateView
 
 __all__ = ["EVAL_BATCH", "Batch", "Words", "Targets"]
 
@@ -62,7 +63,9 @@ class Words:
         return self.pad(torch.bmm(self.gather(batch, layers), Bm.transpose(1, 2)), batch)
 
     def gather(self, batch: Batch, layers: Optional[torch.Tensor]) -> torch.Tensor:
-        """The states of the batch's words, (La, sum n, D) float32."""
+        """The states of the batch's words, (La, sum n, D) float32 (read from disk for a :class:`StateView`)."""
+        if isinstance(self.states, StateView):
+            return self.states.gather(layers, batch.words)
         if layers is None:
             X = self.states.index_select(1, batch.words)
         else:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from mmdiag.metrics.probe_trees import punctuation_tags, tree_depths, tree_distances
+from mmdiag.probing.states import StateView
 
 __all__ = ["ProbeData"]
 
@@ -26,7 +27,8 @@ class ProbeData:
     """Word states of a set of sentences and their gold structure.
 
     ``states``: (L, W, D) tensor, the states of the W words of all sentences
-    concatenated in order, for each of L layers.  ``lengths``: words per
+    concatenated in order, for each of L layers; or a :class:`~mmdiag.probing.states.StateView`
+    of states kept on disk (read per minibatch).  ``lengths``: words per
     sentence (sum = W).  ``heads``: per sentence, 1-based heads (0 = root);
     gold depths/distances are derived from them unless given.  ``depths``:
     optional gold depths, a (W,) array/tensor or a list of per-sentence arrays
@@ -40,7 +42,7 @@ class ProbeData:
     ``none``), set by :meth:`from_trees`.
     """
 
-    states: torch.Tensor
+    states: "torch.Tensor | StateView"
     lengths: tuple[int, ...]
     heads: Optional[tuple[tuple[int, ...], ...]] = None
     depths: Optional[torch.Tensor] = None
@@ -49,7 +51,7 @@ class ProbeData:
     punct_sources: Optional[tuple[str, ...]] = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.states, torch.Tensor):
+        if not isinstance(self.states, (torch.Tensor, StateView)):
             self.states = torch.as_tensor(np.asarray(self.states))
         if self.states.ndim != 3:
             raise ValueError(f"ProbeData.states: expected (L, W, D), got {tuple(self.states.shape)}")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from mmdiag.probing.fitted import ProbeFit
 from mmdiag.probing.loss import KINDS, predictions, sentence_loss
 from mmdiag.probing.regimens import get_regimen
 from mmdiag.probing.schedule import LayerSchedule
+from mmdiag.probing.states import same_states
 
 __all__ = ["ProbeTask", "fit_probes", "fit_depth_probes", "fit_distance_probes"]
 
@@ -52,8 +53,7 @@ class ProbeTask:
 
 
 def _same_words(a: ProbeData, b: ProbeData) -> bool:
-    return a.lengths == b.lengths and (a.states is b.states or (
-        a.states.shape == b.states.shape and torch.equal(a.states, b.states)))
+    return a.lengths == b.lengths and same_states(a.states, b.states)
 
 
 def _init_scale(B: torch.Tensor, words: Words, targets: Targets, n_train: int) -> torch.Tensor:
@@ -87,7 +87,8 @@ def _dev_losses(B: torch.Tensor, words: Words, targets: Sequence[Targets], rank:
 
 
 def fit_probes(tasks: Sequence[ProbeTask], rank: Optional[int] = None, regimen: str = "fast", seed: int = 0,
-               device: Optional[Union[str, torch.device]] = None) -> list[ProbeFit]:
+               device: Optional[Union[str, torch.device]] = None, progress: Optional[Any] = None,
+               label: str = "probe fitting") -> list[ProbeFit]:
     """Fit several probes on the same word states in one batched program: one :class:`ProbeFit` per task.
 
     The tasks must share their words (same states and lengths in train, and in
@@ -100,6 +101,10 @@ def fit_probes(tasks: Sequence[ProbeTask], rank: Optional[int] = None, regimen: 
     minibatch and projected by one matrix product, and the summed loss keeps the
     tasks' gradients apart.  A probe that has stopped early keeps its weights
     (learning rate 0) while the others train on.
+
+    ``progress``: an object with ``start(total, label, unit)`` that is then called with the number of
+    training sentences just done (:class:`mmdiag.report.progress.Progress`); its total is the regimen's
+    most epochs times the training sentences, and an early stop jumps to the end.
     """
     t0 = time.perf_counter()
     cfg = get_regimen(regimen)
@@ -135,6 +140,8 @@ def fit_probes(tasks: Sequence[ProbeTask], rank: Optional[int] = None, regimen: 
     S = train.n_sentences
     batch_size = cfg.batch_for(S)
 
+    if progress is not None:
+        progress.start(cfg.max_epochs * S, f"{label} ({cfg.max_epochs} epochs at most)", "sentences")
     for epoch in range(cfg.max_epochs):
         on = active.any(0)
         everyone = bool(on.all())
@@ -158,11 +165,15 @@ def fit_probes(tasks: Sequence[ProbeTask], rank: Optional[int] = None, regimen: 
             (dflat,) = torch.autograd.grad(loss, flat)
             g = torch.bmm(dflat.transpose(1, 2), X)
             adam.step(g, step_lr, act, None if everyone else Bm)
+            if progress is not None:
+                progress(int(batch.n.shape[0]))
         losses = np.full((K, L), np.nan)
         losses[:, on] = _dev_losses(B, wdev, ydev, r, act).cpu().numpy()
         for k, l in book.end_epoch(epoch, losses):
             best_B[l, k * r:(k + 1) * r] = B[l, k * r:(k + 1) * r]
         if not active.any():
+            if progress is not None and epoch + 1 < cfg.max_epochs:
+                progress((cfg.max_epochs - epoch - 1) * S)  # stopped early: the rest is not needed
             break
 
     seconds = time.perf_counter() - t0

@@ -1,4 +1,5 @@
-"""Progress of the forward pass, written past pytest's output capture.
+"""Progress of the forward passes (the model's, the treebank's, the controls') and of probe fitting, written past
+pytest's output capture.
 
 The pass runs in the setup of the first check, after pytest has written that file's prefix
 (``test_mm_cone.py ``) and perhaps some result letters; the progress takes its own line(s) and then
@@ -26,8 +27,8 @@ class Progress:
         reporter = self.config.pluginmanager.get_plugin("terminalreporter")
         return None if reporter is None else reporter._tw
 
-    def start(self, total: int, label: str = "forward pass") -> None:
-        self.total, self.done, self._next_quarter, self.label = total, 0, 1, label
+    def start(self, total: int, label: str = "forward pass", unit: str = "samples") -> None:
+        self.total, self.done, self._next_quarter, self.label, self.unit = total, 0, 1, label, unit
 
     def __call__(self, n: int) -> None:
         try:
@@ -51,7 +52,8 @@ class Progress:
             self._drawn = len(self._prefix)
         self.done += n
         finished = self.done >= self.total
-        text = f"mmdiag: {getattr(self, 'label', 'forward pass')} {min(self.done, self.total)}/{self.total} samples"
+        text = (f"mmdiag: {getattr(self, 'label', 'forward pass')} {min(self.done, self.total)}/{self.total} "
+                f"{getattr(self, 'unit', 'samples')}")
         stream = getattr(writer, "_file", None)
         if stream is not None and getattr(stream, "isatty", lambda: False)():
             writer.write("\r" + text + " " * max(0, self._drawn - len(text)), flush=True)

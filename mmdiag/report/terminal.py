@@ -102,6 +102,19 @@ def build_table(results: Iterable[Result], title: Optional[str], with_deltas: bo
     return out
 
 
+def table_notes(results: Iterable[Result]) -> dict[str, list[str]]:
+    """The distinct ``details["note"]`` remarks of the results (e.g. probes fitted on few sentences), each with
+    the checks and params that carry it: printed under the table, which has no message column."""
+    notes: dict[str, list[str]] = {}
+    for r in results:
+        note = (r.details or {}).get("note") if isinstance(r.details, dict) else None
+        if note:
+            where = f"{r.check}[{r.params['modality']}]" if "modality" in (r.params or {}) else r.check
+            if where not in notes.setdefault(str(note), []):
+                notes[str(note)].append(where)
+    return notes
+
+
 def fold(title: str, width: int, separator: str = " · ") -> str:
     """``title`` broken at its separators into lines of at most ``width`` (a part longer than that keeps its
     own line), continuation lines indented by two spaces."""
@@ -139,6 +152,8 @@ def render(results: list[Result], title: str, width: int, color: bool, with_delt
     console.print(built)
     if narrow:  # no bottom rule: a blank line ends the table
         console.print()
+    for note, checks in table_notes(results).items():
+        console.print(Text(f"note ({', '.join(checks)}): {note}"), soft_wrap=True)  # one greppable line
     verdict = Verdict.of(results)
     sentence = verdict.sentence()
     counts = "(" + ", ".join(f"{n} {status}" for status, n in verdict.ordered()) + ")"

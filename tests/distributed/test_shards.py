@@ -23,7 +23,7 @@ def _recorders(adapter, parts, **flags):
     kept = []
 
     def keep(recorder, kept_idx, skipped, size):
-        kept.append(recorder)
+        kept.append(recorder.to("cpu"))  # what a rank sends to rank 0: states off its files, in memory
         return recorder, kept_idx, skipped
 
     for part in parts:

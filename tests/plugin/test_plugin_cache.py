@@ -4,7 +4,7 @@ import json
 import pytest
 
 RUN = ("--mm-model=random:tiny-clip", "--mm-samples=8", "--mm-batch-size=4", "-p", "no:cacheprovider",
-       "-k", "gap or cone_final", "--mm-threshold=cone.final=<=:1")
+       "-k", "gap or cone_final", "--mm-threshold=cone.final=<=:1")  # 7 pass (gap.* and cone.final), 1 skips
 
 
 def _values(path):
@@ -13,8 +13,8 @@ def _values(path):
 
 
 def test_second_run_reads_the_cache_and_gives_identical_results(pytester):
-    pytester.runpytest(*RUN, "--mm-json=a.json").assert_outcomes(passed=6, skipped=1)
-    pytester.runpytest(*RUN, "--mm-json=b.json").assert_outcomes(passed=6, skipped=1)
+    pytester.runpytest(*RUN, "--mm-json=a.json").assert_outcomes(passed=7, skipped=1)
+    pytester.runpytest(*RUN, "--mm-json=b.json").assert_outcomes(passed=7, skipped=1)
     a, doc_a = _values(pytester.path / "a.json")
     b, doc_b = _values(pytester.path / "b.json")
     assert a == b
@@ -27,14 +27,14 @@ def test_corrupt_cache_entries_are_rebuilt(pytester):
     pytester.runpytest(*RUN, "--mm-json=a.json")
     for entry in (pytester.path / ".mmdiag_cache").glob("*.safetensors"):
         entry.write_bytes(b"not a safetensors file")
-    pytester.runpytest(*RUN, "--mm-json=b.json").assert_outcomes(passed=6, skipped=1)
+    pytester.runpytest(*RUN, "--mm-json=b.json").assert_outcomes(passed=7, skipped=1)
     a, _ = _values(pytester.path / "a.json")
     b, doc_b = _values(pytester.path / "b.json")
     assert a == b and doc_b["run"]["timings"]["cache"] == "miss (written)"
 
 
 def test_no_cache_leaves_no_files(pytester):
-    pytester.runpytest(*RUN, "--mm-no-cache").assert_outcomes(passed=6, skipped=1)
+    pytester.runpytest(*RUN, "--mm-no-cache").assert_outcomes(passed=7, skipped=1)
     assert not (pytester.path / ".mmdiag_cache").exists()
 
 

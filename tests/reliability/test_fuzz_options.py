@@ -23,6 +23,7 @@ OPTIONS = {
     "--mm-samples": numbers, "--mm-batch-size": numbers | st.just("auto"), "--mm-seed": numbers,
     "--mm-bootstrap": st.sampled_from(["0", "-1", "1", "2", "nan", "x", "1e3", ""]),
     "--mm-probe-rank": numbers, "--mm-attention-head": numbers, "--mm-shift-batch": numbers,
+    "--mm-treebank-sentences": numbers,
     "--mm-device": st.sampled_from(["cpu", "auto", "cuda:99", "gpu", "mps", "", "cpu:0", "[bold]"]),
     "--mm-dtype": st.sampled_from(["fp32", "bf16", "fp16", "float32", "", "[bold]"]),
     "--mm-device-map": st.sampled_from(["auto", "balanced", "", "[bold]"]),

@@ -17,6 +17,18 @@ from mmdiag.devtools.bench.config import SCALING_FACTOR, SCALING_SETS, BenchConf
 from mmdiag.devtools.bench.processes import memory_scaling, repeated
 from mmdiag.devtools.bench.report import print_table, render_rows, scaling_rows
 from mmdiag.devtools.bench.run import run
+from mmdiag.devtools.bench.scaling import (SCALING_N, TREEBANK_N, parse_sizes, scaling_table, suite_scaling,
+                                           treebank_memory, treebank_table)
+
+#: the model of --scaling and --treebank-memory unless --model names one
+SCALING_MODEL = "random:tiny-clip"
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    try:
+        return parse_sizes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_families(text: Optional[str]) -> Optional[tuple[str, ...]]:
@@ -35,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The options of ``python -m mmdiag.bench`` (docs/performance.md)."""
     p = argparse.ArgumentParser(prog="python -m mmdiag.bench",
                                 description="Time mmdiag's full suite against the model's bare forward pass.")
-    p.add_argument("--model", default=BenchConfig.model, help="--mm-model spec (default %(default)s)")
+    p.add_argument("--model", default=None,
+                   help=f"--mm-model spec (default {BenchConfig.model}; {SCALING_MODEL} with --scaling and "
+                        "--treebank-memory)")
     p.add_argument("-n", "--samples", type=int, default=BenchConfig.samples, help="samples (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=BenchConfig.batch_size, help="default %(default)s")
     p.add_argument("--device", default=BenchConfig.device, help="auto, cpu, cuda, cuda:N (default %(default)s)")
@@ -50,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-scaling", action="store_true",
                    help=f"peak RSS of geometry+attention and of probe (or of --families) at N and "
                         f"{SCALING_FACTOR}N, each in its own process, instead of the timing run")
+    p.add_argument("--scaling", action="store_true",
+                   help="suite time and peak RSS at each N of --scaling-n (fresh process each), with the fitted "
+                        "exponent of time ~ N^a, overall and per family")
+    p.add_argument("--scaling-n", type=_sizes, default=SCALING_N, metavar="N,N,...",
+                   help="sizes for --scaling (default 256,1k,4k,16k; k = 1,024 after a power of two)")
+    p.add_argument("--treebank-memory", action="store_true",
+                   help="peak RSS of the probe family with --mm-treebank of N synthetic sentences, for each N of "
+                        "--treebank-n (fresh process each): flat when word states stay on disk")
+    p.add_argument("--treebank-n", type=_sizes, default=TREEBANK_N, metavar="N,N,...",
+                   help="treebank sizes for --treebank-memory (default 4000,40000)")
     p.add_argument("--floor-attentions", action="store_true",
                    help="also time the floor with output_attentions=True")
     p.add_argument("--floor-twice", action="store_true",
@@ -82,7 +106,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("mmdiag.bench: --repeat runs the timing phases only (not with --profile or --memory-scaling)",
               file=sys.stderr)
         return 2
-    cfg = BenchConfig(model=args.model, samples=args.samples, batch_size=args.batch_size, device=args.device,
+    sizes_mode = args.scaling or args.treebank_memory
+    if sizes_mode and (args.memory_scaling or args.repeat > 1 or args.profile is not None):
+        print("mmdiag.bench: --scaling and --treebank-memory run on their own (not with --memory-scaling, --repeat "
+              "or --profile)", file=sys.stderr)
+        return 2
+    model = args.model or (SCALING_MODEL if sizes_mode else BenchConfig.model)
+    cfg = BenchConfig(model=model, samples=args.samples, batch_size=args.batch_size, device=args.device,
                       dtype=args.dtype, data=args.data, seed=args.seed, families=args.families,
                       select=args.select, floor_attentions=args.floor_attentions, floor_twice=args.floor_twice,
                       show_pytest=args.show_pytest,
@@ -91,7 +121,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from mmdiag.errors import MMDiagError
 
     try:
-        if args.memory_scaling:
+        if sizes_mode:
+            doc = {"model": cfg.model, "device": cfg.device, "batch_size": cfg.batch_size}
+            if args.scaling:
+                doc["scaling"] = suite_scaling(cfg, args.scaling_n)
+                if not args.quiet:
+                    print_table(f"mmdiag bench --scaling · {cfg.model} · fresh process per N", scaling_table(
+                        doc["scaling"]))
+            if args.treebank_memory:
+                doc["treebank_memory"] = treebank_memory(cfg, args.treebank_n)
+                if not args.quiet:
+                    print_table(f"mmdiag bench --treebank-memory · {cfg.model} · probe family, synthetic treebank",
+                                treebank_table(doc["treebank_memory"]))
+        elif args.memory_scaling:
             scaling = memory_scaling(cfg, (cfg.families,) if cfg.families else SCALING_SETS)
             doc: dict[str, Any] = {"model": cfg.model, "n": cfg.samples, "factor": SCALING_FACTOR,
                                    "device": cfg.device, "batch_size": cfg.batch_size, "memory_scaling": scaling}
@@ -117,7 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except MMDiagError as exc:
         print(f"mmdiag.bench: {exc}", file=sys.stderr)
         return 2
-    failed = not args.memory_scaling and doc.get("suite_exit_code") not in (0, 1)
+    failed = not (args.memory_scaling or sizes_mode) and doc.get("suite_exit_code") not in (0, 1)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(doc, indent=1, default=str) + "\n", encoding="utf-8")
