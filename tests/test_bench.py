@@ -127,3 +127,26 @@ def test_repeat_reports_the_median_run(tmp_path, capsys):
     assert math.isclose(fig["ratio"], fig["suite_s"] / fig["forward_s"])
     assert "median of 2 runs" in capsys.readouterr().out
     assert bench.main(["--repeat", "2", "--memory-scaling"]) == 2
+
+
+def test_sdpa_floor_times_the_forward_and_switches_back_to_eager():
+    from mmdiag.devtools.bench.run import prepare_batches, time_sdpa
+    from mmdiag.data.synthetic import make_synthetic
+    from mmdiag.models.load import load_adapter
+
+    adapter = load_adapter("random:tiny-clip", "cpu")
+    batches = prepare_batches(adapter, make_synthetic(4, seed=0), 2)
+    seconds = time_sdpa(adapter, batches)
+    assert seconds is not None and seconds > 0
+    assert adapter.model.config._attn_implementation == "eager"  # the recorder needs the weights eager returns
+
+
+def test_the_7b_bench_preset_has_the_published_size():
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
+    from mmdiag.models.presets import PRESETS
+
+    with torch.device("meta"):  # shapes only: no 28 GB of weights
+        model = LlavaForConditionalGeneration(PRESETS["llava-1.5-7b"].make_config())
+    assert abs(sum(p.numel() for p in model.parameters()) / 1e9 - 7.06) < 0.01  # llava-hf/llava-1.5-7b-hf

@@ -110,6 +110,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
         {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 3, "num_attention_heads": 4,
          "num_key_value_heads": 4, "vocab_size": 512, "max_position_embeddings": 128}, image_token_id=511),
         "a LLaVA-1.5-style model (2-layer CLIP tower, 3-layer Llama) for tests"),
+    # the 7B-class decoder VLM of the GPU bench (random init, bf16): llava-hf/llava-1.5-7b-hf's shapes, a
+    # CLIP ViT-L/14-336 tower and a Llama-2-7B decoder (7.06B parameters)
+    Preset("llava-1.5-7b", "llava", lambda: _llava(
+        {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
+         "image_size": 336, "patch_size": 14, "projection_dim": 768},
+        {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32, "num_attention_heads": 32,
+         "num_key_value_heads": 32, "vocab_size": 32064, "max_position_embeddings": 4096}, image_token_id=32000),
+        "llava-hf/llava-1.5-7b-hf"),
 ]}
 
 

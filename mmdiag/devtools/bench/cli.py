@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="treebank sizes for --treebank-memory (default 4000,40000)")
     p.add_argument("--floor-attentions", action="store_true",
                    help="also time the floor with output_attentions=True")
+    p.add_argument("--floor-sdpa", action="store_true",
+                   help="also time the floor with attn_implementation='sdpa' (mmdiag records with eager kernels, "
+                        "which return the attention weights; sdpa is the deployment floor) and report the ratio "
+                        "against it")
     p.add_argument("--floor-twice", action="store_true",
                    help="time the floor again after the suite (shows how noisy the machine is)")
     p.add_argument("--suite-only", action="store_true", help="skip the floor (used by --memory-scaling)")
@@ -115,6 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = BenchConfig(model=model, samples=args.samples, batch_size=args.batch_size, device=args.device,
                       dtype=args.dtype, data=args.data, seed=args.seed, families=args.families,
                       select=args.select, floor_attentions=args.floor_attentions, floor_twice=args.floor_twice,
+                      floor_sdpa=args.floor_sdpa,
                       show_pytest=args.show_pytest,
                       profile=args.profile, no_cache=args.no_cache, suite_args=tuple(args.suite_arg),
                       all_plugins=args.all_plugins)

@@ -30,6 +30,7 @@ class BenchConfig:
     families: Optional[tuple[str, ...]] = None  # None: every family
     select: str = "k"  # "k": -k expression; "files": the families' check files as arguments
     floor_attentions: bool = False
+    floor_sdpa: bool = False  # also time the floor with the sdpa attention kernels (no attention weights)
     floor_twice: bool = False  # time the floor again after the suite (a check on machine noise)
     show_pytest: bool = False
     profile: Optional[Path] = None  # cProfile the suite phase into this file (its timings are then inflated)

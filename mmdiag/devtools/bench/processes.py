@@ -24,6 +24,7 @@ def child_run(cfg: BenchConfig, path: Path, *extra: str) -> dict[str, Any]:
            "--data", cfg.data, "--seed", str(cfg.seed), "--families", ",".join(cfg.families or FAMILY_ORDER),
            "--select", cfg.select, "--json", str(path), "--quiet",
            *(["--floor-twice"] if cfg.floor_twice else []), *(["--floor-attentions"] if cfg.floor_attentions else []),
+           *(["--floor-sdpa"] if cfg.floor_sdpa else []),
            *(["--no-cache"] if cfg.no_cache else []), *(["--all-plugins"] if cfg.all_plugins else []),
            *(f"--suite-arg={a}" for a in cfg.suite_args), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True)

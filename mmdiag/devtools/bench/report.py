@@ -60,6 +60,9 @@ def figures(cfg: BenchConfig, floor: Optional[dict], suite: dict) -> dict[str, A
             fig["cpu_ratio"] = suite["suite_cpu_s"] / floor["forward_cpu_s"]
         if "forward_attn_s" in floor:
             fig["forward_attn_s"] = floor["forward_attn_s"]
+        if floor.get("forward_sdpa_s"):
+            fig["forward_sdpa_s"] = floor["forward_sdpa_s"]
+            fig["ratio_vs_sdpa"] = suite_s / floor["forward_sdpa_s"]
         if "forward_after_s" in floor:
             fig["forward_after_s"] = floor["forward_after_s"]
             fig["ratio_vs_floor_after"] = suite_s / floor["forward_after_s"]
@@ -110,6 +113,9 @@ def render_rows(fig: dict[str, Any]) -> list[tuple[str, str, str]]:
         if "forward_attn_s" in fig:
             rows.append(("(a) forward + attentions", _fmt(fig["forward_attn_s"], " s", 3),
                          "the same with output_attentions=True"))
+        if "forward_sdpa_s" in fig:
+            rows.append(("(a) forward, sdpa kernels", _fmt(fig["forward_sdpa_s"], " s", 3),
+                         f"attn_implementation='sdpa'; suite / sdpa floor = {_fmt(fig['ratio_vs_sdpa'], 'x')}"))
     if "forward_after_s" in fig:
         rows.append(("(a') floor again, after (b)", _fmt(fig["forward_after_s"], " s", 3),
                      "differs from (a) by more than 20%: a noisy machine" if abs(

@@ -72,6 +72,23 @@ def time_forward(adapter: Any, batches: Sequence[Any]) -> tuple[float, float]:
     return time.perf_counter() - start, cpu_seconds() - cpu0
 
 
+def time_sdpa(adapter: Any, batches: Sequence[Any]) -> Optional[float]:
+    """Wall seconds of the bare forward with ``attn_implementation="sdpa"`` (then eager again); None where the
+    model cannot switch (no ``set_attn_implementation``, or no sdpa kernels for it)."""
+    model = getattr(adapter, "model", None)
+    switch = getattr(model, "set_attn_implementation", None)
+    if switch is None:
+        return None
+    try:
+        switch("sdpa")
+    except (ValueError, ImportError, NotImplementedError):
+        return None
+    try:
+        return time_forward(adapter, batches)[0]
+    finally:
+        switch("eager")
+
+
 def run_floor(cfg: BenchConfig, peaks: PeakTracker) -> dict[str, Any]:
     """Phase (a): load the adapter, prepare the batches, time the bare forward pass."""
     from mmdiag.models.load import load_adapter
@@ -92,6 +109,8 @@ def run_floor(cfg: BenchConfig, peaks: PeakTracker) -> dict[str, Any]:
         adapter.output_attentions = True
         out["forward_attn_s"] = time_forward(adapter, batches)[0]
         adapter.output_attentions = False
+    if cfg.floor_sdpa:
+        out["forward_sdpa_s"] = time_sdpa(adapter, batches)
     out["adapter"] = adapter  # reused for the suite's warm-up batch, then dropped
     out["warmup_batch"] = batches[0]
     out.update(peaks.stop())
