@@ -83,3 +83,25 @@ def test_intervals_are_deterministic_by_seed_and_absent_without_boot():
     assert none.dspr == a.dspr and none.nspr == a.nspr and none.control_dspr == a.control_dspr
     assert all(getattr(none, f) is None for f in ("nspr_ci", "dspr_ci", "root_acc_ci", "uuas_ci", "nspr_items",
                                                  "dspr_items", "control_items"))
+
+
+def test_scoring_in_chunks_of_test_sentences_gives_the_scores_of_one_pass(monkeypatch):
+    """The test split is scored SCORE_CHUNK sentences at a time (bounded memory): the same DSpr, UUAS, intervals
+    and example as all sentences at once, also with a chunk of one sentence."""
+    import mmdiag.analyses.probes as probes
+    from mmdiag.metrics.probe_recovery import uuas_by_layer
+
+    whole = _interval_scores(boot=50)
+    monkeypatch.setattr(probes, "SCORE_CHUNK", 1)
+    chunked = _interval_scores(boot=50)
+    np.testing.assert_allclose(chunked.dspr, whole.dspr)
+    np.testing.assert_allclose(chunked.uuas, whole.uuas)
+    assert [(c.low, c.high) for c in chunked.dspr_ci] == [(c.low, c.high) for c in whole.dspr_ci]
+    assert [(c.low, c.high) for c in chunked.uuas_ci] == [(c.low, c.high) for c in whole.uuas_ci]
+    assert chunked.example == whole.example
+    # and the pooled UUAS is the reference tree-by-tree computation on the whole split
+    data = planted(5, n_sent=40)
+    fits = probes.fit_probes([probes.ProbeTask("distance", *(data.subset(ix) for ix in split_indices(40, 2)[:2]))],
+                             rank=8, seed=2)
+    test = data.subset(split_indices(40, 2)[2])
+    np.testing.assert_allclose(uuas_by_layer(fits[0].predict_distances(test), test.heads, test.upos), whole.uuas)

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from mmdiag.metrics.probe_recovery import mst_edges, root_accuracy, uuas_by_layer
+from mmdiag.metrics.probe_recovery import mst_edges, root_accuracy
 from mmdiag.metrics.probe_scores import details_from_sentence_scores, dspr_by_sentence, dspr_details, nspr_by_sentence
 from mmdiag.probing.control import control_distances
 from mmdiag.probing.data import ProbeData
@@ -173,6 +173,34 @@ def image_probe_set(acts: Activations, samples: Sequence[Any]) -> Optional[Probe
     return ProbeSet(data, words, keep, {"regions_probed": int(sum(data.lengths)) - len(keep)})
 
 
+#: test sentences scored at a time: the predicted (n, n) distances of every layer are held for one chunk only,
+#: so scoring a 40k-sentence treebank's test split holds a chunk's matrices, not the split's
+SCORE_CHUNK = 512
+
+
+def _distance_items(fit: Any, test: ProbeData, chunk: int = SCORE_CHUNK) -> tuple[tuple, Optional[ItemScores]]:
+    """Per-sentence DSpr of every layer with the sentence lengths, and (with gold heads) the UUAS edge counts
+    (:func:`~mmdiag.uncertainty.grouped.uuas_items_by_layer`: ``values[l].sum() / totals.sum()`` is layer l's
+    UUAS exactly), scored ``chunk`` test sentences at a time."""
+    scores, lengths, hits, totals = [], [], [], []
+    for start in range(0, test.n_sentences, chunk):
+        part = test.subset(range(start, min(test.n_sentences, start + chunk)))
+        preds = fit.predict_distances(part)
+        found, found_lengths = dspr_by_sentence(preds, part.gold_distances())
+        scores.append(found)
+        lengths.append(found_lengths)
+        if part.heads is not None:
+            edges = uuas_items_by_layer(preds, part.heads, part.upos)
+            hits.append(edges.values)
+            totals.append(edges.totals)
+        del preds
+    if not scores:  # no test sentence
+        return (np.full((test.states.shape[0], 0), np.nan), np.zeros(0, dtype=np.int64)), None
+    per_sentence = (np.concatenate(scores, axis=1), np.concatenate(lengths))
+    edges = ItemScores(np.concatenate(hits, axis=1), totals=np.concatenate(totals)) if hits else None
+    return per_sentence, edges
+
+
 def _states(layers: list[torch.Tensor], files: Any, index: list[int]) -> Any:
     """The rows ``index`` of every layer: a :class:`StateView` of the files the states were recorded to (nothing
     read), or, for states held in memory (from the activation cache), one stacked ``(L, W, D)`` tensor."""
@@ -238,25 +266,25 @@ def probe_scores(pset: ProbeSet, seed: int, regimen: str = "fast", rank: Optiona
                 out.root_acc_ci = [_ratio_ci(root_accuracy_items(p, test.heads, test.upos), boot, seed)
                                    for p in preds]
     if "distance" in fits:
-        preds, gold = fits["distance"].predict_distances(test), test.gold_distances()
-        per_sentence = dspr_by_sentence(preds, gold)
+        per_sentence, edges = _distance_items(fits["distance"], test)
         details = details_from_sentence_scores(*per_sentence)
         out.dspr = [d["value"] for d in details]
         out.dspr_fallback = bool(details[0].get("fallback")) if details else False
         if boot:
             out.dspr_items = ItemScores(*per_sentence)
             out.dspr_ci = bootstrap_grouped_layers(out.dspr_items.values, out.dspr_items.groups, boot, seed)
-        if test.heads is not None:
-            out.uuas = uuas_by_layer(preds, test.heads, test.upos)
+        if edges is not None:
+            total = float(edges.totals.sum())
+            out.uuas = [float(hits.sum()) / total if total else float("nan") for hits in edges.values]
             if boot:
-                edges = uuas_items_by_layer(preds, test.heads, test.upos)
                 out.uuas_ci = [bootstrap_ratio(hits, edges.totals, boot, seed) for hits in edges.values]
-            best = int(np.nanargmax(out.uuas)) if out.uuas else 0
+            best = int(np.nanargmax(out.uuas)) if out.uuas and not np.all(np.isnan(out.uuas)) else 0
             example = int(np.argmax(test.lengths))
             test_words = [pset.words[i] for i in test_idx]
+            shown = fits["distance"].predict_distances(test.subset([example]))[best][0]
             out.example = {"layer": best, "words": list(test_words[example]),
                            "gold_heads": list(test.heads[example]),
-                           "pred_edges": sorted([list(e) for e in mst_edges(preds[best][example])])}
+                           "pred_edges": sorted([list(e) for e in mst_edges(shown)])}
     if control and not np.all(np.isnan(out.dspr)):
         layer = int(np.nanargmax(out.dspr))
         words = lambda idx: [pset.words[i] for i in idx]  # noqa: E731
