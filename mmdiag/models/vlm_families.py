@@ -253,3 +253,44 @@ VLM_FAMILIES: tuple[Family, ...] = tuple(
         ("paligemma", "; image prefix then BOS and the caption, one bidirectional prefix (stream not causal)"),
         ("idefics3", "; per crop <fake_token_around_image><row_i_col_j> (special) and image tokens"),
     ))
+
+
+# -- cross-attention VLMs: the decoder reads the image in cross-attention layers (own adapters) -------------------
+def _mllama() -> tuple:
+    """A small Llama 3.2 Vision: 3 decoder layers, the middle one cross-attention; 2 local + 1 global vision
+    layers over 4 tiles of 32x32 pixels (the published tiling, smaller tiles)."""
+    spec = TokenSpec(named=(("image_token", "<|image|>"),), plain=("<|python_tag|>",), bos="<|begin_of_text|>",
+                     eos="<|end_of_text|>", pad="<|finetune_right_pad_id|>")
+    tok = vlm_tokenizer(VOCAB, spec, 512)
+    text = {**TEXT, "num_hidden_layers": 3, "cross_attention_layers": [1], "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_global_layers": 1,
+              "attention_heads": 4, "image_size": 32, "patch_size": 8, "max_num_tiles": 4,
+              "intermediate_layers_indices": [0], "vision_output_dim": 64}
+    config = _config("mllama", text_config=text, vision_config=vision, image_token_index=tok.image_token_id)
+    image_processor = transformers.MllamaImageProcessorPil(size={"height": 32, "width": 32}, max_image_tiles=4)
+    return config, tok, transformers.MllamaProcessor(image_processor=image_processor, tokenizer=tok)
+
+
+def _mllama_adapter(model, tokenizer, processor, info, device, dtype):
+    from mmdiag.models.mllama import MllamaAdapter
+
+    return MllamaAdapter(model, tokenizer, processor, info, device, dtype)
+
+
+def _cross_random(builder: Callable[[], tuple], cls_name: str) -> Callable[[Preset, int], tuple]:
+    def build(preset: Preset, seed: int) -> tuple:
+        config, tok, processor = builder()
+        torch.manual_seed(seed)
+        return fresh_model(getattr(transformers, cls_name), config), tok, processor
+    return build
+
+
+CROSS_FAMILIES: tuple[Family, ...] = (
+    Family("mllama", ("mllama",), _mllama_adapter, _cross_random(_mllama, "MllamaForConditionalGeneration"),
+           (Preset("tiny-mllama", "mllama", lambda: _mllama()[0], "a small Llama 3.2 Vision (Mllama) for tests"),),
+           model_class=transformers.MllamaForConditionalGeneration, needs="processor",
+           tokens="decoder with cross-attention layers: <|image|> <|begin_of_text|> (special), caption (text); "
+                  "the image = the vision tower's tile tokens (CLS special, patches image), read by the "
+                  "decoder only in its cross-attention layers (stream \"cross\")"),
+)
