@@ -278,6 +278,32 @@ def _mllama_adapter(model, tokenizer, processor, info, device, dtype):
     return MllamaAdapter(model, tokenizer, processor, info, device, dtype)
 
 
+def _blip2() -> tuple:
+    """A small BLIP-2 (OPT decoder): 2 vision layers, a 2-layer Q-Former (cross-attention in layer 1) with 4 query
+    tokens, 2 OPT layers."""
+    spec = TokenSpec(plain=("<image>",), bos="</s>", eos="</s>", pad="<pad>")  # OPT's BOS is its </s>
+    tok = vlm_tokenizer(VOCAB, spec, 512)
+    text = {"model_type": "opt", "vocab_size": VOCAB, "hidden_size": 64, "ffn_dim": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "max_position_embeddings": 512, "word_embed_proj_dim": 64,
+            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    # initializer_range: BLIP-2's vision default (1e-10) leaves random layers the identity, every CLS the same
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "image_size": 32, "patch_size": 8, "initializer_range": 0.02}
+    qformer = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "cross_attention_frequency": 2, "encoder_hidden_size": 32, "vocab_size": VOCAB,
+               "max_position_embeddings": 64}
+    config = _config("blip-2", vision_config=vision, qformer_config=qformer, text_config=text, num_query_tokens=4,
+                     image_token_index=token_id(tok, "<image>"))
+    image_processor = transformers.BlipImageProcessorPil(size={"height": 32, "width": 32})
+    return config, tok, transformers.Blip2Processor(image_processor=image_processor, tokenizer=tok, num_query_tokens=4)
+
+
+def _blip2_adapter(model, tokenizer, processor, info, device, dtype):
+    from mmdiag.models.blip2 import Blip2Adapter
+
+    return Blip2Adapter(model, tokenizer, processor, info, device, dtype)
+
+
 def _cross_random(builder: Callable[[], tuple], cls_name: str) -> Callable[[Preset, int], tuple]:
     def build(preset: Preset, seed: int) -> tuple:
         config, tok, processor = builder()
@@ -293,4 +319,10 @@ CROSS_FAMILIES: tuple[Family, ...] = (
            tokens="decoder with cross-attention layers: <|image|> <|begin_of_text|> (special), caption (text); "
                   "the image = the vision tower's tile tokens (CLS special, patches image), read by the "
                   "decoder only in its cross-attention layers (stream \"cross\")"),
+    Family("blip-2", ("blip-2",), _blip2_adapter, _cross_random(_blip2, "Blip2ForConditionalGeneration"),
+           (Preset("tiny-blip-2", "blip-2", lambda: _blip2()[0], "a small BLIP-2 (Q-Former, OPT decoder) for tests"),),
+           model_class=transformers.Blip2ForConditionalGeneration, needs="processor",
+           tokens="vision tower (image: CLS special, patches) -> Q-Former queries cross-attending to it (stream "
+                  "\"cross\", queries on the text side) -> decoder: <image> x Q (image), BOS (special), caption "
+                  "(text), causal \"joint\" stream"),
 )

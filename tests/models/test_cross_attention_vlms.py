@@ -174,3 +174,90 @@ def test_saved_mllama_runs_the_suite(pytester):
         assert r["status"] == "skip" and "share one transformer" in r["message"]
     entropy = {(r["params"]["modality"], r["params"]["layer"]): r for r in by_check["attention.entropy"]}
     assert entropy[("image", 1)]["value"] is not None and entropy[("text", 1)]["value"] is not None
+
+
+# -- BLIP-2: the Q-Former's cross-attention from the query tokens to the vision tower ---------------------------
+@pytest.fixture(scope="module")
+def blip2():
+    from mmdiag.models.blip2 import Blip2Adapter
+
+    adapter = load_adapter("random:tiny-blip-2", "cpu", "fp32", 0)
+    assert isinstance(adapter, Blip2Adapter)
+    return adapter
+
+
+def test_blip2_cross_stream_is_the_qformer_cross_attention_layers_only(blip2):
+    from mmdiag.models.blip2 import qformer_cross_layers
+
+    samples = _samples()
+    qformer = blip2.model.qformer
+    cross = qformer_cross_layers(qformer)
+    assert cross == [i for i in range(qformer.config.num_hidden_layers) if i % qformer.config.cross_attention_frequency == 0]
+    assert len(cross) < qformer.config.num_hidden_layers  # the tiny Q-Former has a layer without cross-attention
+    blip2.output_attentions = True
+    try:
+        batch = blip2.prepare(samples)
+        trace = blip2.forward(batch)
+    finally:
+        blip2.output_attentions = False
+    assert set(trace.attention) == {"joint", "cross"}
+    maps = trace.attention["cross"].maps
+    assert len(maps) == len(cross)
+    # the same maps computed by hand from the Q-Former's cross-attention module of each cross layer
+    with torch.inference_mode():
+        vision = blip2.model.vision_model(pixel_values=batch["pixel_values"]).last_hidden_state
+        n_query, n_vision = blip2.model.config.num_query_tokens, vision.shape[1]
+        query = blip2.model.query_tokens.expand(len(samples), -1, -1)
+        out = qformer(query_embeds=query, encoder_hidden_states=vision, output_attentions=True, return_dict=True)
+    assert out.cross_attentions is not None and len(out.cross_attentions) == len(cross)
+    for square, reference in zip(maps, out.cross_attentions):
+        assert square.shape[-1] == n_query + n_vision
+        torch.testing.assert_close(square[:, :, :n_query, n_query:], reference)
+        assert float(square[:, :, n_query:].abs().sum()) == 0.0
+    groups = trace.attention["cross"].groups
+    assert bool((groups[:, :n_query] == GROUP_TEXT).all()) and bool((groups[:, n_query] == GROUP_SPECIAL).all())
+    assert bool((groups[:, n_query + 1:] == GROUP_IMAGE).all())
+
+
+def test_blip2_states(blip2):
+    samples = _samples()
+    trace = blip2.forward(blip2.prepare(samples))
+    counts = blip2.layer_counts()
+    assert counts == {"image": blip2.model.config.vision_config.num_hidden_layers + 1,
+                      "text": blip2.model.config.text_config.num_hidden_layers + 1}
+    assert {m: len(h) for m, h in trace.hidden.items()} == counts
+    with torch.inference_mode():
+        vision = blip2.model.vision_model(pixel_values=blip2.prepare(samples)["pixel_values"],
+                                          output_hidden_states=True)
+    for ours, theirs in zip(trace.hidden["image"], vision.hidden_states):
+        torch.testing.assert_close(ours, theirs)
+    side = blip2.model.config.vision_config.image_size // blip2.model.config.vision_config.patch_size
+    assert trace.patch_grid == (side, side) and trace.patch_offset == 1
+    assert int(trace.content["image"].sum(1)[0]) == side * side
+    assert trace.embeds["image"].shape == trace.embeds["text"].shape
+
+
+def test_blip2_recorded_cross_shares(blip2):
+    acts = record(blip2, _samples(4), 2, attentions=True)
+    cross = acts.attention["cross"].share_mean
+    np.testing.assert_allclose(cross[:, TEXT, IMAGE] + cross[:, TEXT, SPECIAL], 1.0, atol=1e-6)
+    assert np.isnan(cross[:, IMAGE, :]).all()
+    # the language model's joint stream still gives the decoder's text->image share
+    joint = acts.attention["joint"].share_mean
+    assert np.isfinite(joint[:, TEXT, IMAGE]).all() and (joint[:, TEXT, IMAGE] > 0).all()
+
+
+def test_saved_blip2_runs_the_suite(pytester):
+    directory = save_preset("random:tiny-blip-2", pytester.path / "model")
+    result = pytester.runpytest(f"--mm-model={directory}", "--mm-samples=4", "--mm-bootstrap=0",
+                                "--mm-batch-size=4", "--mm-json=r.json", "-p", "no:cacheprovider", "--color=no")
+    output = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in output
+    assert result.ret in (0, 1), output[-3000:]
+    doc = json.loads((pytester.path / "r.json").read_text())
+    assert doc["model"]["family"] == "blip-2"
+    results = doc["results"]
+    assert not [r for r in results if r["status"] == "error"]
+    for check in ("cone.final", "gap.norm", "attention.share", "attention.image_use", "attention.entropy"):
+        assert any(r["status"] != "skip" and r["value"] is not None for r in results if r["check"] == check), check
+    assert all(r["message"] for r in results if r["status"] == "skip")
