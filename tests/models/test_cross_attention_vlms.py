@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from mmdiag.data.types import Sample
@@ -50,6 +52,22 @@ def test_cross_stream_maps_take_the_cross_layers_only():
         assert float(square[:, :, :t, :t].abs().sum()) == 0.0 and float(square[:, :, t:].abs().sum()) == 0.0
     with pytest.raises(ValueError, match="text tokens"):
         cross_stream_maps(maps, [0], t + 1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 3), st.integers(1, 6), st.integers(1, 9), st.integers(0, 2 ** 16))
+def test_square_layouts_keep_each_query_row(batch, heads, t, n, seed):
+    """Property: the square layout keeps every query row's distribution (sums to 1, same weights) over the vision
+    columns and adds no mass anywhere else (mllama.cross_stream_maps and blip2.square_cross agree)."""
+    from mmdiag.models.blip2 import square_cross
+
+    g = torch.Generator().manual_seed(seed)
+    a = torch.softmax(torch.randn(batch, heads, t, n, generator=g), -1)
+    for square in (cross_stream_maps([a], [0], t)[0], square_cross([a])[0]):
+        assert square.shape == (batch, heads, t + n, t + n)
+        torch.testing.assert_close(square[:, :, :t].sum(-1), torch.ones(batch, heads, t))
+        torch.testing.assert_close(square[:, :, :t, t:], a)
+        assert float(square.sum()) == pytest.approx(batch * heads * t, rel=1e-5)
 
 
 def test_cross_stream_is_the_hf_cross_attention(mllama):
