@@ -17,6 +17,10 @@ with two changes:
   generic adapter gives them. ``embeds["image"]``: the mean of the projected
   query outputs (what the language model reads, in its width); ``embeds["text"]``:
   the mean of the caption's last states.
+- InstructBLIP (``InstructBlipForConditionalGeneration``, same layout): its Q-Former
+  also reads the instruction (``qformer_input_ids`` from the processor's Q-Former
+  tokenizer: here the prompt before the caption, i.e. no instruction); the cross
+  stream is still the queries' cross-attention.
 - attention stream ``"cross"``: the Q-Former's cross-attention layers only (forward
   hooks on them), in LXMERT's square layout ``[queries | vision tokens]``: the
   query rows hold the query->vision map over the vision columns, vision rows are
@@ -37,6 +41,8 @@ from mmdiag.models.base import GROUP_IMAGE, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TE
 from mmdiag.models.decoder_vlm import DecoderVLMAdapter
 
 CROSS = "cross"
+#: the processor outputs InstructBLIP's Q-Former reads (the instruction, tokenised by its own tokenizer)
+QFORMER_INPUTS = ("qformer_input_ids", "qformer_attention_mask")
 
 
 def qformer_cross_layers(qformer: torch.nn.Module) -> list[int]:
@@ -69,10 +75,13 @@ class _Blip2Core:
             for index in qformer_cross_layers(model.qformer):
                 module = model.qformer.encoder.layer[index].crossattention.attention
                 handles.append(module.register_forward_hook(lambda m, a, out: store["cross"].append(out[1])))
+        # InstructBLIP: the Q-Former also reads the instruction (its own tokenizer's ids)
+        qformer = {k: extra.pop(k) for k in QFORMER_INPUTS if k in extra}
         try:
-            features = model.get_image_features(pixel_values, return_dict=True, output_hidden_states=True)
-            out = model(pixel_values=None, input_ids=input_ids, attention_mask=attention_mask, mm_encoder_outputs={"image": features},
-                        output_hidden_states=True, output_attentions=output_attentions, **extra)
+            features = model.get_image_features(pixel_values, return_dict=True, output_hidden_states=True, **qformer)
+            out = model(pixel_values=None, input_ids=input_ids, attention_mask=attention_mask,
+                        mm_encoder_outputs={"image": features}, output_hidden_states=True,
+                        output_attentions=output_attentions, **qformer, **extra)
         finally:
             for handle in handles:
                 handle.remove()

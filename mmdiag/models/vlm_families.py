@@ -298,10 +298,27 @@ def _blip2() -> tuple:
     return config, tok, transformers.Blip2Processor(image_processor=image_processor, tokenizer=tok, num_query_tokens=4)
 
 
-def _blip2_adapter(model, tokenizer, processor, info, device, dtype):
-    from mmdiag.models.blip2 import Blip2Adapter
+def _blip2_adapter(family: str) -> Callable[..., Any]:
+    def factory(model, tokenizer, processor, info, device, dtype):
+        from mmdiag.models.blip2 import Blip2Adapter
 
-    return Blip2Adapter(model, tokenizer, processor, info, device, dtype)
+        return Blip2Adapter(model, tokenizer, processor, info, device, dtype, family=family)
+    return factory
+
+
+def _instructblip() -> tuple:
+    """:func:`_blip2`'s parts as InstructBLIP: the same towers, a Q-Former that also reads the instruction (its own
+    BERT-style tokenizer)."""
+    from mmdiag.models import offline
+
+    blip2, tok, processor = _blip2()
+    config = _config("instructblip", vision_config=blip2.vision_config.to_dict(),
+                     qformer_config={**blip2.qformer_config.to_dict(), "model_type": "instructblip_qformer"},
+                     text_config=blip2.text_config.to_dict(), num_query_tokens=4,
+                     image_token_index=blip2.image_token_index)
+    qformer_tok = offline.bert_tokenizer(VOCAB, 64)
+    return config, tok, transformers.InstructBlipProcessor(image_processor=processor.image_processor, tokenizer=tok,
+                                                           qformer_tokenizer=qformer_tok, num_query_tokens=4)
 
 
 def _cross_random(builder: Callable[[], tuple], cls_name: str) -> Callable[[Preset, int], tuple]:
@@ -319,10 +336,17 @@ CROSS_FAMILIES: tuple[Family, ...] = (
            tokens="decoder with cross-attention layers: <|image|> <|begin_of_text|> (special), caption (text); "
                   "the image = the vision tower's tile tokens (CLS special, patches image), read by the "
                   "decoder only in its cross-attention layers (stream \"cross\")"),
-    Family("blip-2", ("blip-2",), _blip2_adapter, _cross_random(_blip2, "Blip2ForConditionalGeneration"),
+    Family("blip-2", ("blip-2",), _blip2_adapter("blip-2"), _cross_random(_blip2, "Blip2ForConditionalGeneration"),
            (Preset("tiny-blip-2", "blip-2", lambda: _blip2()[0], "a small BLIP-2 (Q-Former, OPT decoder) for tests"),),
            model_class=transformers.Blip2ForConditionalGeneration, needs="processor",
            tokens="vision tower (image: CLS special, patches) -> Q-Former queries cross-attending to it (stream "
                   "\"cross\", queries on the text side) -> decoder: <image> x Q (image), BOS (special), caption "
                   "(text), causal \"joint\" stream"),
+    Family("instructblip", ("instructblip",), _blip2_adapter("instructblip"),
+           _cross_random(_instructblip, "InstructBlipForConditionalGeneration"),
+           (Preset("tiny-instructblip", "instructblip", lambda: _instructblip()[0],
+                   "a small InstructBLIP (instruction-aware Q-Former, OPT decoder) for tests"),),
+           model_class=transformers.InstructBlipForConditionalGeneration, needs="processor",
+           tokens="as blip-2; the Q-Former also reads the instruction (the prompt before the caption: none), its "
+                  "queries' cross-attention is the \"cross\" stream"),
 )

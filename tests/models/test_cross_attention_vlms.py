@@ -279,3 +279,29 @@ def test_saved_blip2_runs_the_suite(pytester):
     for check in ("cone.final", "gap.norm", "attention.share", "attention.image_use", "attention.entropy"):
         assert any(r["status"] != "skip" and r["value"] is not None for r in results if r["check"] == check), check
     assert all(r["message"] for r in results if r["status"] == "skip")
+
+
+def test_instructblip_cross_stream_reads_the_instruction_aware_qformer():
+    from mmdiag.models.blip2 import Blip2Adapter
+
+    adapter = load_adapter("random:tiny-instructblip", "cpu", "fp32", 0)
+    assert isinstance(adapter, Blip2Adapter) and adapter.family == "instructblip"
+    samples = _samples()
+    adapter.output_attentions = True
+    batch = adapter.prepare(samples)
+    assert "qformer_input_ids" in batch["extra"]  # the Q-Former's own tokens, not aligned with the decoder's
+    trace = adapter.forward(batch)
+    model = adapter.model
+    with torch.inference_mode():
+        vision = model.vision_model(pixel_values=batch["pixel_values"]).last_hidden_state
+        query = model.query_tokens.expand(len(samples), -1, -1)
+        ids = batch["extra"]["qformer_input_ids"]
+        mask = torch.cat([torch.ones(query.shape[:2], dtype=torch.long), batch["extra"]["qformer_attention_mask"]], 1)
+        out = model.qformer(input_ids=ids, attention_mask=mask, query_embeds=query, encoder_hidden_states=vision,
+                            output_attentions=True, return_dict=True)
+    n_query = model.config.num_query_tokens
+    maps = trace.attention["cross"].maps
+    assert len(maps) == len(out.cross_attentions)
+    for square, reference in zip(maps, out.cross_attentions):
+        torch.testing.assert_close(square[:, :, :n_query, n_query:], reference[:, :, :n_query])
+    assert {m: len(h) for m, h in trace.hidden.items()} == adapter.layer_counts()
