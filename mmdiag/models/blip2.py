@@ -37,6 +37,7 @@ from typing import Any, Optional
 
 import torch
 
+from mmdiag.errors import SpecError
 from mmdiag.models.base import GROUP_IMAGE, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, AttentionStream, Trace
 from mmdiag.models.decoder_vlm import DecoderVLMAdapter
 
@@ -97,10 +98,12 @@ class Blip2Adapter(DecoderVLMAdapter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("family", "blip-2")
         kwargs.setdefault("placeholder", "")  # the processor writes the <image> tokens in front itself
+        model = args[0] if args else kwargs["model"]
+        if not model.config.use_decoder_only_language_model:
+            raise SpecError("mmdiag's BLIP-2 adapter reads decoder-only language models (OPT, Vicuna); this "
+                            "checkpoint's is an encoder-decoder (Flan-T5), whose decoder is a second stack that does "
+                            "not map onto one text stream")
         super().__init__(*args, **kwargs)
-        if not self.model.config.use_decoder_only_language_model:
-            raise ValueError("mmdiag's BLIP-2 adapter reads decoder-only language models (OPT); this checkpoint's "
-                             "is an encoder-decoder (Flan-T5)")
         vc = self.model.config.vision_config
         self.side = int(vc.image_size) // int(vc.patch_size)
         self._last: Optional[SimpleNamespace] = None

@@ -305,3 +305,23 @@ def test_instructblip_cross_stream_reads_the_instruction_aware_qformer():
     for square, reference in zip(maps, out.cross_attentions):
         torch.testing.assert_close(square[:, :, :n_query, n_query:], reference[:, :, :n_query])
     assert {m: len(h) for m, h in trace.hidden.items()} == adapter.layer_counts()
+
+
+def test_blip2_with_an_encoder_decoder_language_model_is_a_usage_error():
+    import transformers
+
+    from mmdiag.errors import SpecError
+    from mmdiag.models.blip2 import Blip2Adapter
+    from mmdiag.models.vlm_families import _blip2
+    from mmdiag.models.weights import fresh_model
+
+    config, tok, processor = _blip2()
+    t5 = {"model_type": "t5", "vocab_size": 512, "d_model": 32, "d_kv": 8, "d_ff": 64, "num_layers": 1,
+          "num_heads": 4, "decoder_start_token_id": 0}
+    config = transformers.AutoConfig.for_model("blip-2", vision_config=config.vision_config.to_dict(),
+                                               qformer_config=config.qformer_config.to_dict(), text_config=t5,
+                                               num_query_tokens=4, image_token_index=config.image_token_index)
+    assert not config.use_decoder_only_language_model
+    model = fresh_model(transformers.Blip2ForConditionalGeneration, config)
+    with pytest.raises(SpecError, match="encoder-decoder"):
+        Blip2Adapter(model, tok, processor, None, torch.device("cpu"), torch.float32)
