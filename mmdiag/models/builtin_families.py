@@ -19,7 +19,7 @@ from mmdiag.models.presets import PRESETS
 from mmdiag.models.siglip import SiglipAdapter
 from mmdiag.models.text import TextEncoderAdapter
 from mmdiag.models.vilt import ViltAdapter
-from mmdiag.models.vlm_families import VLM_FAMILIES
+from mmdiag.models.vlm_families import CROSS_FAMILIES, VLM_FAMILIES
 from mmdiag.models.weights import fresh_model
 
 
@@ -109,6 +109,7 @@ BUILTIN: tuple[Family, ...] = (
            _text_adapter, _text_random, _presets("text"), needs="tokenizer", matrix="tiny-bert",
            tokens="text only: [CLS] caption [SEP] (pools [CLS])"),
     *VLM_FAMILIES,
+    *CROSS_FAMILIES,
     # one generic dual encoder for HF models with get_image_features/get_text_features; no random: preset (the
     # family matrix of these types is tests/models/test_dual_generic.py, one saved tiny model per type)
     Family("dual", dual_generic.MODEL_TYPES, dual_generic.make_generic_dual, matrix="",

@@ -253,3 +253,100 @@ VLM_FAMILIES: tuple[Family, ...] = tuple(
         ("paligemma", "; image prefix then BOS and the caption, one bidirectional prefix (stream not causal)"),
         ("idefics3", "; per crop <fake_token_around_image><row_i_col_j> (special) and image tokens"),
     ))
+
+
+# -- cross-attention VLMs: the decoder reads the image in cross-attention layers (own adapters) -------------------
+def _mllama() -> tuple:
+    """A small Llama 3.2 Vision: 3 decoder layers, the middle one cross-attention; 2 local + 1 global vision
+    layers over 4 tiles of 32x32 pixels (the published tiling, smaller tiles)."""
+    spec = TokenSpec(named=(("image_token", "<|image|>"),), plain=("<|python_tag|>",), bos="<|begin_of_text|>",
+                     eos="<|end_of_text|>", pad="<|finetune_right_pad_id|>")
+    tok = vlm_tokenizer(VOCAB, spec, 512)
+    text = {**TEXT, "num_hidden_layers": 3, "cross_attention_layers": [1], "bos_token_id": tok.bos_token_id,
+            "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_global_layers": 1,
+              "attention_heads": 4, "image_size": 32, "patch_size": 8, "max_num_tiles": 4,
+              "intermediate_layers_indices": [0], "vision_output_dim": 64}
+    config = _config("mllama", text_config=text, vision_config=vision, image_token_index=tok.image_token_id)
+    image_processor = transformers.MllamaImageProcessorPil(size={"height": 32, "width": 32}, max_image_tiles=4)
+    return config, tok, transformers.MllamaProcessor(image_processor=image_processor, tokenizer=tok)
+
+
+def _mllama_adapter(model, tokenizer, processor, info, device, dtype):
+    from mmdiag.models.mllama import MllamaAdapter
+
+    return MllamaAdapter(model, tokenizer, processor, info, device, dtype)
+
+
+def _blip2() -> tuple:
+    """A small BLIP-2 (OPT decoder): 2 vision layers, a 2-layer Q-Former (cross-attention in layer 1) with 4 query
+    tokens, 2 OPT layers."""
+    spec = TokenSpec(plain=("<image>",), bos="</s>", eos="</s>", pad="<pad>")  # OPT's BOS is its </s>
+    tok = vlm_tokenizer(VOCAB, spec, 512)
+    text = {"model_type": "opt", "vocab_size": VOCAB, "hidden_size": 64, "ffn_dim": 128, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "max_position_embeddings": 512, "word_embed_proj_dim": 64,
+            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    # initializer_range: BLIP-2's vision default (1e-10) leaves random layers the identity, every CLS the same
+    vision = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "image_size": 32, "patch_size": 8, "initializer_range": 0.02}
+    qformer = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "cross_attention_frequency": 2, "encoder_hidden_size": 32, "vocab_size": VOCAB,
+               "max_position_embeddings": 64}
+    config = _config("blip-2", vision_config=vision, qformer_config=qformer, text_config=text, num_query_tokens=4,
+                     image_token_index=token_id(tok, "<image>"))
+    image_processor = transformers.BlipImageProcessorPil(size={"height": 32, "width": 32})
+    return config, tok, transformers.Blip2Processor(image_processor=image_processor, tokenizer=tok, num_query_tokens=4)
+
+
+def _blip2_adapter(family: str) -> Callable[..., Any]:
+    def factory(model, tokenizer, processor, info, device, dtype):
+        from mmdiag.models.blip2 import Blip2Adapter
+
+        return Blip2Adapter(model, tokenizer, processor, info, device, dtype, family=family)
+    return factory
+
+
+def _instructblip() -> tuple:
+    """:func:`_blip2`'s parts as InstructBLIP: the same towers, a Q-Former that also reads the instruction (its own
+    BERT-style tokenizer)."""
+    from mmdiag.models import offline
+
+    blip2, tok, processor = _blip2()
+    config = _config("instructblip", vision_config=blip2.vision_config.to_dict(),
+                     qformer_config={**blip2.qformer_config.to_dict(), "model_type": "instructblip_qformer"},
+                     text_config=blip2.text_config.to_dict(), num_query_tokens=4,
+                     image_token_index=blip2.image_token_index)
+    qformer_tok = offline.bert_tokenizer(VOCAB, 64)
+    return config, tok, transformers.InstructBlipProcessor(image_processor=processor.image_processor, tokenizer=tok,
+                                                           qformer_tokenizer=qformer_tok, num_query_tokens=4)
+
+
+def _cross_random(builder: Callable[[], tuple], cls_name: str) -> Callable[[Preset, int], tuple]:
+    def build(preset: Preset, seed: int) -> tuple:
+        config, tok, processor = builder()
+        torch.manual_seed(seed)
+        return fresh_model(getattr(transformers, cls_name), config), tok, processor
+    return build
+
+
+CROSS_FAMILIES: tuple[Family, ...] = (
+    Family("mllama", ("mllama",), _mllama_adapter, _cross_random(_mllama, "MllamaForConditionalGeneration"),
+           (Preset("tiny-mllama", "mllama", lambda: _mllama()[0], "a small Llama 3.2 Vision (Mllama) for tests"),),
+           model_class=transformers.MllamaForConditionalGeneration, needs="processor",
+           tokens="decoder with cross-attention layers: <|image|> <|begin_of_text|> (special), caption (text); "
+                  "the image = the vision tower's tile tokens (CLS special, patches image), read by the "
+                  "decoder only in its cross-attention layers (stream \"cross\")"),
+    Family("blip-2", ("blip-2",), _blip2_adapter("blip-2"), _cross_random(_blip2, "Blip2ForConditionalGeneration"),
+           (Preset("tiny-blip-2", "blip-2", lambda: _blip2()[0], "a small BLIP-2 (Q-Former, OPT decoder) for tests"),),
+           model_class=transformers.Blip2ForConditionalGeneration, needs="processor",
+           tokens="vision tower (image: CLS special, patches) -> Q-Former queries cross-attending to it (stream "
+                  "\"cross\", queries on the text side) -> decoder: <image> x Q (image), BOS (special), caption "
+                  "(text), causal \"joint\" stream"),
+    Family("instructblip", ("instructblip",), _blip2_adapter("instructblip"),
+           _cross_random(_instructblip, "InstructBlipForConditionalGeneration"),
+           (Preset("tiny-instructblip", "instructblip", lambda: _instructblip()[0],
+                   "a small InstructBLIP (instruction-aware Q-Former, OPT decoder) for tests"),),
+           model_class=transformers.InstructBlipForConditionalGeneration, needs="processor",
+           tokens="as blip-2; the Q-Former also reads the instruction (the prompt before the caption: none), its "
+                  "queries' cross-attention is the \"cross\" stream"),
+)
