@@ -95,8 +95,12 @@ def relative_modality_gap(img: Any, txt: Any, text_to_image: Any = None) -> floa
     a, b, index = _paired(img, txt, text_to_image)
     if min(a.shape[0], b.shape[0]) < 2:
         raise ValueError(f"relative_modality_gap needs n >= 2 pairs, got {a.shape[0]} images, {b.shape[0]} captions")
-    cos_m = (normalize_rows(a)[index] * normalize_rows(b)).sum(dim=1).mean()
-    d_m = float((1.0 - cos_m) / 2.0)
+    # d(a, b) = (1 − cos)/2 = ‖â − b̂‖²/4 for unit rows: the difference form is exactly 0 for identical rows
+    # (1 − cos loses it to rounding); a zero row has cosine 0, so d = 1/2
+    na, nb = normalize_rows(a)[index], normalize_rows(b)
+    unit = (na.norm(dim=1) > 0) & (nb.norm(dim=1) > 0)
+    d_rows = torch.where(unit, ((na - nb) ** 2).sum(dim=1) / 4.0, torch.full_like(unit, 0.5, dtype=na.dtype))
+    d_m = float(d_rows.mean())
     d_ii = (1.0 - mean_pairwise_cosine(a)) / 2.0
     d_tt = (1.0 - mean_pairwise_cosine(b)) / 2.0
     d_m = min(1.0, max(0.0, d_m))

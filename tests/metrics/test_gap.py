@@ -116,6 +116,13 @@ def test_identical_modalities_have_no_gap(p):
     assert relative_modality_gap(img, img) == pytest.approx(0.0, abs=1e-12)
 
 
+def test_rmg_of_identical_nearly_parallel_rows_is_exactly_zero():
+    """Found by hypothesis (pair(1460, 2, 2, -1.5, 0.0)): 1 − cos of identical rows rounds to ~1e-16, which over a
+    tiny within-modality spread made RMG 1e-11; the difference form ‖â − b̂‖²/4 is exactly 0."""
+    img, _ = pair(1460, 2, 2, -1.5, 0.0)
+    assert relative_modality_gap(img, img) == 0.0
+
+
 def test_rmg_zero_over_zero_is_zero():
     same = np.tile([[1.0, 2.0, 3.0]], (5, 1))
     assert relative_modality_gap(same, same) == 0.0
