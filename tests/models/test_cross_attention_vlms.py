@@ -1,6 +1,5 @@
 """Cross-attention VLMs (Mllama): the text->image share is read on the cross-attention layers only, as a stream of
 its own ("cross"), and a saved tiny model runs the suite through ``--mm-model=DIR``."""
-import json
 
 import numpy as np
 import pytest
@@ -12,9 +11,10 @@ from PIL import Image
 from mmdiag.data.types import Sample
 from mmdiag.models.base import GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT
 from mmdiag.models.families import lookup
-from mmdiag.models.load import load_adapter, save_preset
+from mmdiag.models.load import load_adapter
 from mmdiag.models.mllama import MllamaAdapter, cross_stream_maps
 from mmdiag.record import record
+from tests.models.saved_runs import run_saved
 
 SPECIAL, TEXT, IMAGE = 0, 1, 2  # rows/columns of the share statistics (group ids)
 
@@ -172,13 +172,7 @@ def test_hiding_a_modality_is_refused(mllama):
 
 
 def test_saved_mllama_runs_the_suite(pytester):
-    directory = save_preset("random:tiny-mllama", pytester.path / "model")
-    result = pytester.runpytest(f"--mm-model={directory}", "--mm-samples=4", "--mm-bootstrap=0",
-                                "--mm-batch-size=4", "--mm-json=r.json", "-p", "no:cacheprovider", "--color=no")
-    output = result.stdout.str() + result.stderr.str()
-    assert "Traceback" not in output
-    assert result.ret in (0, 1), output[-3000:]
-    doc = json.loads((pytester.path / "r.json").read_text())
+    doc, _ = run_saved(pytester, "tiny-mllama")
     assert doc["model"]["family"] == "mllama"
     results = doc["results"]
     assert not [r for r in results if r["status"] == "error"]
@@ -266,13 +260,7 @@ def test_blip2_recorded_cross_shares(blip2):
 
 
 def test_saved_blip2_runs_the_suite(pytester):
-    directory = save_preset("random:tiny-blip-2", pytester.path / "model")
-    result = pytester.runpytest(f"--mm-model={directory}", "--mm-samples=4", "--mm-bootstrap=0",
-                                "--mm-batch-size=4", "--mm-json=r.json", "-p", "no:cacheprovider", "--color=no")
-    output = result.stdout.str() + result.stderr.str()
-    assert "Traceback" not in output
-    assert result.ret in (0, 1), output[-3000:]
-    doc = json.loads((pytester.path / "r.json").read_text())
+    doc, _ = run_saved(pytester, "tiny-blip-2")
     assert doc["model"]["family"] == "blip-2"
     results = doc["results"]
     assert not [r for r in results if r["status"] == "error"]

@@ -5,12 +5,11 @@ One in-process pytester run per family, parametrised from the registry, so a fam
 matrix. The run must give values for the checks the architecture supports and skip reasons for the rest, with no
 error and no traceback (checks may fail their thresholds: the weights are random).
 """
-import json
 
 import pytest
 
 from mmdiag.models.families import families
-from mmdiag.models.load import save_preset
+from tests.models.saved_runs import run_saved
 
 MATRIX = sorted((f.name, f.matrix_preset) for f in families().values() if f.matrix_preset)
 
@@ -23,13 +22,7 @@ def test_the_matrix_covers_twenty_model_types_or_more():
 
 @pytest.mark.parametrize("family,preset", MATRIX, ids=[name for name, _ in MATRIX])
 def test_family_runs_the_suite_from_a_saved_directory(pytester, family, preset):
-    directory = save_preset(f"random:{preset}", pytester.path / "model")
-    result = pytester.runpytest(f"--mm-model={directory}", "--mm-samples=4", "--mm-bootstrap=0",
-                                "--mm-batch-size=4", "--mm-json=r.json", "-p", "no:cacheprovider", "--color=no")
-    output = result.stdout.str() + result.stderr.str()
-    assert "Traceback" not in output
-    assert result.ret in (0, 1), output[-3000:]
-    doc = json.loads((pytester.path / "r.json").read_text())
+    doc, _ = run_saved(pytester, preset)
     assert doc["model"]["family"] == family
     statuses = [r["status"] for r in doc["results"]]
     assert "error" not in statuses, [r for r in doc["results"] if r["status"] == "error"][:3]

@@ -4,9 +4,7 @@ The end-to-end runs check that these are usage errors (exit 4, one line, no trac
 runs, and that a good file in each format runs the whole suite.
 """
 import csv
-import io
 import json
-import tarfile
 
 import pytest
 
@@ -15,26 +13,18 @@ pytest.importorskip("webdataset")
 import pyarrow as pa  # noqa: E402  (imported before pytester runs, which would drop it otherwise)
 import pyarrow.parquet as pq  # noqa: E402
 import webdataset.tariterators  # noqa: E402, F401
-from PIL import Image  # noqa: E402
 
 from mmdiag.data.images import open_image  # noqa: E402
 from mmdiag.data.load import load_samples  # noqa: E402
 from mmdiag.errors import DataError  # noqa: E402
+from tests.data.builders import png_bytes, write_tar  # noqa: E402
 
 
 def _png(colour=(200, 10, 10)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (24, 24), colour).save(buffer, "PNG")
-    return buffer.getvalue()
+    return png_bytes(colour, (24, 24))
 
 
-def _tar(path, members):
-    with tarfile.open(path, "w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
+_tar = write_tar
 
 
 def _parquet(path, images, captions):
