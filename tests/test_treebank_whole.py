@@ -68,7 +68,7 @@ def test_whole_treebank_by_default_not_capped_by_samples(pytester, tmp_path):
     out = result.stdout.str()
     assert "note (probe.depth[text]): probes trained on 24 sentences" in out
     assert "mmdiag: treebank: forward pass 40/40 sentences" in out  # progress of the treebank pass and the fit
-    assert "mmdiag: text probes (8 epochs at most) 192/192 sentences" in out  # 8 epochs x 24 training sentences
+    assert "mmdiag: text probes (24 sentences, 8 epochs at most) 192/192 sentence passes" in out  # 8 epochs x 24 training sentences
 
 
 def test_treebank_sentences_caps_it_and_controls_show_progress(pytester, tmp_path):
@@ -103,7 +103,7 @@ def test_fit_progress_counts_training_sentences_up_to_its_total():
     progress = Recording()
     fit_probes([ProbeTask("depth", data.subset(range(20)), data.subset(range(20, 30)))], progress=progress,
                label="text probes")
-    assert progress.started == [(8 * 20, "text probes (8 epochs at most)", "sentences")]
+    assert progress.started == [(8 * 20, "text probes (20 sentences, 8 epochs at most)", "sentence passes")]
     assert progress.done == 8 * 20  # an early stop jumps to the end
 
 

@@ -141,7 +141,8 @@ def fit_probes(tasks: Sequence[ProbeTask], rank: Optional[int] = None, regimen: 
     batch_size = cfg.batch_for(S)
 
     if progress is not None:
-        progress.start(cfg.max_epochs * S, f"{label} ({cfg.max_epochs} epochs at most)", "sentences")
+        progress.start(cfg.max_epochs * S, f"{label} ({S} sentences, {cfg.max_epochs} epochs at most)",
+                       "sentence passes")
     for epoch in range(cfg.max_epochs):
         on = active.any(0)
         everyone = bool(on.all())
