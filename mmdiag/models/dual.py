@@ -177,16 +177,22 @@ class DualEncoderAdapter(ModelAdapter):
                 batch["image_index"] = torch.tensor(index, dtype=torch.long)
         return batch
 
-    @torch.inference_mode()
-    def forward(self, batch: dict[str, Any]) -> Trace:
+    def text_trace(self, batch: dict[str, Any]) -> Trace:
+        """A new trace with the text tower run on ``batch["text"]``: its states, mask, word ids and content
+        (``run_text`` may narrow the mask, e.g. a tower trained without one)."""
         trace = Trace(hidden={}, mask={}, pool_index={}, content={})
         text: TextInputs = batch["text"]
         ids = text.input_ids.to(self.device)
         mask = text.attention_mask.to(self.device)
-        self.run_text(ids, mask, trace)
         trace.mask[TEXT] = mask.bool()
+        self.run_text(ids, mask, trace)
         trace.word_ids = text.word_ids.to(self.device)
         trace.content[TEXT] = trace.word_ids >= 0
+        return trace
+
+    @torch.inference_mode()
+    def forward(self, batch: dict[str, Any]) -> Trace:
+        trace = self.text_trace(batch)
         if "pixel_values" in batch:
             pixels = batch["pixel_values"].to(self.device, self.dtype)
             self.run_vision(pixels, trace)

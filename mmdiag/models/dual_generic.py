@@ -16,7 +16,7 @@ import torch
 
 from mmdiag.data.types import Sample
 from mmdiag.models.base import IMAGE, TEXT, ModelInfo, Trace
-from mmdiag.models.dual import DualEncoderAdapter, TextInputs, note_text, tokenize_captions
+from mmdiag.models.dual import DualEncoderAdapter, note_text, tokenize_captions
 from mmdiag.models.special import template_special_ids
 
 VIT, NAFLEX, CNN = "vit", "naflex", "cnn"
@@ -120,13 +120,7 @@ class GenericDualAdapter(DualEncoderAdapter):
 
     @torch.inference_mode()
     def forward(self, batch: dict[str, Any]) -> Trace:
-        trace = Trace(hidden={}, mask={}, pool_index={}, content={})
-        text: TextInputs = batch["text"]
-        ids = text.input_ids.to(self.device)
-        mask = text.attention_mask.to(self.device)
-        self.run_text(ids, mask, trace)
-        trace.word_ids = text.word_ids.to(self.device)
-        trace.content[TEXT] = trace.word_ids >= 0
+        trace = self.text_trace(batch)
         if "pixel_values" in batch:
             pixels = batch["pixel_values"].to(self.device, self.dtype)
             extra = {k: v.to(self.device) for k, v in batch.get("vision_extra", {}).items()}
