@@ -87,3 +87,15 @@ def test_samples_group_by_image_key_in_first_seen_order():
     groups = text_to_image_map(samples)
     assert groups.image_rows == (0, 1, 3, 5) and groups.text_to_image == (0, 1, 0, 2, 1, 3) and groups.shared
     assert not text_to_image_map(samples[3:4]).shared
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 3), min_size=2, max_size=7), st.integers(0, 2 ** 16), st.integers(1, 30))
+def test_retrieval_in_blocks_equals_one_matrix_ties_included(per, seed, block):
+    """Blocks of image rows give the full matrix's recall. One-hot rows make every similarity exactly 0 or 1,
+    so ties are everywhere and exact (no rounding decides them): the first maximum must win across blocks."""
+    rng = np.random.default_rng(seed)
+    m = np.repeat(np.arange(len(per)), per)
+    img, txt = np.eye(3)[rng.integers(0, 3, len(per))], np.eye(3)[rng.integers(0, 3, len(m))]
+    assert retrieval_recall(img, txt, m, block=block) == retrieval_recall(img, txt, m, block=10 ** 9)
+    assert retrieval_recall(img, txt, m, block=block) == pytest.approx(_direct_recall(img, txt, m))
