@@ -95,6 +95,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset("bert-base-uncased", "text", lambda: _bert(
         hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
         "google-bert/bert-base-uncased"),
+    Preset("all-MiniLM-L6-v2", "text", lambda: _bert(
+        hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=12),
+        "sentence-transformers/all-MiniLM-L6-v2 (the model of the EWT probe measurements, docs/performance.md)"),
     Preset("tiny-bert", "text", lambda: _bert(
         hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4),
         "a 3-layer BERT for tests"),
