@@ -169,7 +169,10 @@ def test_gap_shift_optimum(mm):
     if scale is None or scale <= 0:
         mm.skip("gap.shift_optimum needs the model's learned temperature (a logit_scale parameter)")
     batch, seed, tau = mm.config.shift_batch, mm.config.seed, 1.0 / scale
-    curve = mm.publish("gap.shift", shift_curve(img, txt, temperature=tau, batch_size=batch, seed=seed))
+    groups = _groups(mm, len(txt))
+    mapping = None if groups is None else np.asarray(groups.text_to_image)
+    curve = mm.publish("gap.shift", shift_curve(img, txt, temperature=tau, batch_size=batch, seed=seed,
+                                                text_to_image=mapping))
     grid = (min(curve["lambda"]), max(curve["lambda"]))
     details = {"temperature": tau, "loss_at_0": curve["loss_at_0"],
                "loss_at_optimum": min(curve["loss"]), "gap_norm": curve["gap_norm"],
@@ -177,9 +180,9 @@ def test_gap_shift_optimum(mm):
                "batching": {"option": batch, "batch_size": curve["batch_size"], "batches": curve["batches"],
                             "pairs_left_out": curve["pairs_left_out"], "seed": seed},
                "at_grid_edge": curve["at_grid_edge"], "lambda_grid": list(grid)}
-    if _groups(mm, len(txt)) is not None:
-        details["captions_per_image"] = ("matched pairs of the forward pass: each caption with its image; the other "
-                                         "captions of an image count as negatives in the loss and recall")
+    if mapping is not None:
+        details["captions_per_image"] = ("each caption with its image; no batch holds two captions of one image "
+                                         "(batched per caption round), and Δ counts each image once")
     if mm.adapter.family == "siglip":
         details["note"] = "SigLIP trains with a sigmoid loss; the InfoNCE curve is evaluated at its temperature"
     message = ""
@@ -187,8 +190,9 @@ def test_gap_shift_optimum(mm):
         message = (f"the loss is lowest at the edge of the λ grid [{grid[0]:g}, {grid[1]:g}] (λ = "
                    f"{curve['optimum']:g}): the true optimum may lie beyond it")
 
-    def optimum(a, b):  # a bootstrap resample of the pairs, batched afresh (Δ, batches and curve recomputed)
-        return shift_curve(a, b, temperature=tau, batch_size=batch, seed=seed)["optimum"]
+    def optimum(a, b, m=None):  # a bootstrap resample of the pairs, batched afresh (Δ, batches and curve recomputed)
+        return shift_curve(a, b, temperature=tau, batch_size=batch, seed=seed, text_to_image=m)["optimum"]
 
+    arrays = (img, txt) if mapping is None else (img, txt, mapping)
     mm.report(curve["optimum"], details=details, message=message,
-              interval=mm.bootstrap(per_resample(optimum, img, txt, name="shift_optimum"), expensive=True))
+              interval=mm.bootstrap(per_resample(optimum, *arrays, name="shift_optimum"), expensive=True))

@@ -123,7 +123,7 @@ def recall_at_1(img: Any, txt: Any) -> tuple[float, float]:
 
 
 
-def shift_batches(n: int, batch_size: int, seed: int = 0) -> np.ndarray:
+def shift_batches(n: int, batch_size: int, seed: int = 0, text_to_image: Optional[Any] = None) -> np.ndarray:
     """Row indices of the batches the shift experiment scores: an int array ``(k, b)``.
 
     ``batch_size = 0`` or ``>= n``: one batch of all ``n`` rows in their order
@@ -132,19 +132,52 @@ def shift_batches(n: int, batch_size: int, seed: int = 0) -> np.ndarray:
     ``k = n // batch_size`` consecutive batches of exactly ``batch_size`` rows;
     the ``n mod batch_size`` rows left over are not scored, as in Liang et al.'s
     code, which loops over ``len(features) // BATCH_SIZE`` full batches (there
-    in data order: a seeded shuffle keeps several captions of one image, often
-    adjacent in a data set, from sharing a batch).  Deterministic in ``seed``.
+    in data order).  Deterministic in ``seed``.
+
+    ``text_to_image`` (row j's image, several rows per image as COCO's five captions): no batch holds two
+    rows of one image, so an image's other captions are never scored as its negatives. Row j's *round* is
+    its rank among its image's rows (in row order); each round is shuffled and cut into full batches on
+    its own (one generator, rounds in order; each round's remainder is left out). ``batch_size = 0``,
+    ``>= n``, or no round as long as a batch: one batch, the first round in row order (each image once, with its first
+    row). Without shared images this is the plain case exactly.
+
+    >>> shift_batches(6, 2, seed=0, text_to_image=[0, 0, 1, 1, 2, 2]).tolist()  # rounds [0, 2, 4], [1, 3, 5]
+    [[4, 0], [5, 3]]
     """
     n, batch_size = int(n), int(batch_size)
     if n < 1:
         raise ValueError(f"shift_batches needs n >= 1 rows, got {n}")
     if batch_size < 0 or batch_size == 1:
         raise ValueError(f"batch_size must be 0 (all pairs at once) or at least 2, got {batch_size}")
-    if batch_size == 0 or batch_size >= n:
-        return np.arange(n, dtype=np.int64)[None, :]
-    k = n // batch_size
-    order = np.random.default_rng(int(seed)).permutation(n)
-    return order[:k * batch_size].reshape(k, batch_size).astype(np.int64)
+    rng = np.random.default_rng(int(seed))
+    if text_to_image is None:
+        if batch_size == 0 or batch_size >= n:
+            return np.arange(n, dtype=np.int64)[None, :]
+        k = n // batch_size
+        return rng.permutation(n)[:k * batch_size].reshape(k, batch_size).astype(np.int64)
+    rounds = _rounds(text_to_image, n)
+    batches = []
+    if 2 <= batch_size < n:
+        for members in rounds:
+            k = len(members) // batch_size
+            if k:
+                batches.append(members[rng.permutation(len(members))][:k * batch_size].reshape(k, batch_size))
+    if not batches:
+        return rounds[0][None, :].astype(np.int64)
+    return np.concatenate(batches).astype(np.int64)
+
+
+def _rounds(text_to_image: Any, n: int) -> list[np.ndarray]:
+    """Rows grouped by their rank among the rows of the same image: round r = every image's (r+1)-th row."""
+    m = np.asarray(text_to_image, dtype=np.int64).reshape(-1)
+    if m.shape[0] != n:
+        raise ValueError(f"text_to_image must map each of the {n} rows, got {m.shape[0]} entries")
+    order = np.argsort(m, kind="stable")
+    sorted_m = m[order]
+    starts = np.flatnonzero(np.concatenate([[True], sorted_m[1:] != sorted_m[:-1]]))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n) - np.repeat(starts, np.diff(np.concatenate([starts, [n]])))
+    return [np.flatnonzero(rank == r) for r in range(int(rank.max()) + 1)]
 
 
 def _batch_infonce(logits: torch.Tensor) -> torch.Tensor:
@@ -165,7 +198,7 @@ def _batch_recall(sim: torch.Tensor) -> tuple[float, float]:
 
 def shift_curve(img: Any, txt: Any, temperature: float,
                 lambdas: Optional[Sequence[float]] = None, batch_size: int = 0,
-                seed: int = 0) -> dict:
+                seed: int = 0, text_to_image: Optional[Any] = None) -> dict:
     """Loss and recall as a function of the shift λ (Liang et al. 2022, arXiv:2203.02053, §4.2).
 
     Δ is computed once from all inputs; for each λ the shifted embeddings of
@@ -198,6 +231,11 @@ def shift_curve(img: Any, txt: Any, temperature: float,
     * ``"gap_norm"``: ‖Δ‖ of the inputs;
     * ``"batch_size"``, ``"batches"``, ``"pairs_left_out"``: the b and k scored
       and the ``n − k·b`` pairs no batch holds.
+
+    ``text_to_image``: row j's image when images have several captions (``img`` then repeats each image
+    once per caption, paired row by row): batches never hold two captions of one image
+    (:func:`shift_batches`), and Δ and the centroid gaps count each image once (its first row), as
+    :func:`~mmdiag.metrics.gap.gap_norm` does with Schrodi et al.'s ``text_to_image_map``.
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -207,8 +245,13 @@ def shift_curve(img: Any, txt: Any, temperature: float,
         raise ValueError("shift_curve needs at least one lambda")
     if not all(np.isfinite(grid)):
         raise ValueError("shift_curve: lambdas must be finite")
-    rows = torch.from_numpy(shift_batches(a.shape[0], batch_size, seed)).to(a.device)
-    delta = gap_vector(a, b)
+    rows = torch.from_numpy(shift_batches(a.shape[0], batch_size, seed, text_to_image)).to(a.device)
+    if text_to_image is None:
+        images = slice(None)
+    else:  # each image once: its first row
+        images = torch.as_tensor(np.unique(np.asarray(text_to_image).reshape(-1), return_index=True)[1],
+                                 device=a.device)
+    delta = gap_vector(a[images], b)
     xh, yh = normalize_rows(a), normalize_rows(b)
     # One batched matmul for the whole curve: (x̂_i − λΔ)·(ŷ_j + λΔ)
     #   = x̂_i·ŷ_j + λ x̂_i·Δ − λ ŷ_j·Δ − λ²‖Δ‖², divided by the shifted row norms.
@@ -221,7 +264,7 @@ def shift_curve(img: Any, txt: Any, temperature: float,
     def point(lam: float) -> tuple[float, float, float, float]:
         x_raw, y_raw = xh - lam * delta, yh + lam * delta
         inv_x, inv_y = _inverse_norms(x_raw), _inverse_norms(y_raw)
-        centroid_gap = (x_raw * inv_x[:, None]).mean(dim=0) - (y_raw * inv_y[:, None]).mean(dim=0)
+        centroid_gap = (x_raw * inv_x[:, None])[images].mean(dim=0) - (y_raw * inv_y[:, None]).mean(dim=0)
         cos = base + lam * ub[:, :, None] - lam * vb[:, None, :] - lam * lam * c
         cos = (cos * inv_x[rows][:, :, None] * inv_y[rows][:, None, :]).clamp(-1.0, 1.0)
         r1, r2 = _batch_recall(cos)

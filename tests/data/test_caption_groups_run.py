@@ -8,6 +8,7 @@ import pytest
 from mmdiag.data.groups import text_to_image_map
 from mmdiag.data.load import load_samples
 from mmdiag.metrics.gap import gap_norm, relative_modality_gap, retrieval_recall
+from mmdiag.metrics.shift import shift_curve
 
 FAST = ("--mm-model=random:tiny-clip", "--mm-batch-size=4", "-p", "no:cacheprovider", "--color=no",
         "--mm-bootstrap=0", "--mm-no-cache")
@@ -40,7 +41,7 @@ def test_coco_keeps_every_caption_grouped_by_image(tmp_path):
 def test_gap_checks_count_each_image_once(pytester, tmp_path):
     data = _coco(tmp_path / "coco")
     result = pytester.runpytest(*FAST, f"--mm-data={data}", "--mm-samples=15", "--mm-json=out.json",
-                                "-k", "gap_norm or gap_rmg or gap_retrieval or gap_l2i")
+                                "--mm-shift-batch=4", "-k", "gap_norm or gap_rmg or gap_retrieval or gap_l2i or shift")
     doc = json.loads((pytester.path / "out.json").read_text())
     found = {r["check"]: r for r in doc["results"]}
     assert doc["data"]["n"] == 15, result.stdout.str()
@@ -62,5 +63,12 @@ def test_gap_checks_count_each_image_once(pytester, tmp_path):
     assert found["gap.norm"]["value"] == pytest.approx(gap_norm(img, txt), abs=1e-5)
     assert found["gap.rmg"]["value"] == pytest.approx(relative_modality_gap(img, txt, mapping), abs=1e-5)
     assert found["gap.retrieval"]["value"] == pytest.approx(retrieval_recall(img, txt, mapping)[1], abs=1e-9)
+    # the shift experiment: three caption rounds of 5 images, one batch of 4 distinct images from each
+    shift = found["gap.shift_optimum"]
+    assert shift["details"]["batching"]["batches"] == 3
+    assert "no batch holds two captions of one image" in shift["details"]["captions_per_image"]
+    curve = shift_curve(acts.embeds["image"].double().numpy(), txt, temperature=1.0 / acts.logit_scale,
+                        batch_size=4, seed=0, text_to_image=mapping)
+    assert shift["value"] == curve["optimum"] and shift["details"]["gap_norm"] == pytest.approx(curve["gap_norm"])
     distinct = {tuple(np.round(row, 5)) for row in acts.embeds["image"].numpy()}
     assert len(distinct) == 5  # the forward pass saw each image once per caption: 15 rows, 5 distinct

@@ -296,3 +296,55 @@ def test_shift_curve_on_gpu():
     cpu_b = shift_curve(img, txt, 0.05, batch_size=50, seed=1)
     gpu_b = shift_curve(torch.from_numpy(img).cuda(), torch.from_numpy(txt).cuda(), 0.05, batch_size=50, seed=1)
     np.testing.assert_allclose(gpu_b["loss"], cpu_b["loss"], rtol=1e-4)
+
+
+captions_per_image = st.lists(st.integers(1, 5), min_size=1, max_size=40)
+
+
+@SETTINGS
+@given(captions_per_image, st.integers(0, 60).filter(lambda b: b != 1), st.integers(0, 2**32 - 1))
+def test_grouped_batches_never_hold_two_captions_of_one_image(per, batch, seed):
+    m = np.random.default_rng(seed).permutation(np.repeat(np.arange(len(per)), per))  # captions in any order
+    rows = shift_batches(len(m), batch, seed, text_to_image=m)
+    flat = rows.ravel()
+    assert len(set(flat.tolist())) == flat.size  # no row twice
+    for batch_rows in rows:
+        assert len(set(m[batch_rows].tolist())) == len(batch_rows)  # no image twice in a batch
+    if batch >= 2 and any(sum(1 for c in per if c > r) >= batch for r in range(max(per))):
+        assert rows.shape[1] == batch  # full batches whenever some round fills one
+        # every round scores all its full batches: only remainders are left out
+        rounds = [sum(1 for c in per if c > r) for r in range(max(per))]
+        assert rows.shape[0] == sum(r // batch for r in rounds)
+    else:
+        assert rows.shape[0] == 1 and sorted(m[rows[0]].tolist()) == list(range(len(per)))  # each image once
+
+
+@SETTINGS
+@given(st.integers(1, 200), st.integers(0, 60).filter(lambda b: b != 1), st.integers(0, 2**32 - 1))
+def test_one_caption_per_image_is_the_plain_batching(n, batch, seed):
+    np.testing.assert_array_equal(shift_batches(n, batch, seed, text_to_image=np.arange(n)),
+                                  shift_batches(n, batch, seed))
+
+
+def test_grouped_curve_scores_no_sibling_as_a_negative():
+    """Five captions per image: the grouped curve equals the loop over batches of distinct images, and Δ counts
+    each image once; the ungrouped curve (siblings as negatives) scores a higher loss at λ = 0."""
+    rng = np.random.default_rng(0)
+    n_img, per, d, tau = 40, 5, 6, 0.05
+    base = rng.normal(size=(n_img, d))
+    m = np.repeat(np.arange(n_img), per)
+    img = base[m]  # each caption's own image row
+    txt = base[m] + 0.3 * rng.normal(size=(len(m), d))
+    lams = [-0.5, 0.0, 0.5]
+    c = shift_curve(img, txt, tau, lambdas=lams, batch_size=10, seed=3, text_to_image=m)
+    rows = shift_batches(len(m), 10, 3, text_to_image=m)
+    assert (c["batches"], c["batch_size"], c["pairs_left_out"]) == (20, 10, 0)
+    delta = unit(base).mean(0) - unit(txt).mean(0)  # each image once
+    assert c["gap_norm"] == pytest.approx(np.linalg.norm(delta), rel=1e-12)
+    for k, lam in enumerate(lams):
+        x = unit(unit(img) - lam * delta)
+        y = unit(unit(txt) + lam * delta)
+        assert c["loss"][k] == pytest.approx(np.mean([ref_infonce(x[r], y[r], tau) for r in rows]), rel=1e-9)
+        assert c["gap"][k] == pytest.approx(np.linalg.norm(x[:n_img * per:per].mean(0) - y.mean(0)), rel=1e-9)
+    plain = shift_curve(img, txt, tau, lambdas=[0.0], batch_size=10, seed=3)
+    assert plain["loss"][0] > c["loss"][1]
