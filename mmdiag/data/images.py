@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from mmdiag.data.files import open_regular, regular_file_problem
-from mmdiag.data.types import EncodedImage
+from mmdiag.data.types import DeferredImage, EncodedImage
 from mmdiag.errors import DataError
 
 #: Decompression-bomb guard: refuse images above this many pixels.
@@ -62,7 +62,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def open_image(source: Union[Image.Image, Path, str, EncodedImage]) -> Image.Image:
+def open_image(source: Union[Image.Image, Path, str, EncodedImage, DeferredImage]) -> Image.Image:
     """Load ``source`` fully as RGB; a missing/corrupt/truncated/huge file is a DataError naming it.
 
     Any failure of the decoder on a user's file (Pillow raises OSError, ValueError,
@@ -74,6 +74,8 @@ def open_image(source: Union[Image.Image, Path, str, EncodedImage]) -> Image.Ima
         return to_rgb(source)
     if isinstance(source, EncodedImage):
         return _decode(io.BytesIO(source.data), source.source)
+    if isinstance(source, DeferredImage):
+        return to_rgb(source.render())
     path = Path(source)
     problem = regular_file_problem(path)  # stat first: a FIFO or a device is never opened (it would block)
     if problem is not None:

@@ -13,21 +13,27 @@ from mmdiag.data.flickr30k import read_flickr30k
 from mmdiag.data.formats import ACCEPTED, data_kind
 from mmdiag.data.noise import make_noise
 from mmdiag.data.synthetic import make_synthetic
-from mmdiag.data.types import EncodedImage, Sample
+from mmdiag.data.types import DeferredImage, EncodedImage, Sample
 from mmdiag.errors import DataError, SpecError
 
-#: most samples the built-in generators (synthetic, noise) build: every sample holds its 224x224 image in memory
-#: and rendering takes about 2 ms, so 10,000 samples take about 20-30 s and 1.5 GB before the model runs; above it
-#: the run is refused (use a captions file, whose images are opened batch by batch, for more).
+#: most samples the noise generator builds: each holds its 224x224 image in memory and building one takes about 2 ms,
+#: so 10,000 samples take about 20-30 s and 1.5 GB before the model runs; above it the run is refused
 MAX_GENERATED_SAMPLES = 10_000
+#: most synthetic scenes: their images are deferred (rendered batch by batch as the forward pass opens them), so
+#: memory does not bound them; building the captions and gold trees of 65,536 scenes takes about 3 minutes
+MAX_SYNTHETIC_SAMPLES = 65_536
 
 
 def generated_samples_problem(spec: str, n: int) -> str:
     """Why ``n`` samples of the generated ``spec`` are refused ("" when they are not)."""
-    if spec in ("synthetic", "noise") and n > MAX_GENERATED_SAMPLES:
-        return (f"--mm-samples={n}: the {spec} generator builds at most {MAX_GENERATED_SAMPLES:,} samples (each holds "
+    if spec == "noise" and n > MAX_GENERATED_SAMPLES:
+        return (f"--mm-samples={n}: the noise generator builds at most {MAX_GENERATED_SAMPLES:,} samples (each holds "
                 f"its image in memory, and building them would take minutes before anything runs); use "
                 f"--mm-samples<={MAX_GENERATED_SAMPLES} or a captions file")
+    if spec == "synthetic" and n > MAX_SYNTHETIC_SAMPLES:
+        return (f"--mm-samples={n}: the synthetic generator builds at most {MAX_SYNTHETIC_SAMPLES:,} scenes (building "
+                f"their captions and trees would take minutes before anything runs); use "
+                f"--mm-samples<={MAX_SYNTHETIC_SAMPLES} or a captions file")
     return ""
 
 
@@ -45,7 +51,7 @@ def load_samples(spec: str, n: int, seed: int = 0, vocab_size: int = 1000,
     if problem:
         raise SpecError(problem)
     if spec == "synthetic":
-        return make_synthetic(n, seed=seed)
+        return make_synthetic(n, seed=seed, deferred=True)
     if spec == "noise":
         return make_noise(n, seed=seed, vocab_size=vocab_size, exclude_ids=special_ids)
     found = data_kind(spec)
@@ -113,6 +119,8 @@ def _image_identity(image: object) -> object:
         return [path.name, _file_digest(path)]
     if isinstance(image, EncodedImage):
         return ["bytes", hashlib.blake2b(image.data, digest_size=8).hexdigest()]
+    if isinstance(image, DeferredImage):
+        return image.identity()
     if hasattr(image, "tobytes") and hasattr(image, "mode"):
         return [image.mode, list(image.size), hashlib.blake2b(image.tobytes(), digest_size=8).hexdigest()]
     return repr(type(image))

@@ -41,7 +41,7 @@ from PIL import Image, ImageDraw
 
 from mmdiag.data.scene_tree import scene_parents
 from mmdiag.data.trees import validate_heads
-from mmdiag.data.types import DepTree, Phrase, Sample
+from mmdiag.data.types import DeferredImage, DepTree, Phrase, Sample
 
 __all__ = ["SYNTHETIC_VOCAB", "COLOURS", "SHAPES", "make_synthetic"]
 
@@ -353,9 +353,26 @@ def _render(rng: np.random.Generator, size: int) -> tuple[Image.Image, list[_Sha
     return img, shapes, cell
 
 
-def _sample(seed: int, index: int, image_size: int) -> Sample:
+@dataclass(frozen=True)
+class SceneImage(DeferredImage):
+    """Scene ``index`` of ``seed``'s image, rendered when opened: the same pixels as the eager sample's."""
+
+    seed: int
+    index: int
+    size: int
+
+    def render(self) -> Image.Image:
+        return _render(np.random.default_rng([self.seed, self.index]), self.size)[0]
+
+    def identity(self) -> list:
+        return ["synthetic", self.seed, self.index, self.size]
+
+
+def _sample(seed: int, index: int, image_size: int, deferred: bool = False) -> Sample:
     rng = np.random.default_rng([int(seed), int(index)])
-    image, shapes, cell = _render(rng, image_size)
+    image, shapes, cell = _render(rng, image_size)  # drawn first: the caption's draws follow the image's
+    if deferred:
+        image = SceneImage(int(seed), int(index), int(image_size))
     g = _Grammar(rng, shapes, cell)
     c = g.sentence()
     heads = tuple(h + 1 for h in c.head)  # type: ignore[operator]
@@ -383,14 +400,17 @@ def _sample(seed: int, index: int, image_size: int) -> Sample:
     )
 
 
-def make_synthetic(n: int, seed: int = 0, image_size: int = 224) -> list[Sample]:
+def make_synthetic(n: int, seed: int = 0, image_size: int = 224, deferred: bool = False) -> list[Sample]:
     """Generate ``n`` rendered scenes with captions and gold structure.
 
     Deterministic in ``(seed, index, image_size)``; raises ValueError for
-    ``n < 0`` or ``image_size < 32``.
+    ``n < 0`` or ``image_size < 32``. ``deferred``: each sample's image is a
+    :class:`SceneImage` that renders the same pixels when opened
+    (:func:`~mmdiag.data.images.open_image`), so that ``n`` samples do not hold
+    ``n`` images (what a run uses).
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if image_size < 32:
         raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
-    return [_sample(seed, i, image_size) for i in range(n)]
+    return [_sample(seed, i, image_size, deferred) for i in range(n)]

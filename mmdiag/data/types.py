@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from abc import ABC, abstractmethod
+from typing import Any, Optional, Union
 
 from PIL import Image
 
@@ -71,6 +72,24 @@ class EncodedImage:
 
     def __repr__(self) -> str:
         return f"EncodedImage({self.source!r}, {len(self.data)} bytes)"
+
+
+class DeferredImage(ABC):
+    """An image made when it is opened (:func:`mmdiag.data.images.open_image`), not held by its sample.
+
+    The built-in synthetic scenes are deferred: N samples then hold N small descriptions instead of N
+    decoded 224x224 images (150 KB each), and the forward pass renders each batch's images as it opens
+    them, as it reads image files. Subclasses give ``render()`` (the RGB image, the same on every call) and
+    ``identity()`` (what the data fingerprint hashes for it: JSON-serialisable, equal for equal images).
+    """
+
+    @abstractmethod
+    def render(self) -> Any:
+        """The image (a PIL RGB image)."""
+
+    @abstractmethod
+    def identity(self) -> list:
+        """What identifies the image for the data fingerprint."""
 
 
 #: ``Sample.meta`` key naming the image a caption belongs to: samples with the same value show the same image

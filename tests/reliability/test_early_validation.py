@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from mmdiag.data.load import MAX_GENERATED_SAMPLES, generated_samples_problem
+from mmdiag.data.load import MAX_GENERATED_SAMPLES, MAX_SYNTHETIC_SAMPLES, generated_samples_problem
 from mmdiag.errors import SpecError
 from mmdiag.runner import check_model_limits
 
@@ -36,8 +36,8 @@ FAST = ("--mm-model=random:tiny-clip", "--mm-samples=8", "--mm-batch-size=4", "-
     (["--mm-attention-head=4"],
      "--mm-attention-head=4: random:tiny-clip has 4 attention heads (heads are numbered 0..3)"),
     (["--mm-probe-rank=33"], "--mm-probe-rank=33 is beyond the hidden size of random:tiny-clip (32)*"),
-    ([f"--mm-samples={MAX_GENERATED_SAMPLES + 1}"],
-     "--mm-samples=10001: the synthetic generator builds at most 10,000*"),
+    ([f"--mm-samples={MAX_SYNTHETIC_SAMPLES + 1}"],
+     "--mm-samples=65537: the synthetic generator builds at most 65,536 scenes*"),
     (["--mm-data=noise", "--mm-samples=100000"], "--mm-samples=100000: the noise generator builds at most 10,000*"),
 ], ids=["report-dir-file", "report-dir-under-file", "json-is-html", "html-is-baseline", "markdown-is-json",
         "report-dir-html-is-markdown", "json-is-dir", "json-under-file", "cache-dir-file", "seed-2**32", "seed-neg",
@@ -92,6 +92,8 @@ def test_model_limits_use_the_largest_tower_and_skip_unknown_sizes():
 
 
 def test_generated_sample_limit():
-    assert generated_samples_problem("synthetic", MAX_GENERATED_SAMPLES) == ""
+    assert generated_samples_problem("synthetic", MAX_SYNTHETIC_SAMPLES) == ""  # deferred images: 16k scenes run
+    assert generated_samples_problem("noise", MAX_GENERATED_SAMPLES) == ""
     assert generated_samples_problem("captions.jsonl", 10 ** 6) == ""  # files are read batch by batch
-    assert "--mm-samples=10001" in generated_samples_problem("synthetic", MAX_GENERATED_SAMPLES + 1)
+    assert "--mm-samples=10001" in generated_samples_problem("noise", MAX_GENERATED_SAMPLES + 1)
+    assert "--mm-samples=65537" in generated_samples_problem("synthetic", MAX_SYNTHETIC_SAMPLES + 1)
