@@ -86,7 +86,7 @@ def _flatten(acts: Activations) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     meta: dict[str, Any] = {"format": FORMAT, "n": acts.n, "layer_counts": acts.layer_counts,
                             "word_counts": acts.word_counts, "region_counts": acts.region_counts,
                             "logit_scale": acts.logit_scale, "forward_s": acts.forward_s,
-                            "truncated_captions": acts.truncated_captions,
+                            "truncated_captions": acts.truncated_captions, "special_ids": acts.special_ids,
                             "skipped_samples": acts.skipped_samples, "kept": acts.kept,
                             "nonfinite": [[m, k, v] for (m, k), v in acts.nonfinite.items()],
                             "causal": acts.causal, "attention_streams": list(acts.attention),
@@ -163,6 +163,7 @@ def load(path: Path, device: Optional[torch.device] = None) -> Optional[Activati
         acts.word_counts, acts.region_counts = meta["word_counts"], meta["region_counts"]
         acts.logit_scale, acts.forward_s = meta["logit_scale"], meta["forward_s"]
         acts.truncated_captions = meta["truncated_captions"]
+        acts.special_ids = meta.get("special_ids")
         acts.skipped_samples, acts.kept = meta["skipped_samples"], meta["kept"]
         acts.nonfinite = {(m, int(k)): int(v) for m, k, v in meta["nonfinite"]}
         acts.causal = meta["causal"]

@@ -55,6 +55,9 @@ class Activations:
     nonfinite: dict[tuple[str, int], int] = field(default_factory=dict)
     forward_s: float = 0.0
     truncated_captions: int = 0
+    #: the ids raw token ids (the noise control, ``--mm-data=noise``) were wrapped with, ``{"bos", "eos", "pad"}``
+    #: (None when no sample had raw token ids); kept in the activation cache so that a cached pass still reports them
+    special_ids: Optional[dict] = None
     #: the batch size the pass ended with (``--mm-batch-size=auto`` halves it on out-of-memory)
     batch_size: int = 0
     #: samples dropped by --mm-skip-bad-samples, as "uid: reason"
@@ -395,6 +398,9 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
         torch.cuda.synchronize()
     acts.forward_s = time.perf_counter() - start
     acts.truncated_captions = int(optional(adapter, "truncated_captions")) - truncated_before
+    if any(getattr(s, "token_ids", None) is not None for s in samples):
+        found = getattr(adapter, "noise_special_ids", None)
+        acts.special_ids = dict(found) if found is not None else None
     acts.skipped_samples = skipped
     acts.kept = kept
     acts.batch_size = batch_used

@@ -35,6 +35,8 @@ def _data_block(session: Any, acts: Any) -> dict:
     data = {"spec": session.config.data, "n": len(samples) if samples is not None else 0,
             "fingerprint": data_fingerprint(samples) if samples else None}
     special = getattr(session.adapter, "noise_special_ids", None)
+    if special is None and acts is not None:  # --mm-data=noise from the activation cache: no tokenising this run
+        special = acts.special_ids
     if special is not None:  # the ids the noise control's (or --mm-data=noise's) token ids were wrapped with
         data["special_ids"] = {key: special.get(key) for key in ("bos", "eos", "pad")}
     if acts is not None:

@@ -112,3 +112,19 @@ def test_raw_ids_are_wrapped_with_exactly_the_ids_recorded(rows, bos, eos, max_l
         assert int((text.word_ids[i] >= 0).sum()) == len(kept)
         assert (text.input_ids[i][~text.attention_mask[i].bool()] == 1).all()
     assert text.truncated == sum(len(r) > room for r in rows)
+
+
+def test_a_cached_noise_pass_still_records_its_ids(pytester, tmp_path):
+    """--mm-data=noise twice: the second run reads the activations from the cache (nothing is tokenised), and
+    results.json still says which ids the noise captions were wrapped with."""
+    directory = legacy_clip(tmp_path / "clip")
+    docs = []
+    for name in ("first.json", "second.json"):
+        result = pytester.runpytest(f"--mm-model={directory}", "--mm-data=noise", "--mm-samples=6",
+                                    "--mm-bootstrap=0", "-p", "no:cacheprovider", f"--mm-json={name}",
+                                    "-k", "gap_norm")
+        assert result.ret in (0, 1), result.stdout.str()
+        docs.append(json.loads((pytester.path / name).read_text()))
+    assert "hit" in json.dumps(docs[1]["run"]).lower(), docs[1]["run"]  # the second pass came from the cache
+    for doc in docs:
+        assert doc["data"]["special_ids"] == {"bos": BOS, "eos": EOS, "pad": EOS}
