@@ -327,8 +327,12 @@ def save_preset(spec: str, directory: str | Path, seed: int = 0) -> Path:
 def random_init_like(adapter: Any, seed: int):
     """The same architecture as ``adapter``'s model with seeded random weights (the paper's control).
 
-    Returns None for adapters without a Hugging Face ``model``.
+    Returns None for adapters without a Hugging Face ``model``; an adapter with its own ``random_init(seed)``
+    (open_clip's, whose models have no config) rebuilds itself.
     """
+    rebuild = getattr(adapter, "random_init", None)
+    if callable(rebuild):
+        return rebuild(seed)
     model = optional(adapter, "model")
     if model is None or not hasattr(model, "config"):
         return None

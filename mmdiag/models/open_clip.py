@@ -151,4 +151,5 @@ def load_open_clip(spec: str, device: torch.device, dtype: torch.dtype, seed: in
     tokens = OpenClipTokens(tokenizer, context)
     info = ModelInfo(spec=spec, family="open_clip", n_params=count_params(model), fingerprint=weights_fingerprint(model, parsed.model_name),
                      extra={"weights": parsed.describe(seed), "model_type": f"open_clip:{parsed.arch}"})
-    return OpenClipAdapter(model, tokens, preprocess, info, device, dtype)
+    return OpenClipAdapter(model, tokens, preprocess, info, device, dtype,
+                           rebuild=lambda: lib.create_model(parsed.model_name, load_weights=False))
