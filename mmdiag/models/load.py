@@ -81,6 +81,7 @@ def build_random(preset: Preset, seed: int) -> tuple[torch.nn.Module, Any, Any]:
     family = registry.family_of_preset(preset.name) or registry.families().get(preset.family)
     if family is None or family.build_random is None:
         raise SpecError(f"preset {preset.name!r} belongs to no registered family with a random builder")
+    family.check_requirements(f"random:{preset.name}")
     return family.build_random(preset, seed)
 
 
@@ -111,6 +112,7 @@ def load_pretrained(path_or_id: str, device_map: Optional[str] = None,
                         "never runs; load the model yourself and pass an adapter through an mm_model fixture "
                         "override (see the README, 'Bring your own model')")
     family = registry.family_for(config.model_type, path_or_id, config)
+    family.check_requirements(path_or_id)
     placement: dict[str, Any] = {}
     if device_map is not None:
         if importlib.util.find_spec("accelerate") is None:
