@@ -151,5 +151,8 @@ def load_open_clip(spec: str, device: torch.device, dtype: torch.dtype, seed: in
     tokens = OpenClipTokens(tokenizer, context)
     info = ModelInfo(spec=spec, family="open_clip", n_params=count_params(model), fingerprint=weights_fingerprint(model, parsed.model_name),
                      extra={"weights": parsed.describe(seed), "model_type": f"open_clip:{parsed.arch}"})
-    return OpenClipAdapter(model, tokens, preprocess, info, device, dtype,
-                           rebuild=lambda: lib.create_model(parsed.model_name, load_weights=False))
+    try:
+        return OpenClipAdapter(model, tokens, preprocess, info, device, dtype,
+                               rebuild=lambda: lib.create_model(parsed.model_name, load_weights=False))
+    except SpecError as exc:  # a tower mmdiag cannot read (ResNet, ConvNeXt, a Hugging Face text encoder, CoCa)
+        raise SpecError(f"--mm-model={spec!r}: {exc}") from None

@@ -9,7 +9,6 @@ Attention maps come from the blocks' ``nn.MultiheadAttention`` (asked for its we
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 import torch
@@ -20,10 +19,16 @@ from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEX
                                 ModelAdapter, ModelInfo, Trace)
 from mmdiag.models.dual import (TextInputs, caption_words, distinct_images, expand_image_entries, note_text,
                                 tokenize_captions)
+from mmdiag.models.open_clip_parts import (PreprocessGeometry, image_tower, pool_positions, text_tower, tower_blocks,
+                                           vision_tower)
+
+__all__ = ["BlockStates", "OpenClipAdapter", "OpenClipTokens", "PreprocessGeometry", "attention_readable",
+           "pool_positions"]
 
 
 class BlockStates:
-    """Context manager: hooks on ``transformer.resblocks`` that keep every block's output, batch first.
+    """Context manager: hooks on ``transformer.resblocks`` (or a timm trunk's ``blocks``) that keep every block's
+    output, batch first.
 
     ``states`` after the forward: ``[input of block 0, output of block 1, ..., output of block K]``.
     With ``attentions=True`` each block's ``nn.MultiheadAttention`` is asked for its per-head weights
@@ -32,10 +37,11 @@ class BlockStates:
     """
 
     def __init__(self, transformer: torch.nn.Module, attentions: bool = False) -> None:
-        blocks = getattr(transformer, "resblocks", None)
-        if not isinstance(blocks, torch.nn.ModuleList) or len(blocks) == 0:
+        blocks = tower_blocks(transformer)
+        if blocks is None:
             raise SpecError(f"an open_clip tower without resblocks ({type(transformer).__name__}): mmdiag reads "
-                            "hidden states per residual block of open_clip's VisionTransformer/TextTransformer")
+                            "hidden states per residual block of open_clip's VisionTransformer/TextTransformer "
+                            "(or of a timm ViT trunk's blocks)")
         self.blocks = blocks
         self.batch_first = bool(getattr(transformer, "batch_first", True))
         self.attentions = attentions and attention_readable(transformer)
@@ -78,7 +84,7 @@ class BlockStates:
 def attention_readable(transformer: torch.nn.Module) -> bool:
     """Whether every block attends with ``nn.MultiheadAttention`` (open_clip's ``ResidualAttentionBlock``),
     whose weights can be asked for; ``CustomResidualAttentionBlock``'s own ``Attention`` cannot return them."""
-    return all(isinstance(getattr(b, "attn", None), torch.nn.MultiheadAttention) for b in transformer.resblocks)
+    return all(isinstance(getattr(b, "attn", None), torch.nn.MultiheadAttention) for b in tower_blocks(transformer))
 
 
 class OpenClipTokens:
@@ -125,92 +131,6 @@ class OpenClipTokens:
         return TextInputs(ids, mask, word_ids, truncated)
 
 
-@dataclass(frozen=True)
-class TextTower:
-    """How an open_clip text tower runs: its block stack, the pooling of ``text_global_pool``, the EOS id that
-    pooling looks for, whether the causal mask is on and whether padding (``pad_id``) is masked out."""
-
-    stack: torch.nn.Module
-    pool: str
-    eos_id: Optional[int]
-    causal: bool
-    pad_mask: bool
-    pad_id: int = 0
-
-
-def text_tower(model: torch.nn.Module) -> TextTower:
-    """The text tower of an open_clip ``CLIP`` (its own ``transformer``) or ``CustomTextCLIP`` (``model.text``)."""
-    text = getattr(model, "text", None)
-    if text is not None:  # CustomTextCLIP: a TextTransformer, or a Hugging Face text encoder (no resblocks)
-        if getattr(text, "cls_emb", None) is not None:
-            raise SpecError("open_clip text towers with an appended CLS token (CoCa) are not supported")
-        stack = getattr(text, "transformer", None)
-        if stack is None or not hasattr(stack, "resblocks"):
-            raise SpecError(f"this open_clip model's text tower is a {type(text).__name__}, not open_clip's "
-                            "TextTransformer: mmdiag reads hidden states per residual block of open_clip's own "
-                            "towers (load the Hugging Face text model on its own with --mm-model=ORG/NAME)")
-        return TextTower(stack, str(getattr(text, "pool_type", "argmax")), getattr(text, "eos_id", None),
-                         getattr(text, "attn_mask", None) is not None, bool(getattr(text, "use_pad_mask", False)),
-                         int(getattr(text, "pad_id", 0)))
-    return TextTower(model.transformer, str(getattr(model, "text_pool_type", "argmax")),
-                     getattr(model, "text_eos_id", None), getattr(model, "attn_mask", None) is not None, False)
-
-
-def vision_tower(model: torch.nn.Module) -> torch.nn.Module:
-    visual = model.visual
-    if not hasattr(getattr(visual, "transformer", None), "resblocks"):
-        raise SpecError(f"this open_clip model's image tower is a {type(visual).__name__} (timm or ResNet), not "
-                        "open_clip's VisionTransformer: mmdiag reads hidden states per residual block of "
-                        "open_clip's own transformer towers")
-    return visual
-
-
-@dataclass(frozen=True)
-class PreprocessGeometry:
-    """open_clip's inference transform as the attributes :func:`mmdiag.models.regions.preprocess_geometry` reads
-    from a Hugging Face image processor, so that phrase boxes land on the right patches.
-
-    ``resize_mode`` (open_clip's ``PreprocessCfg``): ``shortest`` resizes the short side and centre-crops,
-    ``squash`` scales both axes, ``longest`` resizes the long side and pads to the centre.
-    """
-
-    height: int
-    width: int
-    resize_mode: str = "shortest"
-
-    @classmethod
-    def of(cls, visual: torch.nn.Module) -> "PreprocessGeometry":
-        cfg = getattr(visual, "preprocess_cfg", None) or {}
-        size = cfg.get("size", getattr(visual, "image_size", 224))
-        height, width = (size, size) if isinstance(size, int) else tuple(size)[-2:]
-        return cls(int(height), int(width), str(cfg.get("resize_mode") or "shortest"))
-
-    @property
-    def size(self) -> dict[str, int]:
-        return {"height": self.height, "width": self.width}
-
-    @property
-    def crop_size(self) -> dict[str, int]:
-        return self.size
-
-    @property
-    def do_center_crop(self) -> bool:
-        return self.resize_mode == "shortest"
-
-
-def pool_positions(ids: torch.Tensor, pool: str, eos_id: Optional[int]) -> torch.Tensor:
-    """The text position open_clip's ``text_global_pool`` takes: ``first``, ``last``, ``argmax`` (the largest
-    id, the EOT of open_clip's tokenizer) or ``eos`` (the first ``eos_id``)."""
-    rows = torch.arange(ids.shape[0], device=ids.device)
-    if pool == "first":
-        return torch.zeros_like(rows)
-    if pool == "last":
-        return torch.full_like(rows, ids.shape[1] - 1)
-    if pool == "eos":
-        return (ids == eos_id).int().argmax(dim=-1).long()
-    return ids.argmax(dim=-1).long()
-
-
 def tower_groups(mask: torch.Tensor, special: torch.Tensor, group: int) -> torch.Tensor:
     """``(B, T)`` token groups of one tower's attention stream: ``group`` for content, special, pad."""
     groups = torch.full(mask.shape, group, dtype=torch.long, device=mask.device)
@@ -233,12 +153,13 @@ class OpenClipAdapter(ModelAdapter):
                  rebuild: Optional[Callable[[], torch.nn.Module]] = None) -> None:
         self.rebuild = rebuild  # the architecture with fresh random weights (the random-init control)
         self.visual = vision_tower(model)
+        self.image = image_tower(self.visual)
         super().__init__(model, tokens, info, device, dtype, PreprocessGeometry.of(self.visual))
         self.preprocess = preprocess
         self.text = text_tower(model)
 
     def layer_counts(self) -> dict[str, int]:
-        return {IMAGE: len(self.visual.transformer.resblocks) + 1, TEXT: len(self.text.stack.resblocks) + 1}
+        return {IMAGE: len(tower_blocks(self.image.stack)) + 1, TEXT: len(tower_blocks(self.text.stack)) + 1}
 
     def random_init(self, seed: int) -> Optional["OpenClipAdapter"]:
         """The same architecture with weights seeded by ``seed`` (the ``random-init`` control): open_clip's
@@ -287,24 +208,21 @@ class OpenClipAdapter(ModelAdapter):
                                                     causal=self.text.causal)
 
     def _image(self, pixels: torch.Tensor, trace: Trace) -> None:
-        with BlockStates(self.visual.transformer, self.output_attentions) as states:
+        with BlockStates(self.image.stack, self.output_attentions) as states:
             trace.embeds[IMAGE] = self.model.encode_image(pixels)
         first = states.states[0]
         trace.hidden[IMAGE] = states.states
         real = torch.ones(first.shape[:2], dtype=torch.bool, device=first.device)
         trace.mask[IMAGE] = real
         content = real.clone()
-        content[:, 0] = False  # the class token open_clip's VisionTransformer puts first
+        content[:, :self.image.prefix] = False  # the class (and register) tokens before the patches
         trace.content[IMAGE] = content
         if states.maps:
             trace.attention[IMAGE] = AttentionStream(states.maps, tower_groups(real, ~content, GROUP_IMAGE))
-        token_pool = getattr(self.visual, "pool_type", "tok") == "tok" and getattr(self.visual, "attn_pool",
-                                                                                   None) is None
         trace.pool_index[IMAGE] = torch.zeros(first.shape[0], dtype=torch.long,
-                                              device=first.device) if token_pool else None
-        grid = getattr(self.visual, "grid_size", None)
-        trace.patch_grid = tuple(int(g) for g in grid) if grid is not None else None
-        trace.patch_offset = 1
+                                              device=first.device) if self.image.token_pool else None
+        trace.patch_grid = self.image.grid
+        trace.patch_offset = self.image.prefix
         trace.image_size = tuple(pixels.shape[-2:])
 
     @torch.inference_mode()

@@ -212,3 +212,65 @@ def test_the_whole_suite_runs_on_every_spec_form(pytester, arch, hub_cache, form
         assert results["data"]["special_ids"] == {"bos": 49406, "eos": 49407, "pad": 0}
         cone = next(r for r in by_check["cone.final"] if r["params"]["modality"] == "text")
         assert set(cone["details"]["controls"]) == {"random-init", "noise"}
+
+
+TIMM_TEXT = {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2}
+
+
+@pytest.fixture(scope="module")
+def timm_archs(tmp_path_factory):
+    """Two tiny timm-trunk architectures: a plain timm ViT (class-token pool, linear head) and EVA-02 (rotary)."""
+    pytest.importorskip("timm", reason="open_clip's timm image towers need timm (pip install timm)")
+    folder = tmp_path_factory.mktemp("oc_timm")
+    names = {"mmdiag-timm-vit": {"timm_model_name": "vit_tiny_patch16_224", "timm_proj": "linear"},
+             "mmdiag-timm-eva": {"timm_model_name": "eva02_tiny_patch14_224", "timm_proj": None}}
+    for name, vision in names.items():
+        config = {"embed_dim": 16, "custom_text": True, "text_cfg": TIMM_TEXT,
+                  "vision_cfg": {**vision, "timm_model_pretrained": False, "timm_pool": "token", "image_size": 224}}
+        (folder / f"{name}.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+    return tuple(names)
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["vit", "eva02"])
+def test_a_timm_vit_trunk_is_read_per_block(timm_archs, which):
+    """EVA / PE / timm-ViT image towers: states per trunk block, the class token first and pooled."""
+    arch = timm_archs[which]
+    adapter = load_adapter(f"open_clip:{arch}", "cpu")
+    assert adapter.layer_counts() == {"image": 13, "text": 3}
+    batch = adapter.prepare(make_synthetic(2, seed=0))
+    adapter.output_attentions = True
+    trace = adapter.forward(batch)
+    trunk = adapter.model.visual.trunk
+    grid = 14 if which == 0 else 16
+    with torch.inference_mode():
+        torch.testing.assert_close(trunk.norm(trace.hidden["image"][-1]), trunk.forward_features(batch["pixel_values"]))
+        torch.testing.assert_close(trace.embeds["image"], adapter.model.encode_image(batch["pixel_values"]))
+    assert trace.hidden["image"][0].shape == (2, 1 + grid * grid, 192)
+    assert trace.patch_grid == (grid, grid) and trace.patch_offset == 1
+    assert trace.pool_index["image"].tolist() == [0, 0] and not trace.content["image"][:, 0].any()
+    assert set(trace.attention) == {"text"}  # timm's fused attention returns no weights: no image stream
+
+
+def test_the_suite_runs_on_an_eva02_tower(pytester, timm_archs):
+    config = pytester.path / "cfg"
+    config.mkdir()
+    for name in timm_archs:
+        (config / f"{name}.json").write_text(json.dumps(open_clip.get_model_config(name)))
+    pytester.makeconftest(f"import open_clip\nopen_clip.add_model_config({str(config)!r})\n")
+    result = pytester.runpytest(f"--mm-model=open_clip:{timm_archs[1]}", "--mm-samples=6", "--mm-bootstrap=0",
+                                "--mm-json=r.json", "--mm-no-cache", "-p", "no:cacheprovider", "--color=no")
+    output = result.stdout.str() + result.stderr.str()
+    assert "Traceback" not in output and result.ret in (0, 1), output[-3000:]
+    results = json.loads((pytester.path / "r.json").read_text())["results"]
+    cone = {r["params"]["modality"]: r for r in results if r["check"] == "cone.final"}
+    assert cone["image"]["value"] is not None and cone["text"]["value"] is not None
+    entropy = {r["params"]["modality"]: r for r in results if r["check"] == "attention.entropy"}
+    assert entropy["text"]["status"] != "skip" and entropy["image"]["status"] == "skip"
+    assert "no attention maps for image" in entropy["image"]["message"]
+
+
+@pytest.mark.parametrize("arch, tower", [("RN50", "ModifiedResNet"), ("coca_ViT-B-32", "CLS token")])
+def test_a_tower_mmdiag_cannot_read_is_a_usage_error_naming_the_spec(arch, tower):
+    with pytest.raises(SpecError, match=rf"--mm-model='open_clip:{arch}': .*{tower}"):
+        load_adapter(f"open_clip:{arch}", "cpu")
