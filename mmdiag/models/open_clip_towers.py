@@ -1,4 +1,4 @@
-"""Reading open_clip's towers: per-residual-block states (forward hooks), captions with word ids, the adapter.
+"""Reading open_clip's towers: per-residual-block states (forward hooks) and the adapter (captions: open_clip_tokens).
 
 open_clip's ``VisionTransformer`` and ``TextTransformer`` (and ``CLIP``'s own text stack) run their blocks
 from ``transformer.resblocks``, an ``nn.ModuleList`` called as ``block(x, attn_mask=...)``, on ``(N, L, D)``
@@ -17,12 +17,12 @@ from mmdiag.data.types import Sample
 from mmdiag.errors import SpecError
 from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, AttentionStream,
                                 ModelAdapter, ModelInfo, Trace)
-from mmdiag.models.dual import (TextInputs, caption_words, distinct_images, expand_image_entries, note_text,
-                                tokenize_captions)
+from mmdiag.models.dual import TextInputs, distinct_images, expand_image_entries, note_text
+from mmdiag.models.open_clip_tokens import OpenClipHFTokens, OpenClipTokens
 from mmdiag.models.open_clip_parts import (PreprocessGeometry, image_tower, pool_positions, text_tower, tower_blocks,
                                            vision_tower)
 
-__all__ = ["BlockStates", "OpenClipAdapter", "OpenClipTokens", "PreprocessGeometry", "attention_readable",
+__all__ = ["BlockStates", "OpenClipAdapter", "OpenClipHFTokens", "OpenClipTokens", "PreprocessGeometry", "attention_readable",
            "pool_positions"]
 
 
@@ -87,50 +87,6 @@ def attention_readable(transformer: torch.nn.Module) -> bool:
     return all(isinstance(getattr(b, "attn", None), torch.nn.MultiheadAttention) for b in tower_blocks(transformer))
 
 
-class OpenClipTokens:
-    """open_clip's BPE tokenizer (``SimpleTokenizer``) with the word ids mmdiag's probes need.
-
-    A caption is ``[sot] words [eot]`` zero-padded to the context length, as open_clip's tokenizer makes
-    it: each word is encoded alone, which gives the same ids since its BPE never crosses whitespace.
-    """
-
-    def __init__(self, inner: Any, context_length: int) -> None:
-        self.inner = inner
-        self.context_length = int(context_length)
-        self.bos_token_id = int(inner.sot_token_id)
-        self.eos_token_id = int(inner.eot_token_id)
-        self.pad_token_id = 0
-        self.all_special_ids = [int(i) for i in getattr(inner, "all_special_ids", [self.bos_token_id,
-                                                                                 self.eos_token_id])]
-
-    def __len__(self) -> int:
-        return int(self.inner.vocab_size)
-
-    def encode(self, samples: Sequence[Sample]) -> TextInputs:
-        """Ids, mask and word ids of ``samples`` (raw ``token_ids``, the noise control, wrapped with sot/eot)."""
-        if all(s.token_ids is not None for s in samples):
-            return tokenize_captions(None, samples, self.context_length, pad_to_max=True, bos_id=self.bos_token_id,
-                                     eos_id=self.eos_token_id, pad_id=self.pad_token_id)
-        room = self.context_length - 2
-        ids = torch.zeros(len(samples), self.context_length, dtype=torch.long)
-        word_ids = torch.full_like(ids, -1)
-        mask = torch.zeros_like(ids)
-        truncated = 0
-        for row, sample in enumerate(samples):
-            tokens, words = [], []
-            for w, word in enumerate(caption_words(sample)):
-                pieces = [int(t) for t in self.inner.encode(word)]
-                tokens += pieces
-                words += [w] * len(pieces)
-            truncated += len(tokens) > room
-            tokens, words = tokens[:room], words[:room]
-            full = [self.bos_token_id, *tokens, self.eos_token_id]
-            ids[row, :len(full)] = torch.tensor(full)
-            word_ids[row, 1:1 + len(words)] = torch.tensor(words, dtype=torch.long)
-            mask[row, :len(full)] = 1
-        return TextInputs(ids, mask, word_ids, truncated)
-
-
 def tower_groups(mask: torch.Tensor, special: torch.Tensor, group: int) -> torch.Tensor:
     """``(B, T)`` token groups of one tower's attention stream: ``group`` for content, special, pad."""
     groups = torch.full(mask.shape, group, dtype=torch.long, device=mask.device)
@@ -148,7 +104,7 @@ class OpenClipAdapter(ModelAdapter):
     modalities = (IMAGE, TEXT)
     output_attentions = False
 
-    def __init__(self, model: torch.nn.Module, tokens: OpenClipTokens, preprocess: Any, info: ModelInfo,
+    def __init__(self, model: torch.nn.Module, tokens: OpenClipTokens | OpenClipHFTokens, preprocess: Any, info: ModelInfo,
                  device: torch.device, dtype: torch.dtype,
                  rebuild: Optional[Callable[[], torch.nn.Module]] = None) -> None:
         self.rebuild = rebuild  # the architecture with fresh random weights (the random-init control)

@@ -274,3 +274,37 @@ def test_the_suite_runs_on_an_eva02_tower(pytester, timm_archs):
 def test_a_tower_mmdiag_cannot_read_is_a_usage_error_naming_the_spec(arch, tower):
     with pytest.raises(SpecError, match=rf"--mm-model='open_clip:{arch}': .*{tower}"):
         load_adapter(f"open_clip:{arch}", "cpu")
+
+
+@pytest.fixture(scope="module")
+def siglip_style(tmp_path_factory):
+    """A SigLIP-style text tower: a Hugging Face tokenizer (open_clip's HFTokenizer, ``canonicalize`` cleaning),
+    bidirectional, pooled at the last position of captions padded to the context length."""
+    from mmdiag.models import offline
+
+    folder = tmp_path_factory.mktemp("oc_siglip")
+    offline.siglip_tokenizer(512, 0, 1, 2, 16).save_pretrained(folder / "tok")
+    config = {"embed_dim": 16, "custom_text": True, "vision_cfg": CONFIG["vision_cfg"],
+              "text_cfg": {"context_length": 16, "vocab_size": 512, "width": 32, "heads": 2, "layers": 2,
+                           "hf_tokenizer_name": str(folder / "tok"), "tokenizer_kwargs": {"clean": "canonicalize"},
+                           "no_causal_mask": True, "pool_type": "last", "proj_bias": True}}
+    (folder / "mmdiag-siglip-style.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder / "mmdiag-siglip-style.json")
+    return "mmdiag-siglip-style"
+
+
+def test_a_hugging_face_tokenizer_gives_the_librarys_ids_and_word_ids(siglip_style):
+    from mmdiag.data.types import Sample
+
+    adapter = load_adapter(f"open_clip:{siglip_style}", "cpu")
+    samples = [*make_synthetic(2, seed=0), Sample(uid="p", image=None, caption="A red cube , left of it.")]
+    text = adapter.prepare(samples)["text"]
+    assert torch.equal(text.input_ids, open_clip.get_tokenizer(siglip_style)([s.caption for s in samples]))
+    words = "A red cube , left of it.".split()
+    got = [words[w] for w in sorted({w for w in text.word_ids[2].tolist() if w >= 0})]
+    assert got == ["A", "red", "cube", "left", "of", "it."]  # the comma is cleaned away: no tokens
+    trace = adapter.forward(adapter.prepare(samples[:2]))
+    assert trace.pool_index["text"].tolist() == [15, 15] and trace.mask["text"].all()  # 'last', bidirectional
+    with torch.inference_mode():
+        torch.testing.assert_close(trace.embeds["text"], adapter.model.encode_text(text.input_ids[:2]))
+    assert adapter.special_ids() == (None, 1, 0)
