@@ -146,7 +146,8 @@ def load_open_clip(spec: str, device: torch.device, dtype: torch.dtype, seed: in
         raise SpecError(f"--mm-model={spec!r}: the model {where} ({type(exc).__name__}: {first})") from None
     context = int(getattr(tokenizer, "context_length", None) or getattr(model, "context_length", 77))
     tokens = make_tokens(tokenizer, context, spec)
-    info = ModelInfo(spec=spec, family="open_clip", n_params=count_params(model), fingerprint=weights_fingerprint(model, parsed.model_name),
+    info = ModelInfo(spec=spec, family="open_clip", n_params=count_params(model),
+                     fingerprint=weights_fingerprint(model, parsed.model_name),
                      extra={"weights": parsed.describe(seed), "model_type": f"open_clip:{parsed.arch}"})
     try:
         return OpenClipAdapter(model, tokens, preprocess, info, device, dtype,

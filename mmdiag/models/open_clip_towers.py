@@ -18,12 +18,12 @@ from mmdiag.errors import SpecError
 from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, AttentionStream,
                                 ModelAdapter, ModelInfo, Trace)
 from mmdiag.models.dual import TextInputs, distinct_images, expand_image_entries, note_text
-from mmdiag.models.open_clip_tokens import OpenClipHFTokens, OpenClipTokens
 from mmdiag.models.open_clip_parts import (PreprocessGeometry, image_tower, pool_positions, text_tower, tower_blocks,
                                            vision_tower)
+from mmdiag.models.open_clip_tokens import OpenClipHFTokens, OpenClipTokens
 
-__all__ = ["BlockStates", "OpenClipAdapter", "OpenClipHFTokens", "OpenClipTokens", "PreprocessGeometry", "attention_readable",
-           "pool_positions"]
+__all__ = ["BlockStates", "OpenClipAdapter", "OpenClipHFTokens", "OpenClipTokens", "PreprocessGeometry",
+           "attention_readable", "pool_positions"]
 
 
 class BlockStates:
@@ -104,8 +104,8 @@ class OpenClipAdapter(ModelAdapter):
     modalities = (IMAGE, TEXT)
     output_attentions = False
 
-    def __init__(self, model: torch.nn.Module, tokens: OpenClipTokens | OpenClipHFTokens, preprocess: Any, info: ModelInfo,
-                 device: torch.device, dtype: torch.dtype,
+    def __init__(self, model: torch.nn.Module, tokens: OpenClipTokens | OpenClipHFTokens, preprocess: Any,
+                 info: ModelInfo, device: torch.device, dtype: torch.dtype,
                  rebuild: Optional[Callable[[], torch.nn.Module]] = None) -> None:
         self.rebuild = rebuild  # the architecture with fresh random weights (the random-init control)
         self.visual = vision_tower(model)

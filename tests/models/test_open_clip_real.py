@@ -16,7 +16,8 @@ try:  # a torchvision built for another torch raises OSError/RuntimeError, not I
 except Exception as exc:  # noqa: BLE001
     pytest.skip(f"open_clip needs torchvision, which does not import here ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0] if str(exc) else ''})", allow_module_level=True)
-open_clip = pytest.importorskip("open_clip", reason="open-clip-torch is not installed (pip install 'mmdiag[open_clip]')")
+open_clip = pytest.importorskip("open_clip",
+                                reason="open-clip-torch is not installed (pip install 'mmdiag[open_clip]')")
 
 from mmdiag.data.synthetic import make_synthetic  # noqa: E402
 from mmdiag.errors import SpecError  # noqa: E402
