@@ -105,7 +105,8 @@ def model_families(specs: Sequence[CheckSpec] = ()) -> str:
         preset = f"`random:{family.matrix_preset}`" if family.matrix_preset else "-"
         types = ", ".join(f"`{t}`" for t in family.model_types)
         tokens = _cell(family.tokens).replace("<", "&lt;")
-        lines.append(f"| `{family.name}` | {types} | {preset} | {_NEEDS[family.needs]} | {tokens} |")
+        loads = _NEEDS[family.needs] + "".join(f"; needs `{m}`" for m, _ in family.requires)
+        lines.append(f"| `{family.name}` | {types} | {preset} | {loads} | {tokens} |")
     return "\n".join(lines)
 
 

@@ -13,10 +13,12 @@ import torch
 
 
 def warm_presets() -> tuple[str, ...]:
-    """The matrix preset of every registered family (a family added to the registry is warmed up too)."""
+    """The matrix preset of every registered family (a family added to the registry is warmed up too) whose
+    requirements import here (Mistral 3 needs torchvision, SmolVLM num2words)."""
     from mmdiag.models.families import families
 
-    return tuple(f"random:{f.matrix_preset}" for f in families().values() if f.matrix_preset)
+    return tuple(f"random:{f.matrix_preset}" for f in families().values()
+                 if f.matrix_preset and not f.missing_requirements())
 
 
 def _warm_imports() -> None:

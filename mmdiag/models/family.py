@@ -5,6 +5,7 @@ imports them) is no import cycle.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -34,7 +35,9 @@ class Family:
     ``transformers.AutoModel``). ``needs``: one of :data:`NEEDS`. ``tokens``: how
     the adapter maps tokens to modalities (docs/adapters.md). ``matrix``: the
     preset the family matrix test saves and loads (default: its first preset; ``""``: none,
-    for a family whose models ``save_pretrained`` cannot write).
+    for a family whose models ``save_pretrained`` cannot write). ``requires``: ``(module, what needs it)``
+    pairs beyond transformers (Mistral 3's ``PixtralProcessor`` needs torchvision, SmolVLM's processor
+    num2words); a missing one makes loading the family a usage error naming it.
     """
 
     name: str
@@ -46,6 +49,7 @@ class Family:
     needs: str = "image_processor"
     tokens: str = ""
     matrix: Optional[str] = None
+    requires: tuple[tuple[str, str], ...] = ()
     #: where the declaration came from (``builtin``, ``entry point NAME``, ``register_family``)
     origin: str = field(default="builtin", compare=False)
 
@@ -56,6 +60,29 @@ class Family:
             raise SpecError(f"family {self.name!r} covers no model_type")
         if self.presets and self.build_random is None:
             raise SpecError(f"family {self.name!r} declares presets but no build_random")
+
+    def missing_requirements(self) -> list[str]:
+        """The ``requires`` modules that do not import here, each as ``"MODULE (for WHAT: why)"``."""
+        missing = []
+        for module, what in self.requires:
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # noqa: BLE001  (a torchvision built for another torch raises OSError)
+                why = "not installed" if isinstance(exc, ModuleNotFoundError) else \
+                    f"does not import: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]}"
+                missing.append(f"{module} (for {what}; {why})")
+        return missing
+
+    def check_requirements(self, spec: str) -> None:
+        """Raise a :class:`SpecError` naming the ``requires`` modules that do not import (``pip install ...``)."""
+        missing = self.missing_requirements()
+        if missing:
+            names = " ".join(entry.split(" ", 1)[0] for entry in missing)
+            raise SpecError(f"--mm-model={spec!r}: the {self.name} family needs {', '.join(missing)}: "
+                            f"pip install {names} (a torchvision built for your torch)"
+                            if "torchvision" in names else
+                            f"--mm-model={spec!r}: the {self.name} family needs {', '.join(missing)}: "
+                            f"pip install {names}")
 
     @property
     def matrix_preset(self) -> Optional[str]:

@@ -81,6 +81,7 @@ def build_random(preset: Preset, seed: int) -> tuple[torch.nn.Module, Any, Any]:
     family = registry.family_of_preset(preset.name) or registry.families().get(preset.family)
     if family is None or family.build_random is None:
         raise SpecError(f"preset {preset.name!r} belongs to no registered family with a random builder")
+    family.check_requirements(f"random:{preset.name}")
     return family.build_random(preset, seed)
 
 
@@ -111,6 +112,7 @@ def load_pretrained(path_or_id: str, device_map: Optional[str] = None,
                         "never runs; load the model yourself and pass an adapter through an mm_model fixture "
                         "override (see the README, 'Bring your own model')")
     family = registry.family_for(config.model_type, path_or_id, config)
+    family.check_requirements(path_or_id)
     placement: dict[str, Any] = {}
     if device_map is not None:
         if importlib.util.find_spec("accelerate") is None:
@@ -327,8 +329,12 @@ def save_preset(spec: str, directory: str | Path, seed: int = 0) -> Path:
 def random_init_like(adapter: Any, seed: int):
     """The same architecture as ``adapter``'s model with seeded random weights (the paper's control).
 
-    Returns None for adapters without a Hugging Face ``model``.
+    Returns None for adapters without a Hugging Face ``model``; an adapter with its own ``random_init(seed)``
+    (open_clip's, whose models have no config) rebuilds itself.
     """
+    rebuild = getattr(adapter, "random_init", None)
+    if callable(rebuild):
+        return rebuild(seed)
     model = optional(adapter, "model")
     if model is None or not hasattr(model, "config"):
         return None

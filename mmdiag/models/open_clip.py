@@ -24,7 +24,8 @@ import torch
 
 from mmdiag.errors import SpecError
 from mmdiag.models.base import ModelInfo, count_params
-from mmdiag.models.open_clip_towers import OpenClipAdapter, OpenClipTokens
+from mmdiag.models.open_clip_tokens import make_tokens
+from mmdiag.models.open_clip_towers import OpenClipAdapter
 
 PREFIX = "open_clip:"
 FORMS = ("open_clip:ARCH (random weights), open_clip:ARCH/PRETRAINED_TAG, open_clip:hf-hub:ORG/NAME, "
@@ -143,12 +144,13 @@ def load_open_clip(spec: str, device: torch.device, dtype: torch.dtype, seed: in
         where = "is not in the local cache and could not be downloaded" if parsed.pretrained or parsed.hf_hub \
             else "could not be loaded"
         raise SpecError(f"--mm-model={spec!r}: the model {where} ({type(exc).__name__}: {first})") from None
-    inner = getattr(tokenizer, "tokenizer", None)
-    if inner is not None or not hasattr(tokenizer, "sot_token_id"):
-        raise SpecError(f"--mm-model={spec!r}: this model uses a {type(inner or tokenizer).__name__} tokenizer; "
-                        "mmdiag reads open_clip models with open_clip's own BPE tokenizer (CLIP-style towers)")
     context = int(getattr(tokenizer, "context_length", None) or getattr(model, "context_length", 77))
-    tokens = OpenClipTokens(tokenizer, context)
-    info = ModelInfo(spec=spec, family="open_clip", n_params=count_params(model), fingerprint=weights_fingerprint(model, parsed.model_name),
+    tokens = make_tokens(tokenizer, context, spec)
+    info = ModelInfo(spec=spec, family="open_clip", n_params=count_params(model),
+                     fingerprint=weights_fingerprint(model, parsed.model_name),
                      extra={"weights": parsed.describe(seed), "model_type": f"open_clip:{parsed.arch}"})
-    return OpenClipAdapter(model, tokens, preprocess, info, device, dtype)
+    try:
+        return OpenClipAdapter(model, tokens, preprocess, info, device, dtype,
+                               rebuild=lambda: lib.create_model(parsed.model_name, load_weights=False))
+    except SpecError as exc:  # a tower mmdiag cannot read (ResNet, ConvNeXt, a Hugging Face text encoder, CoCa)
+        raise SpecError(f"--mm-model={spec!r}: {exc}") from None

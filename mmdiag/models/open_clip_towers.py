@@ -1,43 +1,59 @@
-"""Reading open_clip's towers: per-residual-block states (forward hooks), captions with word ids, the adapter.
+"""Reading open_clip's towers: per-residual-block states (forward hooks) and the adapter (captions: open_clip_tokens).
 
 open_clip's ``VisionTransformer`` and ``TextTransformer`` (and ``CLIP``'s own text stack) run their blocks
 from ``transformer.resblocks``, an ``nn.ModuleList`` called as ``block(x, attn_mask=...)``, on ``(N, L, D)``
 tensors, or ``(L, N, D)`` when ``transformer.batch_first`` is False. Entry 0 is the input of the first block
 (after ``ln_pre`` for images, as Hugging Face CLIP's ``hidden_states[0]``), entry k the output of block k.
+Attention maps come from the blocks' ``nn.MultiheadAttention`` (asked for its weights only when
+``output_attentions`` is set); the phrase boxes are placed by open_clip's ``preprocess_cfg`` (its resize mode).
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
 from mmdiag.data.types import Sample
 from mmdiag.errors import SpecError
-from mmdiag.models.base import IMAGE, TEXT, ModelAdapter, ModelInfo, Trace
-from mmdiag.models.dual import TextInputs, caption_words, note_text, tokenize_captions
+from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, AttentionStream,
+                                ModelAdapter, ModelInfo, Trace)
+from mmdiag.models.dual import TextInputs, distinct_images, expand_image_entries, note_text
+from mmdiag.models.open_clip_parts import (PreprocessGeometry, image_tower, pool_positions, text_tower, tower_blocks,
+                                           vision_tower)
+from mmdiag.models.open_clip_tokens import OpenClipHFTokens, OpenClipTokens
+
+__all__ = ["BlockStates", "OpenClipAdapter", "OpenClipHFTokens", "OpenClipTokens", "PreprocessGeometry",
+           "attention_readable", "pool_positions"]
 
 
 class BlockStates:
-    """Context manager: hooks on ``transformer.resblocks`` that keep every block's output, batch first.
+    """Context manager: hooks on ``transformer.resblocks`` (or a timm trunk's ``blocks``) that keep every block's
+    output, batch first.
 
     ``states`` after the forward: ``[input of block 0, output of block 1, ..., output of block K]``.
+    With ``attentions=True`` each block's ``nn.MultiheadAttention`` is asked for its per-head weights
+    (``need_weights=True, average_attn_weights=False``, the unfused path, as Hugging Face models do with
+    ``output_attentions``) and ``maps`` holds one ``(N, H, L, L)`` map per block.
     """
 
-    def __init__(self, transformer: torch.nn.Module) -> None:
-        blocks = getattr(transformer, "resblocks", None)
-        if not isinstance(blocks, torch.nn.ModuleList) or len(blocks) == 0:
+    def __init__(self, transformer: torch.nn.Module, attentions: bool = False) -> None:
+        blocks = tower_blocks(transformer)
+        if blocks is None:
             raise SpecError(f"an open_clip tower without resblocks ({type(transformer).__name__}): mmdiag reads "
-                            "hidden states per residual block of open_clip's VisionTransformer/TextTransformer")
+                            "hidden states per residual block of open_clip's VisionTransformer/TextTransformer "
+                            "(or of a timm ViT trunk's blocks)")
         self.blocks = blocks
         self.batch_first = bool(getattr(transformer, "batch_first", True))
+        self.attentions = attentions and attention_readable(transformer)
         self.states: list[torch.Tensor] = []
+        self.maps: list[torch.Tensor] = []
         self._handles: list[Any] = []
 
     def _keep(self, x: torch.Tensor) -> None:
         self.states.append(x if self.batch_first else x.transpose(0, 1))
 
     def __enter__(self) -> "BlockStates":
-        self.states = []
+        self.states, self.maps = [], []
 
         def before_first(module, args, kwargs):
             self._keep(args[0] if args else next(iter(kwargs.values())))
@@ -45,8 +61,18 @@ class BlockStates:
         def after(module, args, output):
             self._keep(output[0] if isinstance(output, tuple) else output)
 
+        def ask_weights(module, args, kwargs):
+            return args, {**kwargs, "need_weights": True, "average_attn_weights": False}
+
+        def keep_weights(module, args, output):
+            self.maps.append(output[1])
+
         self._handles.append(self.blocks[0].register_forward_pre_hook(before_first, with_kwargs=True))
         self._handles.extend(block.register_forward_hook(after) for block in self.blocks)
+        if self.attentions:
+            for block in self.blocks:
+                self._handles.append(block.attn.register_forward_pre_hook(ask_weights, with_kwargs=True))
+                self._handles.append(block.attn.register_forward_hook(keep_weights))
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -55,104 +81,50 @@ class BlockStates:
         self._handles = []
 
 
-class OpenClipTokens:
-    """open_clip's BPE tokenizer (``SimpleTokenizer``) with the word ids mmdiag's probes need.
-
-    A caption is ``[sot] words [eot]`` zero-padded to the context length, as open_clip's tokenizer makes
-    it: each word is encoded alone, which gives the same ids since its BPE never crosses whitespace.
-    """
-
-    def __init__(self, inner: Any, context_length: int) -> None:
-        self.inner = inner
-        self.context_length = int(context_length)
-        self.bos_token_id = int(inner.sot_token_id)
-        self.eos_token_id = int(inner.eot_token_id)
-        self.pad_token_id = 0
-        self.all_special_ids = [int(i) for i in getattr(inner, "all_special_ids", [self.bos_token_id,
-                                                                                 self.eos_token_id])]
-
-    def __len__(self) -> int:
-        return int(self.inner.vocab_size)
-
-    def encode(self, samples: Sequence[Sample]) -> TextInputs:
-        """Ids, mask and word ids of ``samples`` (raw ``token_ids``, the noise control, wrapped with sot/eot)."""
-        if all(s.token_ids is not None for s in samples):
-            return tokenize_captions(None, samples, self.context_length, pad_to_max=True, bos_id=self.bos_token_id,
-                                     eos_id=self.eos_token_id, pad_id=self.pad_token_id)
-        room = self.context_length - 2
-        ids = torch.zeros(len(samples), self.context_length, dtype=torch.long)
-        word_ids = torch.full_like(ids, -1)
-        mask = torch.zeros_like(ids)
-        truncated = 0
-        for row, sample in enumerate(samples):
-            tokens, words = [], []
-            for w, word in enumerate(caption_words(sample)):
-                pieces = [int(t) for t in self.inner.encode(word)]
-                tokens += pieces
-                words += [w] * len(pieces)
-            truncated += len(tokens) > room
-            tokens, words = tokens[:room], words[:room]
-            full = [self.bos_token_id, *tokens, self.eos_token_id]
-            ids[row, :len(full)] = torch.tensor(full)
-            word_ids[row, 1:1 + len(words)] = torch.tensor(words, dtype=torch.long)
-            mask[row, :len(full)] = 1
-        return TextInputs(ids, mask, word_ids, truncated)
+def attention_readable(transformer: torch.nn.Module) -> bool:
+    """Whether every block attends with ``nn.MultiheadAttention`` (open_clip's ``ResidualAttentionBlock``),
+    whose weights can be asked for; ``CustomResidualAttentionBlock``'s own ``Attention`` cannot return them."""
+    return all(isinstance(getattr(b, "attn", None), torch.nn.MultiheadAttention) for b in tower_blocks(transformer))
 
 
-def text_tower(model: torch.nn.Module) -> tuple[torch.nn.Module, str, bool]:
-    """(the text transformer, its pooling, whether it is causal) of an open_clip ``CLIP`` or ``CustomTextCLIP``."""
-    text = getattr(model, "text", None)
-    if text is not None:  # CustomTextCLIP: a TextTransformer, or a Hugging Face text encoder (no resblocks)
-        if getattr(text, "cls_emb", None) is not None:
-            raise SpecError("open_clip text towers with an appended CLS token (CoCa) are not supported")
-        stack = getattr(text, "transformer", None)
-        if stack is None or not hasattr(stack, "resblocks"):
-            raise SpecError(f"this open_clip model's text tower is a {type(text).__name__}, not open_clip's "
-                            "TextTransformer: mmdiag reads hidden states per residual block of open_clip's own "
-                            "towers (load the Hugging Face text model on its own with --mm-model=ORG/NAME)")
-        return stack, str(getattr(text, "pool_type", "argmax")), getattr(text, "attn_mask", None) is not None
-    return model.transformer, str(getattr(model, "text_pool_type", "argmax")), \
-        getattr(model, "attn_mask", None) is not None
-
-
-def vision_tower(model: torch.nn.Module) -> torch.nn.Module:
-    visual = model.visual
-    if not hasattr(getattr(visual, "transformer", None), "resblocks"):
-        raise SpecError(f"this open_clip model's image tower is a {type(visual).__name__} (timm or ResNet), not "
-                        "open_clip's VisionTransformer: mmdiag reads hidden states per residual block of "
-                        "open_clip's own transformer towers")
-    return visual
-
-
-def pool_positions(ids: torch.Tensor, pool: str, eos_id: Optional[int]) -> torch.Tensor:
-    """The text position open_clip's ``text_global_pool`` takes: ``first``, ``last``, ``argmax`` (the largest
-    id, the EOT of open_clip's tokenizer) or ``eos`` (the first ``eos_id``)."""
-    rows = torch.arange(ids.shape[0], device=ids.device)
-    if pool == "first":
-        return torch.zeros_like(rows)
-    if pool == "last":
-        return torch.full_like(rows, ids.shape[1] - 1)
-    if pool == "eos":
-        return (ids == eos_id).int().argmax(dim=-1).long()
-    return ids.argmax(dim=-1).long()
+def tower_groups(mask: torch.Tensor, special: torch.Tensor, group: int) -> torch.Tensor:
+    """``(B, T)`` token groups of one tower's attention stream: ``group`` for content, special, pad."""
+    groups = torch.full(mask.shape, group, dtype=torch.long, device=mask.device)
+    groups[special] = GROUP_SPECIAL
+    groups[~mask] = GROUP_PAD
+    return groups
 
 
 class OpenClipAdapter(ModelAdapter):
     """An open_clip two-tower model: states per residual block of both towers, embeddings from
-    ``encode_image``/``encode_text``. Attention maps are not read (open_clip's blocks do not return them)."""
+    ``encode_image``/``encode_text``, per-head attention maps of each tower when ``output_attentions`` is set
+    and its blocks use ``nn.MultiheadAttention``. The image tower runs once per distinct image of a batch."""
 
     family = "open_clip"
     modalities = (IMAGE, TEXT)
+    output_attentions = False
 
-    def __init__(self, model: torch.nn.Module, tokens: OpenClipTokens, preprocess: Any, info: ModelInfo,
-                 device: torch.device, dtype: torch.dtype) -> None:
-        super().__init__(model, tokens, info, device, dtype)
-        self.preprocess = preprocess
+    def __init__(self, model: torch.nn.Module, tokens: OpenClipTokens | OpenClipHFTokens, preprocess: Any,
+                 info: ModelInfo, device: torch.device, dtype: torch.dtype,
+                 rebuild: Optional[Callable[[], torch.nn.Module]] = None) -> None:
+        self.rebuild = rebuild  # the architecture with fresh random weights (the random-init control)
         self.visual = vision_tower(model)
-        self.text_stack, self.text_pool, self.text_causal = text_tower(model)
+        self.image = image_tower(self.visual)
+        super().__init__(model, tokens, info, device, dtype, PreprocessGeometry.of(self.visual))
+        self.preprocess = preprocess
+        self.text = text_tower(model)
 
     def layer_counts(self) -> dict[str, int]:
-        return {IMAGE: len(self.visual.transformer.resblocks) + 1, TEXT: len(self.text_stack.resblocks) + 1}
+        return {IMAGE: len(tower_blocks(self.image.stack)) + 1, TEXT: len(tower_blocks(self.text.stack)) + 1}
+
+    def random_init(self, seed: int) -> Optional["OpenClipAdapter"]:
+        """The same architecture with weights seeded by ``seed`` (the ``random-init`` control): open_clip's
+        ``create_model(name, load_weights=False)``; None without a ``rebuild``."""
+        if self.rebuild is None:
+            return None
+        torch.manual_seed(seed)
+        return OpenClipAdapter(self.rebuild(), self.tokenizer, self.preprocess, self.info, self.device, self.dtype,
+                               self.rebuild)
 
     def special_ids(self) -> tuple[Optional[int], Optional[int], int]:
         tok = self.tokenizer
@@ -163,44 +135,60 @@ class OpenClipAdapter(ModelAdapter):
         note_text(self, text)
         batch: dict[str, Any] = {"text": text}
         if all(s.image is not None for s in samples):
-            batch["pixel_values"] = torch.stack([self.preprocess(s.image.convert("RGB")) for s in samples])
+            rows, index = distinct_images(samples)
+            batch["pixel_values"] = torch.stack([self.preprocess(samples[r].image.convert("RGB")) for r in rows])
+            if len(rows) < len(samples):
+                batch["image_index"] = torch.tensor(index, dtype=torch.long)
         return batch
+
+    def _text(self, text: TextInputs, trace: Trace) -> None:
+        ids = text.input_ids.to(self.device)
+        with BlockStates(self.text.stack, self.output_attentions) as states:
+            trace.embeds[TEXT] = self.model.encode_text(ids)
+        trace.hidden[TEXT] = states.states
+        eos_id = self.text.eos_id if self.text.pool == "eos" else self.tokenizer.eos_token_id
+        pool = pool_positions(ids, self.text.pool, eos_id)
+        trace.pool_index[TEXT] = pool
+        positions = torch.arange(ids.shape[1], device=ids.device)
+        # causal: the padding after the pooled EOT never reaches it; a padding mask hides the pads; otherwise a
+        # bidirectional tower attends to everything
+        if self.text.causal:
+            trace.mask[TEXT] = positions <= pool.unsqueeze(1)
+        else:
+            trace.mask[TEXT] = ids != self.text.pad_id if self.text.pad_mask else torch.ones_like(ids, dtype=torch.bool)
+        trace.word_ids = text.word_ids.to(self.device)
+        trace.content[TEXT] = trace.word_ids >= 0
+        if states.maps:
+            special = trace.mask[TEXT] & ~trace.content[TEXT]
+            trace.attention[TEXT] = AttentionStream(states.maps, tower_groups(trace.mask[TEXT], special, GROUP_TEXT),
+                                                    causal=self.text.causal)
+
+    def _image(self, pixels: torch.Tensor, trace: Trace) -> None:
+        with BlockStates(self.image.stack, self.output_attentions) as states:
+            trace.embeds[IMAGE] = self.model.encode_image(pixels)
+        first = states.states[0]
+        trace.hidden[IMAGE] = states.states
+        real = torch.ones(first.shape[:2], dtype=torch.bool, device=first.device)
+        trace.mask[IMAGE] = real
+        content = real.clone()
+        content[:, :self.image.prefix] = False  # the class (and register) tokens before the patches
+        trace.content[IMAGE] = content
+        if states.maps:
+            trace.attention[IMAGE] = AttentionStream(states.maps, tower_groups(real, ~content, GROUP_IMAGE))
+        trace.pool_index[IMAGE] = torch.zeros(first.shape[0], dtype=torch.long,
+                                              device=first.device) if self.image.token_pool else None
+        trace.patch_grid = self.image.grid
+        trace.patch_offset = self.image.prefix
+        trace.image_size = tuple(pixels.shape[-2:])
 
     @torch.inference_mode()
     def forward(self, batch: dict[str, Any]) -> Trace:
         trace = Trace(hidden={}, mask={}, pool_index={}, content={})
-        text: TextInputs = batch["text"]
-        ids = text.input_ids.to(self.device)
-        with BlockStates(self.text_stack) as states:
-            trace.embeds[TEXT] = self.model.encode_text(ids)
-        trace.hidden[TEXT] = states.states
-        eos_id = getattr(getattr(self.model, "text", self.model), "eos_id", None) or self.tokenizer.eos_token_id
-        pool = pool_positions(ids, self.text_pool, eos_id)
-        trace.pool_index[TEXT] = pool
-        positions = torch.arange(ids.shape[1], device=ids.device)
-        # causal: the padding after the pooled EOT never reaches it; bidirectional towers attend to everything
-        trace.mask[TEXT] = positions <= pool.unsqueeze(1) if self.text_causal else torch.ones_like(ids, dtype=torch.bool)
-        trace.word_ids = text.word_ids.to(self.device)
-        trace.content[TEXT] = trace.word_ids >= 0
+        self._text(batch["text"], trace)
         if "pixel_values" in batch:
-            pixels = batch["pixel_values"].to(self.device, self.dtype)
-            with BlockStates(self.visual.transformer) as states:
-                trace.embeds[IMAGE] = self.model.encode_image(pixels)
-            first = states.states[0]
-            trace.hidden[IMAGE] = states.states
-            real = torch.ones(first.shape[:2], dtype=torch.bool, device=first.device)
-            trace.mask[IMAGE] = real
-            content = real.clone()
-            content[:, 0] = False  # the class token open_clip's VisionTransformer puts first
-            trace.content[IMAGE] = content
-            token_pool = getattr(self.visual, "pool_type", "tok") == "tok" and getattr(self.visual, "attn_pool",
-                                                                                       None) is None
-            trace.pool_index[IMAGE] = torch.zeros(first.shape[0], dtype=torch.long,
-                                                  device=first.device) if token_pool else None
-            grid = getattr(self.visual, "grid_size", None)
-            trace.patch_grid = tuple(int(g) for g in grid) if grid is not None else None
-            trace.patch_offset = 1
-            trace.image_size = tuple(pixels.shape[-2:])
+            self._image(batch["pixel_values"].to(self.device, self.dtype), trace)
+            if "image_index" in batch:  # several captions of one image: its tower ran once, rows repeated
+                expand_image_entries(trace, batch["image_index"])
         scale = getattr(self.model, "logit_scale", None)
         trace.logit_scale = None if scale is None else float(scale.detach().float().exp())
         return trace

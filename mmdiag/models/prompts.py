@@ -46,8 +46,15 @@ def render_template(template: Any, tokenizer: Any, processor: Any) -> tuple[str,
     """(text before the caption, text after it) of a one-turn user message: an image, then the caption."""
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": SENTINEL}]}]
     owner = processor if getattr(processor, "chat_template", None) else tokenizer
-    rendered = owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=False,
-                                         chat_template=template)
+    try:
+        rendered = owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=False,
+                                             chat_template=template)
+    except AttributeError:  # an assembled processor whose apply_chat_template reads its video processor (SmolVLM's
+        # frame count): the same Jinja template rendered by the tokenizer, which gives the same text for one image
+        if owner is tokenizer:
+            raise
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False,
+                                                 chat_template=template)
     if isinstance(rendered, list):
         rendered = rendered[0]
     if SENTINEL not in rendered:

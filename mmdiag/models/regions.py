@@ -19,12 +19,18 @@ Box = tuple[float, float, float, float]
 
 
 def preprocess_geometry(processor: Any) -> tuple[str, tuple[int, int]]:
-    """How an image processor maps an image to its input: ``("crop", (h, w))`` or ``("resize", (h, w))``.
+    """How an image processor maps an image to its input: ``("crop", (h, w))``, ``("resize", (h, w))`` or
+    ``("pad", (h, w))``.
 
     ``crop``: the short side is resized to the crop size and the centre is cut
-    out (CLIP); ``resize``: both axes are scaled to the target (SigLIP, ViLT here).
+    out (CLIP); ``resize``: both axes are scaled to the target (SigLIP, ViLT here);
+    ``pad``: the long side is resized to the target and the image centred on a
+    padded canvas (open_clip's ``resize_mode="longest"``, a processor whose
+    ``resize_mode`` says so).
     """
     size = getattr(processor, "size", None) or {}
+    if getattr(processor, "resize_mode", None) == "longest" and "height" in size:
+        return "pad", (int(size["height"]), int(size["width"]))
     crop = getattr(processor, "crop_size", None) or {}
     if getattr(processor, "do_center_crop", False) and crop:
         return "crop", (int(crop["height"]), int(crop["width"]))
@@ -45,6 +51,11 @@ def map_box(box: Box, image_wh: tuple[int, int], geometry: tuple[str, tuple[int,
         off_x, off_y = (new_w - out_w) / 2, (new_h - out_h) / 2
         x0, x1 = x0 * scale - off_x, x1 * scale - off_x
         y0, y1 = y0 * scale - off_y, y1 * scale - off_y
+    elif mode == "pad":
+        scale = min(out_h, out_w) / max(width, height)
+        off_x, off_y = (out_w - width * scale) / 2, (out_h - height * scale) / 2
+        x0, x1 = x0 * scale + off_x, x1 * scale + off_x
+        y0, y1 = y0 * scale + off_y, y1 * scale + off_y
     else:
         sx, sy = out_w / width, out_h / height
         x0, x1, y0, y1 = x0 * sx, x1 * sx, y0 * sy, y1 * sy

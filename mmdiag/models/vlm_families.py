@@ -123,10 +123,11 @@ def _paligemma() -> tuple:
 
 def _idefics(model_type: str) -> Callable[[], tuple]:
     def build() -> tuple:
+        turn = ("<|im_start|>",) if model_type == "smolvlm" else ()  # SmolVLM's turns start with it
         spec = TokenSpec(named=(("image_token", "<image>"), ("fake_image_token", "<fake_token_around_image>"),
                                 ("global_image_token", "<global-img>"),
                                 ("end_of_utterance_token", "<end_of_utterance>")),
-                         plain=tuple(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)))
+                         plain=tuple(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)) + turn)
         tok = vlm_tokenizer(VOCAB, spec, 512)
         tok.chat_template = chat_template("<image>", "<|im_start|>", "<end_of_utterance>")
         text = {"model_type": "llama", **TEXT, "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id,
@@ -142,6 +143,26 @@ def _idefics(model_type: str) -> Callable[[], tuple]:
         processor = assemble(processor_class, image_processor, tok, tok.chat_template, image_seq_len=4)
         return config, tok, processor
     return build
+
+
+def _mistral3() -> tuple:
+    """A small Mistral 3 (Mistral Small 3.1): a 2-layer Pixtral tower (2-D rotary positions) over 8-pixel patches,
+    2x2 patch merging, a Mistral decoder; ``PixtralProcessor`` writes ``[IMG]`` per merged patch, ``[IMG_BREAK]``
+    after each row and ``[IMG_END]`` last. Needs torchvision (transformers requires it for that processor)."""
+    spec = TokenSpec(named=(("image_token", "[IMG]"), ("image_break_token", "[IMG_BREAK]"),
+                            ("image_end_token", "[IMG_END]")), plain=("[INST]", "[/INST]"))
+    tok = vlm_tokenizer(VOCAB, spec, 512)
+    tok.chat_template = chat_template("[IMG]", "[INST]", "[/INST]", bos="<s>")
+    text = {"model_type": "mistral", **TEXT, "head_dim": 16, "sliding_window": None,
+            "bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    vision = {"model_type": "pixtral", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "image_size": 32, "patch_size": 8}
+    config = _config("mistral3", text_config=text, vision_config=vision, image_token_index=tok.image_token_id,
+                     spatial_merge_size=2, vision_feature_layer=-1)
+    image_processor = transformers.PixtralImageProcessor(size={"longest_edge": 32}, patch_size=8)
+    processor = transformers.PixtralProcessor(image_processor=image_processor, tokenizer=tok, patch_size=8,
+                                              spatial_merge_size=2, chat_template=tok.chat_template)
+    return config, tok, processor
 
 
 QWEN2_VISION = {"depth": 1, "embed_dim": 32, "hidden_size": 64, "num_heads": 4, "patch_size": 8,
@@ -207,7 +228,12 @@ TINY: dict[str, tuple[Callable[[], tuple], str]] = {
     "gemma3": (_gemma3, "Gemma 3 (SigLIP tower, pooled soft tokens)"),
     "paligemma": (_paligemma, "PaliGemma (image prefix, Gemma decoder)"),
     "idefics3": (_idefics("idefics3"), "Idefics3 (image splitting, pixel shuffle)"),
+    "smolvlm": (_idefics("smolvlm"), "SmolVLM (Idefics3's image splitting, pixel shuffle)"),
+    "mistral3": (_mistral3, "Mistral 3 (Pixtral tower, 2x2 patch merging)"),
 }
+#: what a family needs beyond transformers, as Family.requires
+REQUIRES = {"mistral3": (("torchvision", "PixtralProcessor"),),
+            "smolvlm": (("num2words", "SmolVLMProcessor"),)}
 
 
 def _random(model_type: str) -> Callable[[Preset, int], tuple]:
@@ -236,7 +262,8 @@ def _family(model_type: str, name: str, tokens: str) -> Family:
     preset = Preset(f"tiny-{name}", name, lambda b=builder: b()[0], f"a small {source} for tests")
     factory = _adapter(name, PREPENDS_IMAGE.get(model_type), model_type not in BIDIRECTIONAL_PROMPT)
     return Family(name, (model_type,), factory, _random(model_type), (preset,),
-                  model_class=AutoModelForImageTextToText, needs="processor", tokens=tokens)
+                  model_class=AutoModelForImageTextToText, needs="processor", tokens=tokens,
+                  requires=REQUIRES.get(model_type, ()))
 
 
 DECODER_TOKENS = "causal decoder: prompt tokens (special), image-token positions from the ids (image), caption (text)"
@@ -252,6 +279,8 @@ VLM_FAMILIES: tuple[Family, ...] = tuple(
         ("gemma3", "; <start_of_image>/<end_of_image> special; image tokens attend bidirectionally"),
         ("paligemma", "; image prefix then BOS and the caption, one bidirectional prefix (stream not causal)"),
         ("idefics3", "; per crop <fake_token_around_image><row_i_col_j> (special) and image tokens"),
+        ("smolvlm", "; per crop <fake_token_around_image><row_i_col_j> (special) and image tokens"),
+        ("mistral3", "; [IMG] per merged patch (image), [IMG_BREAK] after each row and [IMG_END] (special)"),
     ))
 
 

@@ -1,10 +1,10 @@
 """open_clip specs, the usage errors without open_clip, and the reading of open_clip-shaped towers.
 
-open_clip cannot be imported on these machines (it needs torchvision, and the only torchvision for torch 2.13
-links the CUDA build of torch), so the library itself is never run here. The tower tests use a small replica
-written from open_clip 3.3.0's ``transformer.Transformer`` / ``VisionTransformer`` / ``CLIP.encode_text`` as
-read in its source: they check mmdiag's hooks, pooling and masks against that structure, not against the
-library.
+These run without open_clip (CI's CPU torch has no torchvision, so open_clip does not import there): the tower
+tests use a small replica written from open_clip 3.3.0's ``transformer.Transformer`` / ``VisionTransformer`` /
+``CLIP.encode_text``, checking mmdiag's hooks, pooling and masks against that structure (``batch_first``
+False included, which the library's default towers do not exercise). The same reading against the real
+library is in ``test_open_clip_real.py``, which runs where open_clip and torchvision import.
 """
 import pytest
 import torch
@@ -250,3 +250,19 @@ def test_the_noise_control_is_wrapped_in_sot_eot_and_recorded():
     assert (text.input_ids[:, 0] == 98).all()
     assert (text.input_ids[torch.arange(4), text.input_ids.argmax(dim=-1)] == 99).all()
     assert isinstance(noise[0].image, Image.Image)
+
+
+@pytest.mark.parametrize("mode, want", [("shortest", "crop"), ("longest", "pad"), ("squash", "resize")])
+def test_the_preprocess_geometry_follows_open_clips_resize_mode(mode, want):
+    from types import SimpleNamespace
+
+    from mmdiag.models.open_clip_towers import PreprocessGeometry
+    from mmdiag.models.regions import map_box, preprocess_geometry
+
+    visual = SimpleNamespace(preprocess_cfg={"size": (32, 32), "resize_mode": mode}, image_size=(32, 32))
+    geometry = preprocess_geometry(PreprocessGeometry.of(visual))
+    assert geometry == (want, (32, 32))
+    # a 96x48 image: 'longest' scales by 1/3 and pads 8 rows above and below, 'shortest' by 2/3 and cuts 16 columns
+    expected = {"pad": (0.0, 8.0, 32.0, 24.0), "crop": (0.0, 0.0, 32.0, 32.0), "resize": (0.0, 0.0, 32.0, 32.0)}
+    assert map_box((0, 0, 96, 48), (96, 48), geometry) == expected[want]
+    assert map_box((48, 0, 72, 24), (96, 48), ("pad", (32, 32))) == (16.0, 8.0, 24.0, 16.0)
