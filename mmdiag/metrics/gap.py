@@ -31,6 +31,7 @@ __all__ = [
     "relative_modality_gap",
     "modality_separability",
     "retrieval_recall",
+    "retrieval_hits",
     "separability_subsample",
 ]
 
@@ -159,11 +160,8 @@ def retrieval_recall(img: Any, txt: Any, text_to_image: Any = None,
     text→image: the share of captions whose most similar image is their own (m(j)), with m =
     ``text_to_image`` as in Schrodi et al.'s evaluation (arXiv:2404.07983), the identity without it
     (then matched pairs, same n). A tie counts as a hit only when the first maximum is right
-    (``argmax``). Chance is about 1/n_txt·(captions per image) and 1/n_img.
-
-    The n_img × n_txt similarities are computed ``block`` at a time (whole image rows): time
-    O(n_img·n_txt·d), memory O(block + n_txt). Blocks keep the first maximum of each caption's column
-    (a later block wins only when strictly more similar), so the result equals one full matrix's.
+    (``argmax``). Chance is about 1/n_txt·(captions per image) and 1/n_img. The means of
+    :func:`retrieval_hits`.
 
     >>> import torch
     >>> retrieval_recall(torch.eye(3), torch.eye(3))
@@ -171,13 +169,27 @@ def retrieval_recall(img: Any, txt: Any, text_to_image: Any = None,
     >>> retrieval_recall(torch.eye(3), torch.eye(3)[[1, 0, 2]])  # captions 0 and 1 swapped
     (0.3333333333333333, 0.3333333333333333)
     """
+    i2t, t2i = retrieval_hits(img, txt, text_to_image, block)
+    return (float(i2t.double().mean()) if i2t.numel() else float("nan"),
+            float(t2i.double().mean()) if t2i.numel() else float("nan"))
+
+
+def retrieval_hits(img: Any, txt: Any, text_to_image: Any = None,
+                   block: int = RETRIEVAL_BLOCK) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per query, whether its most similar item is its own: (images (n_img,), captions (n_txt,)) bool tensors.
+
+    What :func:`retrieval_recall` averages. The n_img × n_txt similarities are computed ``block`` at a
+    time (whole image rows): time O(n_img·n_txt·d), memory O(block + n_txt). Blocks keep the first
+    maximum of each caption's column (a later block wins only when strictly more similar), so the
+    result equals one full matrix's.
+    """
     a, b, index = _paired(img, txt, text_to_image)
     na, nb = normalize_rows(a), normalize_rows(b)
     n_img, n_txt = na.shape[0], nb.shape[0]
     rows = max(1, int(block) // max(1, n_txt))
     best = torch.full((n_txt,), -torch.inf, dtype=na.dtype, device=na.device)
     best_row = torch.zeros(n_txt, dtype=torch.long, device=na.device)
-    i2t_hits = 0
+    i2t = torch.zeros(n_img, dtype=torch.bool, device=na.device)
     for start in range(0, n_img, rows):
         sim = na[start:start + rows] @ nb.T  # (rows, n_txt)
         row = sim.argmax(dim=0)  # the first maximum in this block
@@ -186,10 +198,8 @@ def retrieval_recall(img: Any, txt: Any, text_to_image: Any = None,
         best = torch.where(better, value, best)
         best_row = torch.where(better, row + start, best_row)
         own = torch.arange(start, start + sim.shape[0], device=na.device)
-        i2t_hits += int((index[sim.argmax(dim=1)] == own).sum())
-    t2i = float((best_row == index).double().mean()) if n_txt else float("nan")
-    i2t = i2t_hits / n_img if n_img else float("nan")
-    return i2t, t2i
+        i2t[start:start + sim.shape[0]] = index[sim.argmax(dim=1)] == own
+    return i2t, best_row == index
 
 
 #: rows per modality :func:`separability_subsample` fits on (a logistic regression's cost grows with n·d per

@@ -12,7 +12,8 @@ Pure modules, one job each (nothing here reads pytest, the session or the report
 ``python -m mmdiag.uncertainty.bench`` times them (not imported here). See ``docs/uncertainty.md``.
 """
 from mmdiag.uncertainty.batched import (NOT_RESAMPLED, batched_alignment, batched_cone, batched_gap_l2i,
-                                        batched_gap_norm, batched_uniformity, no_interval, per_resample)
+                                        batched_gap_norm, batched_item_mean, batched_uniformity, no_interval,
+                                        per_resample)
 from mmdiag.uncertainty.batched_spectral import batched_isotropy, batched_linear_cka, batched_rankme
 from mmdiag.uncertainty.bootstrap import (BatchedStatistic, bootstrap, bootstrap_replicates, interval_from_replicates,
                                           resample_indices)
@@ -24,7 +25,7 @@ from mmdiag.uncertainty.regression import (Comparand, Verdict, benjamini_hochber
 
 __all__ = [
     "Interval", "BatchedStatistic", "resample_indices", "bootstrap", "bootstrap_replicates",
-    "interval_from_replicates", "batched_cone", "batched_gap_norm", "batched_gap_l2i", "batched_alignment",
+    "interval_from_replicates", "batched_cone", "batched_gap_norm", "batched_gap_l2i", "batched_item_mean", "batched_alignment",
     "batched_uniformity", "batched_rankme", "batched_linear_cka", "batched_isotropy", "per_resample",
     "NOT_RESAMPLED", "no_interval", "bootstrap_grouped", "bootstrap_grouped_layers",
     "bootstrap_grouped_difference", "bootstrap_ratio", "nspr_items", "dspr_items",

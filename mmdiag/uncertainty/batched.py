@@ -122,15 +122,22 @@ def batched_gap_norm(img: Any, txt: Any) -> BatchedStatistic:
     return BatchedStatistic(fn, n, diff.device, 8 * (2 * n + d), "gap_norm")
 
 
-def _pair_distance_mean(dist: torch.Tensor, name: str) -> BatchedStatistic:
-    n = dist.shape[0]
-    return BatchedStatistic(lambda idx: dist[idx].mean(dim=1), n, dist.device, 16 * n, name)
+def batched_item_mean(values: torch.Tensor, name: str) -> BatchedStatistic:
+    """The mean over each resample of one value per item (a per-pair distance, a per-query hit): O(b·n).
+
+    >>> stat = batched_item_mean(torch.tensor([False, True, True]), "hits")
+    >>> stat(torch.tensor([[0, 1, 2], [1, 1, 2]])).tolist()
+    [0.6666666666666666, 1.0]
+    """
+    values = values if values.is_floating_point() else values.double()  # hits (bool) are averaged as 0/1
+    n = values.shape[0]
+    return BatchedStatistic(lambda idx: values[idx.to(values.device)].mean(dim=1), n, values.device, 16 * n, name)
 
 
 def batched_gap_l2i(img: Any, txt: Any) -> BatchedStatistic:
     """Batched :func:`mmdiag.metrics.gap.gap_l2i`: the mean over the resample of ‖x̂_i − ŷ_i‖. O(b·n)."""
     a, b = to_pair(img, txt, same_n=True)
-    return _pair_distance_mean(torch.linalg.vector_norm(normalize_rows(a) - normalize_rows(b), dim=1),
+    return batched_item_mean(torch.linalg.vector_norm(normalize_rows(a) - normalize_rows(b), dim=1),
                                "gap_l2i")
 
 
@@ -140,7 +147,7 @@ def batched_alignment(img: Any, txt: Any, alpha: float = 2) -> BatchedStatistic:
         raise ValueError(f"alignment needs alpha > 0, got {alpha}")
     a, b = to_pair(img, txt, same_n=True)
     dist = torch.linalg.vector_norm(normalize_rows(a) - normalize_rows(b), dim=1)
-    return _pair_distance_mean(dist.pow(float(alpha)), "alignment")
+    return batched_item_mean(dist.pow(float(alpha)), "alignment")
 
 
 def batched_uniformity(x: Any, t: float = 2) -> BatchedStatistic:

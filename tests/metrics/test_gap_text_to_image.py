@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from mmdiag.data.groups import text_to_image_map
 from mmdiag.data.types import Sample
-from mmdiag.metrics.gap import gap_l2i, relative_modality_gap, retrieval_recall
+from mmdiag.metrics.gap import gap_l2i, relative_modality_gap, retrieval_hits, retrieval_recall
 
 
 def _unit(v):
@@ -99,3 +99,12 @@ def test_retrieval_in_blocks_equals_one_matrix_ties_included(per, seed, block):
     img, txt = np.eye(3)[rng.integers(0, 3, len(per))], np.eye(3)[rng.integers(0, 3, len(m))]
     assert retrieval_recall(img, txt, m, block=block) == retrieval_recall(img, txt, m, block=10 ** 9)
     assert retrieval_recall(img, txt, m, block=block) == pytest.approx(_direct_recall(img, txt, m))
+
+
+def test_retrieval_hits_are_what_recall_averages():
+    img, txt, m = _case(5)
+    i2t_hits, t2i_hits = retrieval_hits(img, txt, m, block=7)
+    assert i2t_hits.shape == (len(img),) and t2i_hits.shape == (len(txt),) and t2i_hits.dtype == torch.bool
+    assert (float(i2t_hits.double().mean()), float(t2i_hits.double().mean())) == retrieval_recall(img, txt, m)
+    sim = np.array([[_unit(i) @ _unit(t) for t in txt] for i in img])
+    np.testing.assert_array_equal(t2i_hits.numpy(), sim.argmax(axis=0) == m)  # caption j: its own image first
