@@ -7,8 +7,9 @@ import math
 import pytest
 
 from mmdiag import CheckSpec
-from mmdiag.metrics.geometry import (MKNN_BLOCK_ROWS, UNIFORMITY_BLOCK_ROWS, alignment, linear_cka, mutual_knn,
-                                     mutual_knn_blocks, rankme, uniformity, uniformity_blocks)
+from mmdiag.metrics import geometry as geometry_metrics
+from mmdiag.metrics.geometry import (MKNN_BLOCK_ROWS, alignment, linear_cka, mutual_knn, mutual_knn_blocks, rankme,
+                                     uniformity, uniformity_blocks)
 from mmdiag.metrics.isotropy import isotropy
 from mmdiag.uncertainty import (batched_alignment, batched_isotropy, batched_linear_cka, batched_rankme,
                                 batched_uniformity, per_resample)
@@ -57,13 +58,13 @@ def test_alignment(mm):
 @pytest.mark.mm(UNIFORMITY)
 def test_uniformity(mm, modality):
     (emb,) = mm.require_embeddings(modality)
-    n = int(emb.shape[0])
-    if n <= UNIFORMITY_BLOCK_ROWS:
+    n, block_rows = int(emb.shape[0]), geometry_metrics.UNIFORMITY_BLOCK_ROWS  # read at call time (tests lower it)
+    if n <= block_rows:
         mm.report(uniformity(emb, t=2), details={"t": 2},
                   interval=mm.bootstrap(batched_uniformity(emb, t=2), biased=True))
         return
     # all pairs are O(n²) in time and memory: above UNIFORMITY_BLOCK_ROWS rows, pairs within disjoint random blocks
-    found = uniformity_blocks(emb, t=2, block_rows=UNIFORMITY_BLOCK_ROWS, seed=mm.config.seed)
+    found = uniformity_blocks(emb, t=2, block_rows=block_rows, seed=mm.config.seed)
     mm.report(found["value"], interval=Interval(found["low"], found["high"], found["se"], 0.95, "t-over-blocks"),
               details={"t": 2, "blocks": {
                   "count": found["blocks"], "rows_at_least": found["block_rows"], "of": n,

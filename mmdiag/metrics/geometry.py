@@ -63,7 +63,8 @@ def uniformity_blocks(x: Any, t: float = 2, block_rows: int = UNIFORMITY_BLOCK_R
     """:func:`uniformity` in linear time: over pairs within disjoint random blocks of about ``block_rows`` rows.
 
     n <= ``block_rows``: the exact value on all pairs (one block). Otherwise the rows are shuffled
-    (``numpy.random.default_rng(seed)``) into B = ⌊n / block_rows⌋ disjoint blocks; E_b, the mean of
+    (``numpy.random.default_rng(seed)``) into B = ⌈n / block_rows⌉ disjoint blocks of at most
+    ``block_rows`` rows (so memory stays bounded); E_b, the mean of
     exp(−t‖x̂_i − x̂_j‖²) over the pairs of block b, is an unbiased estimate of the mean over all pairs
     (every pair within a block is a uniformly drawn pair of distinct rows), so the value is
     log((1/B) Σ_b E_b). Cost O(n · block_rows · d) time and O(block_rows²) memory instead of O(n²).
@@ -75,7 +76,7 @@ def uniformity_blocks(x: Any, t: float = 2, block_rows: int = UNIFORMITY_BLOCK_R
     >>> x = torch.nn.functional.normalize(torch.randn(50, 8, generator=torch.Generator().manual_seed(0)), dim=1)
     >>> uniformity_blocks(x, block_rows=100)["value"] == uniformity(x)  # one block: exact
     True
-    >>> found = uniformity_blocks(x, block_rows=10)
+    >>> found = uniformity_blocks(x, block_rows=12)
     >>> found["blocks"], found["low"] <= found["value"] <= found["high"] <= 0
     (5, True)
     """
@@ -86,7 +87,7 @@ def uniformity_blocks(x: Any, t: float = 2, block_rows: int = UNIFORMITY_BLOCK_R
     n = xt.shape[0]
     if block_rows < 2:
         raise ValueError(f"uniformity_blocks needs block_rows >= 2, got {block_rows}")
-    blocks = max(1, n // int(block_rows))
+    blocks = max(1, min(-(-n // int(block_rows)), n // 2))  # ceil (no block above block_rows), two rows each
     if blocks == 1:
         return {"value": uniformity(xt, t=t), "blocks": 1, "block_rows": n, "se": None, "low": None, "high": None}
     order = torch.as_tensor(np.random.default_rng(seed).permutation(n), device=xt.device)

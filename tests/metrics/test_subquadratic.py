@@ -73,11 +73,11 @@ def test_uniformity_blocks_average_the_blocks_pair_means():
     """value = log of the mean over the seeded blocks of each block's mean exp(-t d²), the closed form."""
     x, _ = pairs(250, seed=4)
     found = uniformity_blocks(x, t=2, block_rows=60, seed=7)
-    parts = np.array_split(np.random.default_rng(7).permutation(250), 4)
+    parts = np.array_split(np.random.default_rng(7).permutation(250), 5)  # ceil(250 / 60) = 5 blocks of 50
     means = np.array([math.exp(uniformity(x[p], t=2)) for p in parts])
-    assert found["blocks"] == 4 and found["block_rows"] == 62
+    assert found["blocks"] == 5 and found["block_rows"] == 50
     assert found["value"] == pytest.approx(math.log(means.mean()), rel=1e-12)
-    assert found["se"] == pytest.approx(np.std(means, ddof=1) / 2 / means.mean(), rel=1e-9)
+    assert found["se"] == pytest.approx(np.std(means, ddof=1) / math.sqrt(5) / means.mean(), rel=1e-9)
     assert found["low"] < found["value"] < found["high"] <= 0.0
     whole = uniformity_blocks(x, t=2, block_rows=300)
     assert whole["value"] == uniformity(x, t=2) and whole["blocks"] == 1 and whole["se"] is None
@@ -99,6 +99,6 @@ def test_uniformity_blocks_stay_in_range(n, block, seed, t):
     x, _ = pairs(n, seed=seed)
     found = uniformity_blocks(x, t=t, block_rows=block, seed=seed)
     assert -4 * t - 1e-9 <= found["value"] <= 0.0
-    assert found["blocks"] == max(1, n // block)
+    assert found["blocks"] == min(math.ceil(n / block), n // 2) and 2 <= found["block_rows"] <= block
     if found["blocks"] > 1:
         assert -4 * t - 1e-9 <= found["low"] <= found["value"] <= found["high"] <= 0.0
