@@ -6,9 +6,9 @@ box), from which the scene tree of Milewski et al. (2022) is derived.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from abc import ABC, abstractmethod
 from typing import Any, Optional, Union
 
 from PIL import Image
@@ -111,13 +111,14 @@ class Sample:
     (several boxes of one entity share a node; a scene node may have no region,
     e.g. an entity without a box); empty = phrase ``k`` is node ``k + 1``.
     ``image`` is a PIL image, the path of one, or the encoded bytes of one (:class:`EncodedImage`, from a
-    parquet file or a webdataset shard); paths and bytes are decoded lazily, per batch;
+    parquet file or a webdataset shard), or a :class:`DeferredImage` that makes it (the synthetic scenes);
+    paths, bytes and deferred images are opened lazily, per batch;
     ``token_ids`` short-circuits tokenisation (the ``noise`` control).
     ``meta[IMAGE_KEY]`` (when set) identifies the image, shared by every caption of it.
     """
 
     uid: str
-    image: Union[Image.Image, Path, "EncodedImage", None]
+    image: Union[Image.Image, Path, "EncodedImage", "DeferredImage", None]
     caption: str
     words: Optional[tuple[str, ...]] = None
     tree: Optional[DepTree] = None
