@@ -18,6 +18,7 @@ import torch
 from mmdiag.data.images import open_image
 from mmdiag.data.types import Sample
 from mmdiag.errors import DataError, SpecError
+from mmdiag.models.attention_views import CrossMaps, GatheredMaps
 from mmdiag.models.base import Trace, optional
 from mmdiag.models.regions import preprocess_geometry, region_masks, stack_region_masks, stacked_region_states
 from mmdiag.recording.attention import ShareAccumulator
@@ -178,9 +179,18 @@ class Recorder:
         if acc is None:
             # a tower of one modality (a dual encoder's, LXMERT's single-modality streams) has no shares between
             # modalities, only entropies; "joint" and cross streams have both
-            acc = self._attention[stream] = ShareAccumulator(n_layers=len(maps), n_heads=maps[0].shape[1],
+            first = maps.rects[0] if isinstance(maps, CrossMaps) else \
+                maps.raw[0] if isinstance(maps, GatheredMaps) else maps[0]
+            acc = self._attention[stream] = ShareAccumulator(n_layers=len(maps), n_heads=first.shape[1],
                                                              shares=stream not in ("text", "image"))
-        acc.update_layers(maps, groups, causal=causal)
+        if isinstance(maps, CrossMaps):  # the rectangles, not the squares they stand for
+            q = maps.n_queries
+            for layer, rect in enumerate(maps.rects):
+                acc.update_cross(layer, rect, groups[:, :q], groups[:, q:])
+        elif isinstance(maps, GatheredMaps):  # the padded maps, the padding as PAD
+            acc.update_layers(maps.raw, maps.padded_groups(groups), causal=causal)
+        else:
+            acc.update_layers(maps, groups, causal=causal)
         self._causal[stream] = causal
 
     def merge(self, other: "Recorder") -> "Recorder":
