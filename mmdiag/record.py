@@ -55,6 +55,8 @@ class Activations:
     logit_scale: Optional[float] = None
     nonfinite: dict[tuple[str, int], int] = field(default_factory=dict)
     forward_s: float = 0.0
+    #: CPU seconds (user + system, every thread of the process) of the same pass (0 when read from the cache)
+    forward_cpu_s: float = 0.0
     truncated_captions: int = 0
     #: the batch size the pass ended with (``--mm-batch-size=auto`` halves it on out-of-memory)
     batch_size: int = 0
@@ -351,7 +353,7 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
             pass
     recorder = Recorder(adapter.layer_counts(), words=words, pooled=pooled)
     truncated_before = int(optional(adapter, "truncated_captions"))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     skipped: list[str] = []
     kept: list[int] = []
     auto = batch_size <= 0
@@ -404,6 +406,7 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     acts.forward_s = time.perf_counter() - start
+    acts.forward_cpu_s = time.process_time() - cpu_start
     acts.truncated_captions = int(optional(adapter, "truncated_captions")) - truncated_before
     acts.skipped_samples = skipped
     acts.kept = kept
