@@ -189,8 +189,8 @@ class Recorder:
             q = maps.n_queries
             for layer, rect in enumerate(maps.rects):
                 acc.update_cross(layer, rect, groups[:, :q], groups[:, q:])
-        elif isinstance(maps, GatheredMaps):  # the padded maps, the padding as PAD
-            acc.update_layers(maps.raw, maps.padded_groups(groups), causal=causal)
+        elif isinstance(maps, GatheredMaps):  # the padded maps with the padding as PAD, or the gathered ones
+            acc.update_layers(*maps.for_reduction(groups), causal=causal)
         else:
             acc.update_layers(maps, groups, causal=causal)
         self._causal[stream] = causal

@@ -240,8 +240,11 @@ class MllamaAdapter(ModelAdapter):
         self_layers = [i for i in range(len(text_maps)) if i not in self.cross]
         trace.attention[TEXT] = AttentionStream([text_maps[i] for i in self_layers], text_groups, causal=True)
         if vision_maps:
-            # the tower's maps over its padded tiles, read at the real tokens (no copy for the recorder)
-            trace.attention[IMAGE] = AttentionStream(GatheredMaps(vision_maps, keep), image_groups, causal=False)
+            # the tower's maps over its padded tiles, read at the real tokens by strided slices
+            padded = vision_maps[0].shape[-1] // self.n_tiles
+            trace.attention[IMAGE] = AttentionStream(GatheredMaps(vision_maps, keep, (self.n_tiles, padded,
+                                                                                      self.per_tile)),
+                                                     image_groups, causal=False)
         if self.cross:
             trace.attention[CROSS] = AttentionStream(cross_stream_maps(text_maps, self.cross, real.shape[1]),
                                                      torch.cat([text_groups, image_groups], dim=1), causal=False)

@@ -118,12 +118,44 @@ def test_padded_maps_sum_as_the_gathered_ones(shares):
     groups = torch.randint(0, 3, (2, keep.numel()), generator=g)
     groups[1, -per_tile:] = GROUP_PAD  # an unused tile
     maps = GatheredMaps([raw, raw.flip(-2)], keep)
-    torch.testing.assert_close(maps[0], raw[:, :, keep][:, :, :, keep])
+    blocks = GatheredMaps([raw, raw.flip(-2)], keep, (tiles, padded, per_tile))
+    torch.testing.assert_close(maps[0], raw[:, :, keep][:, :, :, keep], rtol=0, atol=0)
+    torch.testing.assert_close(blocks[1], maps[1], rtol=0, atol=0)
     gathered = ShareAccumulator(n_layers=2, n_heads=4, shares=shares)
     gathered.update_layers([maps[0], maps[1]], groups)
     padded_acc = ShareAccumulator(n_layers=2, n_heads=4, shares=shares)
     padded_acc.update_layers(maps.raw, maps.padded_groups(groups))
     _assert_same(_sums(padded_acc), _sums(gathered))
+    # what the recorder reduces: 8/5 padding -> the gathered squares; nearly no padding -> the padded maps
+    chosen, chosen_groups = blocks.for_reduction(groups)
+    assert chosen[0].shape[-1] == keep.numel() and chosen_groups is groups
+    few = GatheredMaps([raw], torch.arange(width - 1))
+    chosen, chosen_groups = few.for_reduction(torch.zeros((2, width - 1), dtype=torch.long))
+    assert chosen[0] is raw and int(chosen_groups[0, -1]) == GROUP_PAD
+    with pytest.raises(ValueError, match="blocks"):
+        GatheredMaps([raw], keep, (tiles, padded, per_tile + 1))
+
+
+@pytest.mark.parametrize("shares", [True, False])
+def test_batch_slices_sum_as_the_whole_batch(monkeypatch, shares):
+    """On CPU the maps are reduced in slices of the batch; the sums are the whole batch's (float64 rounding)."""
+    import mmdiag.recording.attention as attention
+
+    a, gq, gk = _rect(4, 5, 3, 4, 6, 3.0)
+    square, groups = square_of(a), torch.cat([gq, gk], 1)
+    whole = ShareAccumulator(n_layers=1, n_heads=3, shares=shares)
+    whole.update(0, square, groups)
+    whole_cross = ShareAccumulator(n_layers=1, n_heads=3, shares=shares)
+    whole_cross.update_cross(0, a, gq, gk)
+    monkeypatch.setattr(attention, "CPU_SLICE", square[0].numel() * 2)  # slices of 2, 2 and 1 samples
+    assert len(list(attention._slices(square, groups))) == 3
+    sliced = ShareAccumulator(n_layers=1, n_heads=3, shares=shares)
+    sliced.update(0, square, groups)
+    sliced_cross = ShareAccumulator(n_layers=1, n_heads=3, shares=shares)
+    sliced_cross.update_cross(0, a, gq, gk)
+    for ours, theirs in ((sliced, whole), (sliced_cross, whole_cross), (sliced_cross, whole)):
+        for name in SUMS:
+            torch.testing.assert_close(getattr(ours, name), getattr(theirs, name), rtol=1e-12, atol=1e-12)
 
 
 def _materialised(trace):
