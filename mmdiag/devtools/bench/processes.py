@@ -50,7 +50,7 @@ def repeated(cfg: BenchConfig, times: int) -> dict[str, Any]:
     ordered = sorted(runs, key=lambda fig: fig["ratio"])
     fig = dict(ordered[(len(ordered) - 1) // 2])
     keys = ("forward_s", "forward_cpu_s", "suite_s", "ratio", "cpu_ratio", "mm_forward_s", "mm_forward_ratio",
-            "mm_forward_cpu_ratio")
+            "mm_forward_cpu_ratio", "prepare_s", "mm_forward_ratio_with_prepare", "mm_forward_cpu_ratio_with_prepare")
     fig["repeats"] = [{k: run.get(k) for k in keys} for run in runs]
     fig["ratio_min"], fig["ratio_max"] = ordered[0]["ratio"], ordered[-1]["ratio"]
     return fig
