@@ -31,3 +31,10 @@ def test_widened_blip2_runs_with_the_presets_layout(tmp_path, capsys):
     adapter = load_adapter(str(tmp_path / "wide"), "cpu", "fp32", 0)
     assert adapter.family == "blip-2" and adapter.model.config.text_config.hidden_size == \
         2 * tiny.config.text_config.hidden_size
+
+
+def test_cross_maps_bench_compares_equal_sums():
+    from mmdiag.devtools.bench.cross_maps import compare
+
+    r = compare(2, 2, 3, 7)
+    assert r["same"] and r["square_mb"] > r["rect_mb"] > 0 and r["square_s"] >= 0 and r["rect_s"] >= 0
