@@ -38,3 +38,11 @@ def test_cross_maps_bench_compares_equal_sums():
 
     r = compare(2, 2, 3, 7)
     assert r["same"] and r["square_mb"] > r["rect_mb"] > 0 and r["square_s"] >= 0 and r["rect_s"] >= 0
+
+
+def test_steady_measures_floor_and_recording(capsys):
+    from mmdiag.devtools.bench.steady import main as steady
+
+    assert steady(["--model", "random:tiny-clip", "-n", "8", "--batch-size", "4", "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "run 2: floor" in out and "recorded / floor" in out and "(medians of 2)" in out
