@@ -18,6 +18,7 @@ import torch
 from mmdiag.data.images import open_image
 from mmdiag.data.types import Sample
 from mmdiag.errors import DataError, SpecError
+from mmdiag.models.attention_views import CrossMaps, GatheredMaps
 from mmdiag.models.base import Trace, optional
 from mmdiag.models.regions import preprocess_geometry, region_masks, stack_region_masks, stacked_region_states
 from mmdiag.recording.attention import ShareAccumulator
@@ -54,6 +55,8 @@ class Activations:
     logit_scale: Optional[float] = None
     nonfinite: dict[tuple[str, int], int] = field(default_factory=dict)
     forward_s: float = 0.0
+    #: CPU seconds (user + system, every thread of the process) of the same pass (0 when read from the cache)
+    forward_cpu_s: float = 0.0
     truncated_captions: int = 0
     #: the ids raw token ids (the noise control, ``--mm-data=noise``) were wrapped with, ``{"bos", "eos", "pad"}``
     #: (None when no sample had raw token ids); kept in the activation cache so that a cached pass still reports them
@@ -181,9 +184,18 @@ class Recorder:
         if acc is None:
             # a tower of one modality (a dual encoder's, LXMERT's single-modality streams) has no shares between
             # modalities, only entropies; "joint" and cross streams have both
-            acc = self._attention[stream] = ShareAccumulator(n_layers=len(maps), n_heads=maps[0].shape[1],
+            first = maps.rects[0] if isinstance(maps, CrossMaps) else \
+                maps.raw[0] if isinstance(maps, GatheredMaps) else maps[0]
+            acc = self._attention[stream] = ShareAccumulator(n_layers=len(maps), n_heads=first.shape[1],
                                                              shares=stream not in ("text", "image"))
-        acc.update_layers(maps, groups, causal=causal)
+        if isinstance(maps, CrossMaps):  # the rectangles, not the squares they stand for
+            q = maps.n_queries
+            for layer, rect in enumerate(maps.rects):
+                acc.update_cross(layer, rect, groups[:, :q], groups[:, q:])
+        elif isinstance(maps, GatheredMaps):  # the padded maps with the padding as PAD, or the gathered ones
+            acc.update_layers(*maps.for_reduction(groups), causal=causal)
+        else:
+            acc.update_layers(maps, groups, causal=causal)
         self._causal[stream] = causal
 
     def merge(self, other: "Recorder") -> "Recorder":
@@ -344,7 +356,7 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
             pass
     recorder = Recorder(adapter.layer_counts(), words=words, pooled=pooled)
     truncated_before = int(optional(adapter, "truncated_captions"))
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     skipped: list[str] = []
     kept: list[int] = []
     auto = batch_size <= 0
@@ -397,6 +409,7 @@ def record(adapter: Any, samples: Sequence[Sample], batch_size: int, words: bool
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     acts.forward_s = time.perf_counter() - start
+    acts.forward_cpu_s = time.process_time() - cpu_start
     acts.truncated_captions = int(optional(adapter, "truncated_captions")) - truncated_before
     if any(getattr(s, "token_ids", None) is not None for s in samples):
         found = getattr(adapter, "noise_special_ids", None)

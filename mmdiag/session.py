@@ -176,6 +176,8 @@ class MMSession:
             self.samples = [samples[i] for i in acts.kept]
         self._activations[key] = acts
         self.timings["forward_s"] = acts.forward_s
+        if acts.forward_cpu_s > 0:  # not from the cache
+            self.timings["forward_cpu_s"] = acts.forward_cpu_s
 
     def _sharded_cached(self, adapter: Any, samples: list, flags: dict, compute: Any) -> Activations:
         """Under torchrun: rank 0 looks in the cache and tells the others whether to record their shards."""

@@ -36,6 +36,15 @@ def test_bench_tiny_writes_figures(tmp_path, capsys):
     assert set(fig["checks_s"]) == {"cone", "gap"}
     assert fig["families"] == ["cone", "gap"]
     assert 0 < fig["mm_forward_s"] < fig["suite_s"]
+    # the recorded forward's CPU seconds (run.timings.forward_cpu_s) against the floor's
+    assert 0 < fig["mm_forward_cpu_s"] < fig["suite_cpu_s"]
+    assert math.isclose(fig["mm_forward_cpu_ratio"], fig["mm_forward_cpu_s"] / fig["forward_cpu_s"])
+    assert "forward_cpu_s" not in fig["other_timings"]
+    # the floor's preparation of the batches, timed apart (the recorded forward includes it)
+    assert fig["prepare_s"] > 0 and fig["prepare_cpu_s"] > 0
+    assert math.isclose(fig["mm_forward_ratio_with_prepare"],
+                        fig["mm_forward_s"] / (fig["forward_s"] + fig["prepare_s"]))
+    assert fig["mm_forward_ratio_with_prepare"] < fig["mm_forward_ratio"]
     assert fig["suite_load_s"] + fig["mm_forward_s"] + sum(fig["checks_s"].values()) < fig["suite_s"]
     assert all(0 <= pct <= 100 for pct in fig["checks_pct"].values())
     assert fig["suite_exit_code"] in (0, 1)  # 1: a check failed (tiny random models do), the bench still reports

@@ -46,3 +46,9 @@ def test_fixed_batch_size_does_not_hide_out_of_memory():
 def test_device_map_is_refused_for_presets():
     with pytest.raises(SpecError, match="--mm-device-map applies to hub ids and local directories"):
         load_adapter("random:tiny-clip", "cpu", device_map="auto")
+
+
+def test_the_pass_reports_its_wall_and_cpu_seconds():
+    """forward_s and forward_cpu_s (run.timings; the bench's mm_forward_cpu_ratio) both count the pass."""
+    acts = record(load_adapter("random:tiny-clip", "cpu"), make_synthetic(8), batch_size=4)
+    assert acts.forward_s > 0 and acts.forward_cpu_s > 0

@@ -38,6 +38,7 @@ from typing import Any, Optional
 import torch
 
 from mmdiag.errors import SpecError
+from mmdiag.models.attention_views import CrossMaps
 from mmdiag.models.base import GROUP_IMAGE, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, AttentionStream, Trace
 from mmdiag.models.decoder_vlm import DecoderVLMAdapter
 
@@ -51,15 +52,10 @@ def qformer_cross_layers(qformer: torch.nn.Module) -> list[int]:
     return [i for i, layer in enumerate(qformer.encoder.layer) if getattr(layer, "has_cross_attention", False)]
 
 
-def square_cross(maps: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Each ``(B, H, Q, N)`` query->vision map in the square ``[queries | vision]`` layout ``(B, H, Q+N, Q+N)``."""
-    out = []
-    for a in maps:
-        batch, heads, q, n = a.shape
-        square = a.new_zeros((batch, heads, q + n, q + n))
-        square[:, :, :q, q:] = a
-        out.append(square)
-    return out
+def square_cross(maps: list[torch.Tensor]) -> CrossMaps:
+    """The ``(B, H, Q, N)`` query->vision maps, read in the square ``[queries | vision]`` layout ``(B, H, Q+N,
+    Q+N)``; the squares are built only where indexed (:class:`~mmdiag.models.attention_views.CrossMaps`)."""
+    return CrossMaps(maps)
 
 
 class _Blip2Core:

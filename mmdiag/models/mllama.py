@@ -43,6 +43,7 @@ from typing import Any, Iterator, Optional, Sequence
 import torch
 
 from mmdiag.data.types import Sample
+from mmdiag.models.attention_views import CrossMaps, GatheredMaps
 from mmdiag.models.base import (GROUP_IMAGE, GROUP_PAD, GROUP_SPECIAL, GROUP_TEXT, IMAGE, TEXT, AttentionStream,
                                 ModelAdapter, ModelInfo, Trace)
 from mmdiag.models.dual import caption_words
@@ -56,19 +57,17 @@ def cross_layers(config: Any) -> list[int]:
     return sorted(int(i) for i in config.text_config.cross_attention_layers)
 
 
-def cross_stream_maps(attentions: Sequence[torch.Tensor], layers: Sequence[int], n_text: int) -> list[torch.Tensor]:
-    """The cross-attention layers' maps ``(B, H, T, N)`` of a per-layer attention tuple, each in the square
-    ``[text | vision]`` layout ``(B, H, T+N, T+N)`` (text rows over the vision columns, vision rows zero)."""
-    out = []
+def cross_stream_maps(attentions: Sequence[torch.Tensor], layers: Sequence[int], n_text: int) -> CrossMaps:
+    """The cross-attention layers' maps ``(B, H, T, N)`` of a per-layer attention tuple, read in the square
+    ``[text | vision]`` layout ``(B, H, T+N, T+N)`` (text rows over the vision columns, vision rows zero); the
+    squares are built only where indexed (:class:`~mmdiag.models.attention_views.CrossMaps`)."""
+    rects = []
     for index in layers:
         a = attentions[index]
-        batch, heads, t, n = a.shape
-        if t != n_text:
-            raise ValueError(f"cross-attention layer {index} has {t} queries, expected {n_text} text tokens")
-        square = a.new_zeros((batch, heads, t + n, t + n))
-        square[:, :, :t, t:] = a
-        out.append(square)
-    return out
+        if a.shape[2] != n_text:
+            raise ValueError(f"cross-attention layer {index} has {a.shape[2]} queries, expected {n_text} text tokens")
+        rects.append(a)
+    return CrossMaps(rects)
 
 
 class MllamaAdapter(ModelAdapter):
@@ -241,7 +240,10 @@ class MllamaAdapter(ModelAdapter):
         self_layers = [i for i in range(len(text_maps)) if i not in self.cross]
         trace.attention[TEXT] = AttentionStream([text_maps[i] for i in self_layers], text_groups, causal=True)
         if vision_maps:
-            trace.attention[IMAGE] = AttentionStream([a[:, :, keep][:, :, :, keep] for a in vision_maps],
+            # the tower's maps over its padded tiles, read at the real tokens by strided slices
+            padded = vision_maps[0].shape[-1] // self.n_tiles
+            trace.attention[IMAGE] = AttentionStream(GatheredMaps(vision_maps, keep, (self.n_tiles, padded,
+                                                                                      self.per_tile)),
                                                      image_groups, causal=False)
         if self.cross:
             trace.attention[CROSS] = AttentionStream(cross_stream_maps(text_maps, self.cross, real.shape[1]),

@@ -32,6 +32,22 @@ def _nanmean_heads(x: np.ndarray) -> np.ndarray:
         return np.where(n > 0, tot / np.maximum(n, 1), np.nan)
 
 
+#: on CPU, maps are reduced in slices of the batch of about this many weights (2 MB of float32), so that each
+#: slice's temporaries (``a log a``, masked copies) stay in cache: 1.6x faster than whole-batch temporaries on
+#: (32, 32, 68, 68) maps. Sums over slices equal the whole batch's up to float64 rounding.
+CPU_SLICE = 1 << 19
+
+
+def _slices(a: torch.Tensor, *rest: torch.Tensor):
+    """``(a, *rest)`` cut along the batch into slices of about :data:`CPU_SLICE` weights (one slice off CPU)."""
+    step = a.shape[0] if a.device.type != "cpu" else max(1, CPU_SLICE // max(1, a[0].numel()))
+    if step >= a.shape[0]:
+        yield (a, *rest)
+        return
+    for start in range(0, a.shape[0], step):
+        yield (a[start:start + step], *(r[start:start + step] for r in rest))
+
+
 _SUMS = ("mass", "count", "n_queries", "mass_nosink", "count_nosink",
          "n_queries_nosink", "entropy", "n_sinks", "n_samples")
 
@@ -100,9 +116,14 @@ class ShareAccumulator:
             raise ValueError(f"attn has {a.shape[1]} heads, accumulator expects {self.n_heads}")
         if self.empty:
             self._alloc(a.device)
-        if not self.shares:
-            self._update_entropy(int(layer), a, groups)
-            return
+        for part, part_groups in _slices(a, groups):
+            if self.shares:
+                self._update_shares(int(layer), part, part_groups, causal)
+            else:
+                self._update_entropy(int(layer), part, part_groups)
+
+    def _update_shares(self, layer: int, a: torch.Tensor, groups: torch.Tensor, causal: bool) -> None:
+        """The ``shares=True`` update of one slice of the batch."""
         dev = self.mass.device
         acc = self.mass.dtype
         a, rowmass, rowok = valid_row_mass(a, groups)
@@ -124,6 +145,72 @@ class ShareAccumulator:
             getattr(self, name)[li] += val.to(dev)
         self.n_sinks[li] += sinks.sum((0, 2)).to(device=dev, dtype=acc)
         self.n_samples[li] += a.shape[0]
+
+    def update_cross(self, layer: int, attn: torch.Tensor, query_groups: torch.Tensor,
+                     key_groups: torch.Tensor) -> None:
+        """Add one batch of a cross-attention layer ``(B, H, Q, N)``: ``Q`` queries (``query_groups`` ``(B, Q)``)
+        over ``N`` keys (``key_groups`` ``(B, N)``), non-causal.
+
+        The sums equal :meth:`update` on the square ``[queries | keys]`` layout
+        (:func:`mmdiag.models.attention_views.square_of`: key rows and query columns
+        zero, groups ``[query_groups | key_groups]``) without building it: the key
+        rows carry no mass, so only the ``Q`` query rows count; and as in the square, a
+        group present among the queries counts as seen by every query (``count``),
+        with no mass on it (e.g. ``text->text`` of a cross stream is 0, not NaN).
+        """
+        if not 0 <= int(layer) < self.n_layers:
+            raise ValueError(f"layer {layer} out of range [0, {self.n_layers})")
+        if not isinstance(attn, torch.Tensor) or attn.ndim != 4:
+            raise ValueError(f"attn: expected a (B, H, Q, N) tensor, got {getattr(attn, 'shape', type(attn))}")
+        a = attn.detach()
+        if a.dtype not in (torch.float32, torch.float64):
+            a = a.float()
+        batch, heads, q, n = a.shape
+        gq = torch.as_tensor(query_groups, device=a.device).long()
+        gk = torch.as_tensor(key_groups, device=a.device).long()
+        if tuple(gq.shape) != (batch, q) or tuple(gk.shape) != (batch, n):
+            raise ValueError(f"groups: expected ({batch}, {q}) queries and ({batch}, {n}) keys, got "
+                             f"{tuple(gq.shape)} and {tuple(gk.shape)}")
+        if heads != self.n_heads:
+            raise ValueError(f"attn has {heads} heads, accumulator expects {self.n_heads}")
+        if self.empty:
+            self._alloc(a.device)
+        for part, part_q, part_k in _slices(a, gq, gk):
+            self._update_cross(int(layer), part, part_q, part_k)
+
+    def _update_cross(self, li: int, a: torch.Tensor, gq: torch.Tensor, gk: torch.Tensor) -> None:
+        """:meth:`update_cross` on one slice of the batch."""
+        batch = a.shape[0]
+        dev, acc = self.mass.device, self.mass.dtype
+        q_oh, k_oh = group_onehot(gq, a.dtype), group_onehot(gk, a.dtype)  # (B, Q, A), (B, N, A)
+        key_oh = k_oh.unsqueeze(1)  # (B, 1, N, A)
+        qvalid = (gq != GROUP_PAD).unsqueeze(1)  # (B, 1, Q)
+        rowmass = a @ key_oh  # (B, H, Q, A)
+        if not bool(torch.isfinite(rowmass).all()):
+            if bool((~torch.isfinite(rowmass).all(-1) & qvalid).any()):
+                raise ValueError("attn: non-finite attention weights in a valid query row")
+            a = a.masked_fill(~qvalid.unsqueeze(-1), 0.0)
+            rowmass = a @ key_oh
+        rowok = qvalid & (rowmass.sum(-1) > 0)
+        h = row_entropy(a, (gk != GROUP_PAD).unsqueeze(1))  # (B, H, Q)
+        h = torch.where(rowok, h, torch.zeros_like(h))
+        self.entropy[li] += torch.einsum("bta,bht->ha", q_oh.to(acc), h.to(acc)).to(dev)
+        if not self.shares:
+            self.n_queries[li] += torch.einsum("bta,bht->ha", q_oh.to(acc), rowok.to(acc)).to(dev)
+            self.n_samples[li] += batch
+            return
+        in_queries = q_oh.sum(1) > 0  # (B, A): groups among the queries (the square's zero key columns)
+        seen = (in_queries | (k_oh.sum(1) > 0)).to(a.dtype)[:, None, None, :]  # (B, 1, 1, A)
+        m, c, nq = mass_count(rowmass, rowok, seen, q_oh, False, acc)
+        sinks = sinks_from_mass(a, gk, rowmass, rowok, self.sink_threshold)  # (B, H, N): query keys never sink
+        key_oh_ns = key_oh * (~sinks).unsqueeze(-1).to(a.dtype)
+        seen_ns = (in_queries.unsqueeze(1) | (key_oh_ns.sum(-2) > 0)).to(a.dtype).unsqueeze(-2)  # (B, H, 1, A)
+        m2, c2, nq2 = mass_count(a @ key_oh_ns, rowok, seen_ns, q_oh, False, acc)
+        for name, val in (("mass", m), ("count", c), ("n_queries", nq), ("mass_nosink", m2),
+                          ("count_nosink", c2), ("n_queries_nosink", nq2)):
+            getattr(self, name)[li] += val.to(dev)
+        self.n_sinks[li] += sinks.sum((0, 2)).to(device=dev, dtype=acc)
+        self.n_samples[li] += batch
 
     def _update_entropy(self, layer: int, a: torch.Tensor, groups: torch.Tensor) -> None:
         """The ``shares=False`` update: row entropies over valid keys, per query group and head."""

@@ -40,7 +40,8 @@ def repeated(cfg: BenchConfig, times: int) -> dict[str, Any]:
     10 % or more, which moves the ratio by as much; the run with the median
     ratio is reported whole (its keys stay consistent with each other) and
     ``repeats`` lists every run's ``forward_s``, ``suite_s``, ``ratio``,
-    ``cpu_ratio`` and ``mm_forward_ratio``, with ``ratio_min``/``ratio_max``.
+    ``cpu_ratio``, ``mm_forward_s``, ``mm_forward_ratio`` and ``mm_forward_cpu_ratio``, with
+    ``ratio_min``/``ratio_max``.
     """
     runs = []
     for _ in range(times):
@@ -48,8 +49,9 @@ def repeated(cfg: BenchConfig, times: int) -> dict[str, Any]:
             runs.append(child_run(cfg, Path(tmp) / "fig.json"))
     ordered = sorted(runs, key=lambda fig: fig["ratio"])
     fig = dict(ordered[(len(ordered) - 1) // 2])
-    fig["repeats"] = [{k: run.get(k) for k in ("forward_s", "suite_s", "ratio", "cpu_ratio", "mm_forward_ratio")}
-                      for run in runs]
+    keys = ("forward_s", "forward_cpu_s", "suite_s", "ratio", "cpu_ratio", "mm_forward_s", "mm_forward_ratio",
+            "mm_forward_cpu_ratio", "prepare_s", "mm_forward_ratio_with_prepare", "mm_forward_cpu_ratio_with_prepare")
+    fig["repeats"] = [{k: run.get(k) for k in keys} for run in runs]
     fig["ratio_min"], fig["ratio_max"] = ordered[0]["ratio"], ordered[-1]["ratio"]
     return fig
 

@@ -20,6 +20,7 @@ def figures(cfg: BenchConfig, floor: Optional[dict], suite: dict) -> dict[str, A
     suite_s = suite["suite_s"]
     checks = {k: float(v) for k, v in (timings.get("checks_s") or {}).items()}
     mm_forward = timings.get("forward_s")
+    mm_forward_cpu = timings.get("forward_cpu_s")
     mm_load = timings.get("load_s")
     accounted = sum(v for v in (mm_load, mm_forward) if v is not None) + sum(checks.values())
     fig: dict[str, Any] = {
@@ -30,13 +31,14 @@ def figures(cfg: BenchConfig, floor: Optional[dict], suite: dict) -> dict[str, A
         "suite_s": suite_s, "suite_cpu_s": suite.get("suite_cpu_s"), "suite_exit_code": suite["exit_code"],
         "suite_items": suite.get("items"),
         "statuses": suite.get("statuses", {}),
-        "suite_load_s": mm_load, "mm_forward_s": mm_forward, "mm_total_s": timings.get("total_s"),
+        "suite_load_s": mm_load, "mm_forward_s": mm_forward, "mm_forward_cpu_s": mm_forward_cpu,
+        "mm_total_s": timings.get("total_s"),
         "checks_s": checks,
         "checks_pct": {k: 100.0 * v / suite_s for k, v in checks.items()} if suite_s > 0 else {},
         "suite_setup_s": suite.get("setup_s"),
         "suite_other_s": suite_s - accounted,
         "other_timings": {k: v for k, v in timings.items()
-                          if k not in ("load_s", "forward_s", "total_s", "checks_s", "cache")},
+                          if k not in ("load_s", "forward_s", "forward_cpu_s", "total_s", "checks_s", "cache")},
         "suite_cache": timings.get("cache", "off" if cfg.no_cache else None),
         "suite_peak_rss_mb": suite["peak_rss_mb"], "suite_peak_gpu_mb": suite["peak_gpu_mb"],
         "rss_after_collection_mb": suite.get("rss_after_collection_mb"),
@@ -56,6 +58,15 @@ def figures(cfg: BenchConfig, floor: Optional[dict], suite: dict) -> dict[str, A
             fig["ratio_without_load"] = (suite_s - mm_load) / floor["forward_s"]
         if mm_forward is not None:
             fig["mm_forward_ratio"] = mm_forward / floor["forward_s"]
+        if mm_forward_cpu and floor.get("forward_cpu_s"):
+            fig["mm_forward_cpu_ratio"] = mm_forward_cpu / floor["forward_cpu_s"]
+        if floor.get("prepare_s") is not None:  # what the recorded forward does beyond the floor's forward
+            fig["prepare_s"], fig["prepare_cpu_s"] = floor["prepare_s"], floor.get("prepare_cpu_s")
+            if mm_forward is not None:
+                fig["mm_forward_ratio_with_prepare"] = mm_forward / (floor["forward_s"] + floor["prepare_s"])
+            if mm_forward_cpu and floor.get("forward_cpu_s") and floor.get("prepare_cpu_s") is not None:
+                fig["mm_forward_cpu_ratio_with_prepare"] = mm_forward_cpu / (floor["forward_cpu_s"]
+                                                                             + floor["prepare_cpu_s"])
         if floor.get("forward_cpu_s") and suite.get("suite_cpu_s") is not None:
             fig["cpu_ratio"] = suite["suite_cpu_s"] / floor["forward_cpu_s"]
         if "forward_attn_s" in floor:
@@ -145,7 +156,12 @@ def render_rows(fig: dict[str, Any]) -> list[tuple[str, str, str]]:
              ("  suite: model load", _fmt(fig.get("suite_load_s"), " s"), share(fig.get("suite_load_s"))),
              ("  suite: recorded forward", _fmt(fig.get("mm_forward_s"), " s"),
               share(fig.get("mm_forward_s")) + (f", {fig['mm_forward_ratio']:.2f}x the floor"
-                                                if "mm_forward_ratio" in fig else ""))]
+                                                if "mm_forward_ratio" in fig else "")
+              + (f" ({fig['mm_forward_cpu_ratio']:.2f}x in CPU seconds)" if "mm_forward_cpu_ratio" in fig else ""))]
+    if "mm_forward_ratio_with_prepare" in fig:
+        rows.append(("  suite: recorded forward / (floor + prepare)", _fmt(fig["mm_forward_ratio_with_prepare"], "x"),
+                     f"opening and preparing the batches took {_fmt(fig['prepare_s'], ' s')} in (a), outside its "
+                     f"timing; CPU seconds {_fmt(fig.get('mm_forward_cpu_ratio_with_prepare'), 'x')}"))
     for family, seconds in sorted(fig["checks_s"].items(), key=lambda kv: -kv[1]):
         rows.append((f"  suite: checks {family}", _fmt(seconds, " s"), share(seconds)))
     for key, value in fig.get("other_timings", {}).items():

@@ -98,11 +98,14 @@ def run_floor(cfg: BenchConfig, peaks: PeakTracker) -> dict[str, Any]:
     adapter = load_adapter(cfg.model, cfg.device, cfg.dtype, cfg.seed)
     load_s = time.perf_counter() - start
     samples = load_inputs(adapter, cfg.data, cfg.samples, cfg.seed)
-    batches = prepare_batches(adapter, samples, cfg.batch_size)
+    cpu0, start = cpu_seconds(), time.perf_counter()
+    batches = prepare_batches(adapter, samples, cfg.batch_size)  # timed apart: the recorded forward includes it
+    prepare_s, prepare_cpu_s = time.perf_counter() - start, cpu_seconds() - cpu0
     if hasattr(adapter, "output_attentions"):
         adapter.output_attentions = False
     forward_s, forward_cpu_s = time_forward(adapter, batches)
     out: dict[str, Any] = {"load_s": load_s, "forward_s": forward_s, "forward_cpu_s": forward_cpu_s,
+                           "prepare_s": prepare_s, "prepare_cpu_s": prepare_cpu_s,
                            "n": len(samples), "device": str(getattr(adapter, "device", cfg.device)),
                            "n_params": getattr(getattr(adapter, "info", None), "n_params", None)}
     if cfg.floor_attentions and hasattr(adapter, "output_attentions"):
