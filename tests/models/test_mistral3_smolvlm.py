@@ -38,6 +38,14 @@ def _image_features(adapter, batch):
                                                                                            features.shape[-1]))
 
 
+
+def _forward_with_attentions(adapter, batch):
+    adapter.output_attentions = True
+    try:
+        return adapter.forward(batch)
+    finally:
+        adapter.output_attentions = False
+
 def test_mistral3_image_tokens_follow_pixtrals_dynamic_resolution():
     """[IMG] per merged 16-pixel cell of each image's own size (image), [IMG_BREAK]/[IMG_END] special; entry 0 at
     the image positions is the projected Pixtral features the model merges there."""
@@ -48,11 +56,7 @@ def test_mistral3_image_tokens_follow_pixtrals_dynamic_resolution():
     tok = adapter.tokenizer
     first = tok.convert_ids_to_tokens(batch["input_ids"][0].tolist())
     assert first[first.index("[IMG]"):][:6] == ["[IMG]", "[IMG]", "[IMG_BREAK]", "[IMG]", "[IMG]", "[IMG_END]"]
-    adapter.output_attentions = True
-    try:
-        trace = adapter.forward(batch)
-    finally:
-        adapter.output_attentions = False
+    trace = _forward_with_attentions(adapter, batch)
     groups = trace.attention["joint"].groups
     assert (groups == GROUP_IMAGE).sum(dim=1).tolist() == [4, 2]
     for name in ("[IMG_BREAK]", "[IMG_END]"):
@@ -91,11 +95,7 @@ def test_smolvlm_splits_the_image_and_frames_each_crop():
     tokens = tok.convert_ids_to_tokens(batch["input_ids"][0].tolist())
     assert tokens.count("<fake_token_around_image>") == 6 and "<global-img>" in tokens
     assert "<|im_start|>" in tokens  # the template's turn marker is one token
-    adapter.output_attentions = True
-    try:
-        trace = adapter.forward(batch)
-    finally:
-        adapter.output_attentions = False
+    trace = _forward_with_attentions(adapter, batch)
     groups = trace.attention["joint"].groups
     framing = torch.isin(batch["input_ids"], torch.tensor(tok.convert_tokens_to_ids(
         ["<fake_token_around_image>", "<global-img>", "<row_1_col_1>", "<row_2_col_2>"])))
