@@ -172,6 +172,11 @@ def _get(config: Any, name: str) -> Any:
     return value
 
 
+#: most --mm-bootstrap resamples: beyond this the interval does not move, the run only takes longer (a value such as
+#: 99999999999999999999999 used to be accepted and ran the first bootstrap forever)
+MAX_BOOTSTRAP = 100_000
+
+
 def _int(config: Any, name: str, minimum: int) -> int:
     raw = _get(config, name)
     try:
@@ -289,6 +294,10 @@ def from_pytest(config: Any) -> RunConfig:
         _input_file("--mm-baseline", str(cfg.baseline), cfg.baseline,
                     "give a results JSON written by --mm-save-baseline or --mm-json")
     cfg.bootstrap = _int(config, "mm_bootstrap", 0)
+    if cfg.bootstrap > MAX_BOOTSTRAP:
+        raise SpecError(f"--mm-bootstrap={cfg.bootstrap} resamples: at most {MAX_BOOTSTRAP:,} (a 95% interval's "
+                        "end points move by under 1% of its width from one seed to another at 10,000; more only runs "
+                        "for hours)")
     cfg.gate = str(_get(config, "mm_gate") or "ci")
     if cfg.gate not in ("ci", "value"):
         raise SpecError(f"--mm-gate={cfg.gate!r}: accepted: ci (judge the interval), value (judge the value alone)")

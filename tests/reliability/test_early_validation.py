@@ -39,9 +39,10 @@ FAST = ("--mm-model=random:tiny-clip", "--mm-samples=8", "--mm-batch-size=4", "-
     ([f"--mm-samples={MAX_SYNTHETIC_SAMPLES + 1}"],
      "--mm-samples=65537: the synthetic generator builds at most 65,536 scenes*"),
     (["--mm-data=noise", "--mm-samples=100000"], "--mm-samples=100000: the noise generator builds at most 10,000*"),
+    (["--mm-bootstrap=99999999999999999999999"], "--mm-bootstrap=99999999999999999999999 resamples: at most 100,000*"),
 ], ids=["report-dir-file", "report-dir-under-file", "json-is-html", "html-is-baseline", "markdown-is-json",
         "report-dir-html-is-markdown", "json-is-dir", "json-under-file", "cache-dir-file", "seed-2**32", "seed-neg",
-        "head-beyond", "rank-beyond", "synthetic-too-many", "noise-too-many"])
+        "head-beyond", "rank-beyond", "synthetic-too-many", "noise-too-many", "bootstrap-too-many"])
 def test_refused_before_the_forward_pass(pytester, args, expected, usage_line):
     (pytester.path / "afile").write_text("not a directory")
     (pytester.path / "adir").mkdir()

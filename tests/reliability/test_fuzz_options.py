@@ -59,6 +59,7 @@ def command_lines(draw):
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(args=command_lines())
 @example(args=["--mm-attention-head=0", "--mm-model=--"])  # argparse dropped "--" and the run collected nothing
+@example(args=["--mm-bootstrap=99999999999999999999999"])  # accepted, and the first bootstrap never ended
 def test_any_option_values_give_a_clean_outcome(pytester, args):
     result = pytester.runpytest(*BASE, *args)
     out = result.stdout.str() + "\n" + result.stderr.str()
