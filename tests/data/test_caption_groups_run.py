@@ -72,3 +72,18 @@ def test_gap_checks_count_each_image_once(pytester, tmp_path):
     assert shift["value"] == curve["optimum"] and shift["details"]["gap_norm"] == pytest.approx(curve["gap_norm"])
     distinct = {tuple(np.round(row, 5)) for row in acts.embeds["image"].numpy()}
     assert len(distinct) == 5  # the forward pass saw each image once per caption: 15 rows, 5 distinct
+
+
+def test_grouped_shift_optimum_bootstraps_with_the_map_when_gated(pytester, tmp_path):
+    """A threshold on gap.shift_optimum makes its (expensive) bootstrap run: each resample is batched afresh with
+    the resampled captions' images, and the run gives an interval."""
+    data = _coco(tmp_path / "coco")
+    args = [a for a in FAST if a != "--mm-bootstrap=0"]
+    result = pytester.runpytest(*args, f"--mm-data={data}", "--mm-samples=15", "--mm-json=out.json",
+                                "--mm-shift-batch=4", "--mm-bootstrap=20", "--mm-threshold=gap.shift_optimum=<=:5",
+                                "-k", "shift")
+    assert result.ret in (0, 1), result.stdout.str()
+    found = {r["check"]: r for r in json.loads((pytester.path / "out.json").read_text())["results"]}
+    shift = found["gap.shift_optimum"]
+    assert shift["status"] in ("pass", "warn", "fail") and shift["ci"]["method"].startswith("bootstrap")
+    assert shift["ci"]["low"] <= shift["ci"]["high"]
