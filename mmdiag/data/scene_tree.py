@@ -101,6 +101,17 @@ def text_tree_parents(tree: DepTree, text_tree: str = "mst", punctuation: str = 
     keep = [i for i in range(n) if tags is None or tags[i] not in PUNCT_TAGS]
     dist, d = distances(tree.heads), depths(tree.heads)
     pairs = sorted(((int(dist[i, j]), i, j) for a, i in enumerate(keep) for j in keep[a + 1:]))
+    parents = [-1] * n
+    for i, j in _kruskal_edges(pairs, n):
+        parent, child = (j, i) if d[j] < d[i] else (i, j)
+        if parents[child] < 0:
+            parents[child] = parent
+    return parents
+
+
+def _kruskal_edges(pairs: Sequence[tuple], n: int) -> list[tuple[int, int]]:
+    """The edges Kruskal's algorithm keeps from ``pairs`` = sorted ``(weight, i, j)`` over items ``0..n-1``, in
+    the order it keeps them (a union-find with path halving)."""
     root = list(range(n))
 
     def find(v: int) -> int:
@@ -109,16 +120,13 @@ def text_tree_parents(tree: DepTree, text_tree: str = "mst", punctuation: str = 
             v = root[v]
         return v
 
-    parents = [-1] * n
+    kept = []
     for _, i, j in pairs:
         ri, rj = find(i), find(j)
-        if ri == rj:
-            continue
-        root[ri] = rj
-        parent, child = (j, i) if d[j] < d[i] else (i, j)
-        if parents[child] < 0:
-            parents[child] = parent
-    return parents
+        if ri != rj:
+            root[ri] = rj
+            kept.append((i, j))
+    return kept
 
 
 def scene_parents(tree: DepTree, phrases: Sequence[Union[Phrase, Sequence[int]]], text_tree: str = "mst",
@@ -162,21 +170,10 @@ def scene_parents(tree: DepTree, phrases: Sequence[Union[Phrase, Sequence[int]]]
 def _kruskal_heads(dist: np.ndarray) -> tuple[int, ...]:
     """1-based heads (item 0 the root) of Kruskal's spanning tree of ``dist``, ties in row-major ``(i, j)`` order."""
     n = dist.shape[0]
-    root = list(range(n))
-
-    def find(v: int) -> int:
-        while root[v] != v:
-            root[v] = root[root[v]]
-            v = root[v]
-        return v
-
     adj: dict[int, list[int]] = {i: [] for i in range(n)}
-    for _, i, j in sorted((float(dist[i, j]), i, j) for i in range(n) for j in range(i + 1, n)):
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            root[ri] = rj
-            adj[i].append(j)
-            adj[j].append(i)
+    for i, j in _kruskal_edges(sorted((float(dist[i, j]), i, j) for i in range(n) for j in range(i + 1, n)), n):
+        adj[i].append(j)
+        adj[j].append(i)
     heads = [0] * n
     seen, stack = {0}, [0]
     while stack:
