@@ -16,6 +16,7 @@ from mmdiag.data.flickr30k import read_flickr30k
 from mmdiag.data.scene_tree import region_targets, scene_parents, text_tree_parents
 from mmdiag.data.trees import distances, parents_to_heads
 from mmdiag.data.types import DepTree, Phrase
+from tests.data.test_scene_tree import random_heads
 
 # "A man in a red shirt is smiling because he sees two dogs ." -- "he" is the man (entity 7)
 COREF = ("[/EN#7/people A man] in [/EN#8/clothing a red shirt] is smiling because [/EN#7/people he] sees "
@@ -129,14 +130,11 @@ def test_mst_text_tree_turns_siblings_under_punctuation_into_parent_and_child():
         text_tree_parents(t, "spanning")
 
 
+
 @st.composite
 def _trees(draw, max_n: int = 14):
-    n = draw(st.integers(1, max_n))
-    parent = [-1] + [draw(st.integers(0, i - 1)) for i in range(1, n)]
-    perm = draw(st.permutations(range(n)))
-    heads = [0] * n
-    for i in range(n):
-        heads[perm[i]] = 0 if parent[i] < 0 else perm[parent[i]] + 1
+    heads = draw(random_heads(max_n))
+    n = len(heads)
     punct = [draw(st.booleans()) and heads[i] != 0 for i in range(n)]
     xpos = tuple("," if p else "NN" for p in punct)
     return DepTree(words=tuple(f"w{i}" for i in range(n)), heads=tuple(heads), upos=("X",) * n, xpos=xpos)
